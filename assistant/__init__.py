@@ -1,0 +1,33 @@
+"""Self-hosted multimodal assistant backend. Public API for plugin authors."""
+
+from assistant.engines import (
+    Capabilities,
+    ChatMessage,
+    DialogueEngine,
+    DialogueRequest,
+    DialogueResult,
+    Engine,
+    EngineError,
+    GenerationOptions,
+    Usage,
+)
+from assistant.hookspecs import hookimpl
+from assistant.models import ModelSource, NotHere
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Capabilities",
+    "ChatMessage",
+    "DialogueEngine",
+    "DialogueRequest",
+    "DialogueResult",
+    "Engine",
+    "EngineError",
+    "GenerationOptions",
+    "ModelSource",
+    "NotHere",
+    "Usage",
+    "__version__",
+    "hookimpl",
+]

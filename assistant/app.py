@@ -1,0 +1,135 @@
+"""The assembled backend: config, plugins, model locator, engines, store and scheduler.
+
+One `App` per process. It is what engine factories and lifecycle hooks receive, and what every
+session shares: each engine is loaded once here and used by all connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any, Iterable
+
+import pluggy
+
+from assistant.config import Config
+from assistant.engines import ENGINE_BASES, ROLES, Engine
+from assistant.models import ModelLocator
+from assistant.plugins import PluginError, Registrations, build_plugin_manager, collect_registrations
+from assistant.scheduler import Scheduler
+from assistant.store import AsyncStore, Store
+
+log = logging.getLogger("assistant")
+
+
+class SeqCounters:
+    """The `seq` of server events, increasing per conversation (resumed from the store)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+
+    def seed(self, conversation_id: str, stored_last_seq: int) -> None:
+        """Start counting after the stored value unless this process already counts further."""
+        self._last[conversation_id] = max(self._last.get(conversation_id, 0), stored_last_seq)
+
+    def next(self, conversation_id: str) -> int:
+        """The next seq for the conversation."""
+        value = self._last.get(conversation_id, 0) + 1
+        self._last[conversation_id] = value
+        return value
+
+    def last(self, conversation_id: str) -> int:
+        """The last seq handed out for the conversation."""
+        return self._last.get(conversation_id, 0)
+
+
+class App:
+    """Everything a running backend shares. Build with `await App.start(config)`."""
+
+    def __init__(self, config: Config, pm: pluggy.PluginManager, registrations: Registrations) -> None:
+        self.config = config
+        self.pm = pm
+        self.registrations = registrations
+        self.models = ModelLocator(registrations.model_sources, config.model_cache_dir)
+        self.engines: dict[str, Engine] = {}
+        self.scheduler = Scheduler()
+        self.seq = SeqCounters()
+        self.store: AsyncStore | None = None
+        self.replies: set[Any] = set()  # in-flight replies (pipeline.Reply), for cancel and shutdown
+
+    @classmethod
+    def prepare(cls, config: Config, extra_plugins: Iterable[Any] = ()) -> App:
+        """Plugins loaded and registrations collected; no engines loaded, no store opened."""
+        pm = build_plugin_manager(config, extra_plugins)
+        return cls(config, pm, collect_registrations(pm))
+
+    @classmethod
+    async def start(cls, config: Config, extra_plugins: Iterable[Any] = ()) -> App:
+        """Load plugins, open the store, load the configured engines, run `startup` hooks."""
+        app = cls.prepare(config, extra_plugins)
+        store = await asyncio.to_thread(Store, config.database_url)
+        app.store = AsyncStore(store)
+        interrupted = await app.store.mark_interrupted()
+        if interrupted:
+            log.warning("marked %d reply(ies) left in progress by an earlier run as interrupted", interrupted)
+        try:
+            for role, engine_name in app.selected_engines().items():
+                app.engines[role] = await asyncio.to_thread(app.build_engine, role, engine_name)
+                log.info("%s engine ready: %s", role, app.engines[role].id)
+            await app._call_lifecycle("startup")
+        except BaseException:
+            await app.stop(run_shutdown_hooks=False)
+            raise
+        return app
+
+    def selected_engines(self) -> dict[str, str]:
+        """Role -> engine name from `[engines]`, for roles with an engine configured."""
+        chosen = self.config.engines.model_dump()
+        return {role: name for role, name in chosen.items() if name}
+
+    def build_engine(self, role: str, name: str) -> Engine:
+        """Instantiate the registered engine `name` for `role` (blocking: it loads the model)."""
+        entry = self.registrations.engines.get((role, name))
+        if entry is None:
+            known = sorted(n for r, n in self.registrations.engines if r == role)
+            raise PluginError(f"[engines] {role} = {name!r}: no such {role} engine is registered (registered: {known or 'none'})")
+        engine = entry.factory(self)
+        if not isinstance(engine, ENGINE_BASES[role]):
+            raise PluginError(f"{role} engine {name!r} from plugin {entry.plugin!r} is not a {ENGINE_BASES[role].__name__}")
+        return engine
+
+    def capabilities(self) -> dict[str, str | None]:
+        """Per role: the serving engine's id, or None."""
+        return {role: (self.engines[role].id if role in self.engines else None) for role in ROLES}
+
+    def plugin_config(self, plugin_name: str) -> dict[str, Any]:
+        """The `[plugins.<plugin_name>]` table."""
+        return self.config.plugin_config(plugin_name)
+
+    async def _call_lifecycle(self, hook_name: str, *, tolerate_errors: bool = False) -> None:
+        """Call a lifecycle hook impl by impl, awaiting awaitables; optionally log errors and go on."""
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            try:
+                result = impl.function(**{arg: self for arg in impl.argnames})
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                if not tolerate_errors:
+                    raise
+                log.exception("%s hook of plugin %r failed", hook_name, impl.plugin_name)
+
+    async def stop(self, *, run_shutdown_hooks: bool = True) -> None:
+        """Run `shutdown` hooks, close engines, workers and the store. Call after replies ended."""
+        if run_shutdown_hooks:
+            await self._call_lifecycle("shutdown", tolerate_errors=True)
+        await asyncio.to_thread(self.scheduler.close)
+        for engine in self.engines.values():
+            try:
+                engine.close()
+            except Exception:
+                log.exception("closing engine %s failed", engine.id)
+        self.engines.clear()
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+            self.store = None

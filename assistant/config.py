@@ -1,0 +1,149 @@
+"""config.toml -> typed, validated configuration.
+
+Every core table is a pydantic model that forbids unknown keys, so a typo fails at startup with
+the dotted key named. `[plugins.<name>]` tables are passed to their plugin as plain dicts; each
+plugin validates its own table.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable or invalid; the message names the key."""
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerConfig(_Table):
+    """`[server]`: where the websocket server listens and how it treats connections."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    max_frame_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    ping_interval_s: float | None = Field(20.0, gt=0)
+    ping_timeout_s: float | None = Field(20.0, gt=0)
+    shutdown_grace_s: float = Field(10.0, ge=0)
+
+
+class StoreConfig(_Table):
+    """`[store]`: the SQLAlchemy database URL; relative SQLite paths are relative to the config file."""
+
+    url: str = "sqlite:///data/assistant.db"
+
+
+class ModelsConfig(_Table):
+    """`[models]`: where converted or downloaded model files are cached."""
+
+    cache_dir: str = "~/.cache/assistant/models"
+
+
+class EnginesConfig(_Table):
+    """`[engines]`: which registered engine serves each role (null: none)."""
+
+    dialogue: str | None = "transformers"
+
+
+class DialogueConfig(_Table):
+    """`[dialogue]`: how the core builds the context it hands to the dialogue engine."""
+
+    system_prompt: str = "You are a helpful assistant. Answer briefly and accurately."
+    history_turns: int = Field(50, ge=0, description="most recent stored turns sent as context")
+
+
+class PluginsConfig(BaseModel):
+    """`[plugins]`: which plugins load, plus one `[plugins.<name>]` table per plugin."""
+
+    model_config = ConfigDict(extra="allow")
+
+    allow: list[str] | None = None
+    deny: list[str] = Field(default_factory=list)
+    modules: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _plugin_tables_are_tables(self) -> PluginsConfig:
+        for name, value in (self.model_extra or {}).items():
+            if not isinstance(value, dict):
+                raise ValueError(f"[plugins.{name}] must be a table, got {type(value).__name__}")
+        return self
+
+    def table(self, plugin_name: str) -> dict[str, Any]:
+        """The `[plugins.<plugin_name>]` table, or an empty dict."""
+        return dict((self.model_extra or {}).get(plugin_name, {}))
+
+
+class Config(_Table):
+    """The whole configuration. `base_dir` anchors relative paths (the config file's folder)."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    engines: EnginesConfig = Field(default_factory=EnginesConfig)
+    dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base_dir: Path | None = None) -> Config:
+        """Validate a parsed TOML document; errors name the dotted key."""
+        if "base_dir" in data:
+            raise ConfigError("base_dir: not a configuration key")
+        try:
+            config = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+        if base_dir is not None:
+            config.base_dir = base_dir
+        return config
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> Config:
+        """Read a config.toml file; `None` gives the built-in defaults."""
+        if path is None:
+            return cls()
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        return cls.from_dict(data, base_dir=path.resolve().parent)
+
+    def resolve_path(self, value: str) -> Path:
+        """Expand `~` and anchor a relative path at the config file's folder."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def database_url(self) -> str:
+        """The store URL with a relative SQLite file path made absolute."""
+        url = self.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and url != prefix + ":memory:" and len(url) > len(prefix):
+            return prefix + str(self.resolve_path(url[len(prefix):]))
+        return url
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Absolute folder for cached model files."""
+        return self.resolve_path(self.models.cache_dir)
+
+    def plugin_config(self, plugin_name: str) -> dict[str, Any]:
+        """The `[plugins.<plugin_name>]` table; a plugin reads only its own."""
+        return self.plugins.table(plugin_name)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        lines.append(f"{key}: {error['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

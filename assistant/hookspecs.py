@@ -1,0 +1,57 @@
+"""Every hook a plugin may implement. docs/plugins.md documents each one; a meta-test checks that.
+
+pluggy has no async hooks: `startup` and `shutdown` may return an awaitable and the core awaits it.
+Registration hooks take a `register` callback, in the style of simonw/llm and datasette.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import pluggy
+
+if TYPE_CHECKING:
+    from assistant.app import App
+
+hookspec = pluggy.HookspecMarker("assistant")
+hookimpl = pluggy.HookimplMarker("assistant")
+
+
+@hookspec
+def register_engines(register: Callable[..., None]) -> None:
+    """Register engine factories: call `register(role, name, factory, model_name=None)` once per engine.
+
+    Called once per app, while it starts, before any engine is built. `role` is one of
+    `assistant.engines.ROLES`; `name` is what `[engines] <role> = "<name>"` selects; `factory(app)`
+    returns an instance of the role's engine base class and is called only for the selected engine.
+    The optional `model_name(app)` returns the model the engine would load, for `assistant models`.
+    Duplicate (role, name) pairs and unknown roles stop startup with an error. Returns nothing.
+    """
+
+
+@hookspec
+def register_model_sources(register: Callable[[str, Any], None]) -> None:
+    """Register model sources: call `register(name, source)` with an `assistant.models.ModelSource`.
+
+    Called once per app, while it starts, before any engine is built. The model locator asks the
+    sources in hook call order (later-registered plugins first, `trylast` ones last) to turn a
+    configured model name into local files. Duplicate names stop startup. Returns nothing.
+    """
+
+
+@hookspec
+def startup(app: App) -> Any:
+    """Called once when the app has started: engines are loaded and the store is open.
+
+    May return an awaitable, which the core awaits before the server accepts connections. An
+    exception stops startup. Use it to warm caches or start background work owned by the plugin.
+    """
+
+
+@hookspec
+def shutdown(app: App) -> Any:
+    """Called once when the app stops, after the last reply has ended and before engines are closed.
+
+    May return an awaitable, which the core awaits. The mirror of `startup`: release what startup
+    took. Exceptions are logged and do not stop other plugins' shutdown.
+    """

@@ -1,0 +1,190 @@
+"""One turn, from the client's parts to the stored, streamed reply."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from assistant.engines import (
+    ChatMessage,
+    DialogueEngine,
+    DialogueRequest,
+    DialogueResult,
+    EngineError,
+    GenerationOptions,
+)
+from assistant.protocol import (
+    ErrorBody,
+    ProtocolError,
+    ResponseCreated,
+    ResponseDone,
+    ResponseTextDelta,
+    TextPart,
+    TurnCreate,
+    TurnCreated,
+)
+from assistant.store import PartRecord, TurnRecord
+
+if TYPE_CHECKING:
+    from assistant.session import Session
+
+log = logging.getLogger("assistant.pipeline")
+
+_END = object()
+
+
+@dataclass(eq=False)
+class Reply:
+    """A reply in flight: what `response.cancel` and shutdown act on."""
+
+    response_id: str
+    conversation_id: str
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def cancel(self) -> None:
+        """Ask the engine to stop at its next token."""
+        self.cancelled.set()
+
+
+def turn_parts(event: TurnCreate) -> list[PartRecord]:
+    """The parts this version can serve, as records to store; raises ProtocolError otherwise."""
+    parts = []
+    for index, part in enumerate(event.content):
+        if not isinstance(part, TextPart):
+            raise ProtocolError(
+                "unsupported", f"content.{index}: {part.type} parts need an engine this server does not have yet", event.event_id
+            )
+        parts.append(PartRecord(kind="text", text=part.text))
+    if not any((p.text or "").strip() for p in parts):
+        raise ProtocolError("bad_request", "the turn has no text", event.event_id)
+    return parts
+
+
+def dialogue_context(system_prompt: str, history: list[TurnRecord]) -> list[ChatMessage]:
+    """The messages for the engine: system prompt, then stored turns that have text, oldest first.
+
+    Assistant replies count when completed or cancelled (the user saw their text); failed and
+    interrupted replies are left out.
+    """
+    messages = [ChatMessage("system", system_prompt)] if system_prompt else []
+    for turn in history:
+        text = turn.text
+        if not text:
+            continue
+        if turn.role == "user":
+            messages.append(ChatMessage("user", text))
+        elif turn.role == "assistant" and turn.status in ("completed", "cancelled"):
+            messages.append(ChatMessage("assistant", text))
+    return messages
+
+
+def generation_options(event: TurnCreate) -> GenerationOptions:
+    """Per-turn overrides from the event."""
+    if event.options is None:
+        return GenerationOptions()
+    o = event.options
+    return GenerationOptions(
+        max_new_tokens=o.max_new_tokens,
+        temperature=None if o.temperature is None else float(o.temperature),
+        top_p=None if o.top_p is None else float(o.top_p),
+    )
+
+
+async def run_turn(session: Session, event: TurnCreate, conversation_id: str) -> None:
+    """Store the user turn, then stream and store the dialogue engine's reply."""
+    app = session.app
+    assert app.store is not None
+    parts = turn_parts(event)
+    engine = app.engines.get("dialogue")
+    if not isinstance(engine, DialogueEngine):
+        raise ProtocolError("unavailable", "no dialogue engine is configured ([engines] dialogue)", event.event_id)
+
+    turn_id = await app.store.add_user_turn(conversation_id, parts)
+    await session.emit(TurnCreated(turn_id=turn_id))
+    history = await app.store.history(conversation_id, limit=app.config.dialogue.history_turns + 1)
+    request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, history), generation_options(event))
+
+    reply = Reply(await app.store.start_reply(conversation_id, turn_id), conversation_id)
+    app.replies.add(reply)
+    try:
+        await _stream_reply(session, engine, request, reply, turn_id)
+    finally:
+        app.replies.discard(reply)
+        reply.done.set()
+
+
+async def _stream_reply(session: Session, engine: DialogueEngine, request: DialogueRequest, reply: Reply, turn_id: str) -> None:
+    """Run the engine, relay its deltas, then store and announce how the reply ended, whatever happened."""
+    app = session.app
+    assert app.store is not None
+    loop = asyncio.get_running_loop()
+    deltas: asyncio.Queue[object] = asyncio.Queue()
+
+    def emit(delta: str) -> None:
+        loop.call_soon_threadsafe(deltas.put_nowait, delta)
+
+    started = time.perf_counter()
+    first_token_at: float | None = None
+    pieces: list[str] = []
+    future: asyncio.Future[DialogueResult] | None = None
+    try:
+        await session.emit(ResponseCreated(response_id=reply.response_id, turn_id=turn_id))
+        future = app.scheduler.submit(engine, engine.generate, request, emit, reply.cancelled)
+        future.add_done_callback(lambda _f: deltas.put_nowait(_END))
+        while (item := await deltas.get()) is not _END:
+            assert isinstance(item, str)
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+            pieces.append(item)
+            await session.emit(ResponseTextDelta(response_id=reply.response_id, delta=item))
+    except asyncio.CancelledError:
+        # The task itself was cancelled: stop the engine at its next token, then store how it ended.
+        reply.cancel()
+        if future is not None:
+            await asyncio.wait([future])
+        raise
+    finally:
+        text = "".join(pieces)
+        status, error, usage = _outcome(future, reply)
+        elapsed = time.perf_counter() - started
+        timings = {"total_ms": round(elapsed * 1000, 3)}
+        if first_token_at is not None:
+            timings["time_to_first_token_ms"] = round((first_token_at - started) * 1000, 3)
+        if usage and usage.get("completion_tokens") and elapsed > 0:
+            timings["tokens_per_s"] = round(usage["completion_tokens"] / elapsed, 3)
+        done_seq = app.seq.next(reply.conversation_id)
+        await asyncio.shield(
+            app.store.finish_reply(
+                reply.response_id, text=text, status=status, error=error.message if error else None,
+                usage=usage, last_seq=done_seq,
+            )
+        )
+        await session.emit(
+            ResponseDone(response_id=reply.response_id, status=status, text=text, usage=usage, timings=timings, error=error),
+            seq=done_seq,
+        )
+
+
+def _outcome(
+    future: asyncio.Future[DialogueResult] | None, reply: Reply
+) -> tuple[str, ErrorBody | None, dict[str, int] | None]:
+    """Final status, error and usage of a finished, abandoned or never started engine call."""
+    if future is None:
+        return "failed", ErrorBody(code="internal", message="the reply could not be started"), None
+    if not future.done() or future.cancelled():
+        return "cancelled", None, None
+    exc = future.exception()
+    if exc is not None:
+        if isinstance(exc, EngineError):
+            return "failed", ErrorBody(code=exc.code, message=str(exc)), None  # type: ignore[arg-type]
+        log.error("dialogue engine failed", exc_info=exc)
+        return "failed", ErrorBody(code="internal", message=f"the dialogue engine failed: {type(exc).__name__}: {exc}"), None
+    result = future.result()
+    usage = {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens}
+    status = "cancelled" if result.finish_reason == "cancelled" or reply.cancelled.is_set() else "completed"
+    return status, None, usage

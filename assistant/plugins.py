@@ -1,0 +1,165 @@
+"""Building the plugin manager and collecting what plugins register.
+
+Load order: built-ins, then the `assistant` entry points, then modules named in
+`[plugins] modules`, then plugins handed in by code (tests, embedding apps); finally the
+config's `allow`/`deny` lists. A manager is built per app, never at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import pluggy
+
+from assistant import hookspecs
+from assistant.config import Config
+from assistant.engines import ENGINE_BASES, ROLES, Engine
+from assistant.models import ModelSource, RegisteredSource
+
+BUILTIN_PLUGINS: tuple[str, ...] = (
+    "assistant_plugins.model_sources",
+    "assistant_plugins.smollm2_pack",
+    "assistant_plugins.transformers_dialogue",
+)
+
+
+class PluginError(RuntimeError):
+    """A plugin could not be loaded or registered something invalid."""
+
+
+def build_plugin_manager(config: Config, extra_plugins: Iterable[Any] = ()) -> pluggy.PluginManager:
+    """A fresh plugin manager with every enabled plugin registered, in load order."""
+    pm = pluggy.PluginManager("assistant")
+    pm.add_hookspecs(hookspecs)
+    allow = None if config.plugins.allow is None else set(config.plugins.allow)
+    for name in config.plugins.deny:
+        pm.set_blocked(name)
+
+    def wanted(name: str) -> bool:
+        return not pm.is_blocked(name) and (allow is None or name in allow)
+
+    for module_name in BUILTIN_PLUGINS:
+        name = module_name.rsplit(".", 1)[-1]
+        if wanted(name):
+            pm.register(importlib.import_module(module_name), name)
+    pm.load_setuptools_entrypoints("assistant")
+    for module_name in config.plugins.modules:
+        if wanted(module_name):
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise PluginError(f"[plugins] modules: cannot import {module_name!r}: {exc}") from exc
+            pm.register(module, module_name)
+    for plugin in extra_plugins:
+        pm.register(plugin, getattr(plugin, "__name__", None))
+    if allow is not None:
+        for name, _plugin in list(pm.list_name_plugin()):
+            if name not in allow:
+                pm.unregister(name=name)
+    return pm
+
+
+def call_per_plugin(pm: pluggy.PluginManager, hook_name: str, **kwargs: Callable[[str], Any]) -> None:
+    """Call a registration hook impl by impl, in pluggy's call order, giving each the plugin's name.
+
+    Each keyword is a factory `plugin_name -> argument`, so a `register` callback knows which
+    plugin registered what (for `assistant plugins` and for error messages).
+    """
+    caller = getattr(pm.hook, hook_name)
+    for impl in reversed(caller.get_hookimpls()):
+        impl.function(**{arg: kwargs[arg](impl.plugin_name) for arg in impl.argnames})
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    """An engine factory as registered: role, name, factory and the plugin that registered it."""
+
+    role: str
+    name: str
+    factory: Callable[..., Engine]
+    plugin: str
+    model_name: Callable[..., str | None] | None = None
+
+
+@dataclass
+class Registrations:
+    """Everything the registration hooks produced, validated."""
+
+    engines: dict[tuple[str, str], EngineEntry] = field(default_factory=dict)
+    model_sources: list[RegisteredSource] = field(default_factory=list)
+    source_plugins: dict[str, str] = field(default_factory=dict)
+
+
+def collect_registrations(pm: pluggy.PluginManager) -> Registrations:
+    """Run `register_engines` and `register_model_sources`; reject duplicates and bad values."""
+    found = Registrations()
+
+    def engine_register(plugin: str) -> Callable[..., None]:
+        def register(
+            role: str, name: str, factory: Callable[..., Engine], model_name: Callable[..., str | None] | None = None
+        ) -> None:
+            if role not in ROLES:
+                raise PluginError(f"plugin {plugin!r} registered an engine for unknown role {role!r}; roles: {', '.join(ROLES)}")
+            if role not in ENGINE_BASES:
+                raise PluginError(f"plugin {plugin!r} registered a {role!r} engine, a role this version cannot serve yet")
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"plugin {plugin!r} registered a {role} engine without a name")
+            if not callable(factory):
+                raise PluginError(f"plugin {plugin!r}: factory for {role} engine {name!r} is not callable")
+            if (role, name) in found.engines:
+                other = found.engines[(role, name)].plugin
+                raise PluginError(f"{role} engine {name!r} registered twice: by {other!r} and by {plugin!r}")
+            found.engines[(role, name)] = EngineEntry(role, name, factory, plugin, model_name)
+
+        return register
+
+    def source_register(plugin: str) -> Callable[[str, ModelSource], None]:
+        def register(name: str, source: ModelSource) -> None:
+            if not isinstance(source, ModelSource):
+                raise PluginError(f"plugin {plugin!r}: model source {name!r} is not a ModelSource")
+            if name in found.source_plugins:
+                raise PluginError(f"model source {name!r} registered twice: by {found.source_plugins[name]!r} and by {plugin!r}")
+            found.source_plugins[name] = plugin
+            found.model_sources.append(RegisteredSource(name, source))
+
+        return register
+
+    call_per_plugin(pm, "register_engines", register=engine_register)
+    call_per_plugin(pm, "register_model_sources", register=source_register)
+    return found
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One row of `assistant plugins`."""
+
+    name: str
+    version: str | None
+    hooks: list[str]
+    engines: list[str]
+    model_sources: list[str]
+
+
+def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> list[PluginInfo]:
+    """Each registered plugin with its version, the hooks it implements and what it registered."""
+    from assistant import __version__
+
+    versions = {pm.get_name(plugin): dist.version for plugin, dist in pm.list_plugin_distinfo()}
+    infos = []
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: str(item[0])):
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
+        version = versions.get(name)
+        if version is None and getattr(plugin, "__name__", "").startswith("assistant_plugins."):
+            version = __version__
+        infos.append(
+            PluginInfo(
+                name=name,
+                version=version,
+                hooks=hooks,
+                engines=sorted(f"{e.role}:{e.name}" for e in registrations.engines.values() if e.plugin == name),
+                model_sources=sorted(s for s, p in registrations.source_plugins.items() if p == name),
+            )
+        )
+    return infos

@@ -1,0 +1,254 @@
+"""Wire protocol v1: client and server events as typed models. Parsing and serializing only, no I/O.
+
+docs/protocol.md is the reference for client authors; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+
+PROTOCOL_VERSION = 1
+
+ErrorCode = Literal[
+    "bad_request", "unauthorized", "too_large", "unsupported", "unavailable", "not_found", "rate_limited", "internal"
+]
+
+
+class ProtocolError(Exception):
+    """A client event that cannot be served; becomes an `error` event with `code` and `ref`."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code: ErrorCode = code
+        self.message = message
+        self.ref = ref
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ---------------------------------------------------------------- parts
+
+
+class TextPart(_Model):
+    type: Literal["text"]
+    text: StrictStr
+
+
+class ImagePart(_Model):
+    type: Literal["image"]
+    data: StrictStr = Field(description="base64 image bytes")
+    mime: StrictStr | None = None
+
+
+class AudioPart(_Model):
+    type: Literal["audio"]
+    data: StrictStr = Field(description="base64 audio bytes")
+    format: Literal["wav", "pcm16"]
+    sample_rate: StrictInt = Field(16000, ge=1)
+
+
+Part = Annotated[Union[TextPart, ImagePart, AudioPart], Field(discriminator="type")]
+
+
+# ---------------------------------------------------------------- client events
+
+
+class ClientEvent(_Model):
+    event_id: StrictStr | None = Field(None, max_length=200)
+
+
+class GenerationOptionsIn(_Model):
+    max_new_tokens: StrictInt | None = Field(None, ge=1, le=8192)
+    temperature: StrictFloat | StrictInt | None = Field(None, ge=0, le=2)
+    top_p: StrictFloat | StrictInt | None = Field(None, gt=0, le=1)
+
+
+class SessionStart(ClientEvent):
+    type: Literal["session.start"]
+    conversation_id: StrictStr | None = Field(None, min_length=1, max_length=64)
+
+
+class TurnCreate(ClientEvent):
+    type: Literal["turn.create"]
+    content: list[Part] = Field(min_length=1, max_length=64)
+    options: GenerationOptionsIn | None = None
+
+
+class AudioAppend(ClientEvent):
+    type: Literal["audio.append"]
+    data: StrictStr
+
+
+class AudioCommit(ClientEvent):
+    type: Literal["audio.commit"]
+
+
+class AudioClear(ClientEvent):
+    type: Literal["audio.clear"]
+
+
+class ResponseCancel(ClientEvent):
+    type: Literal["response.cancel"]
+    response_id: StrictStr = Field(min_length=1, max_length=64)
+
+
+class ImageGenerate(ClientEvent):
+    type: Literal["image.generate"]
+    prompt: StrictStr
+    negative_prompt: StrictStr | None = None
+    steps: StrictInt | None = None
+    seed: StrictInt | None = None
+    width: StrictInt | None = None
+    height: StrictInt | None = None
+
+
+class ImageCancel(ClientEvent):
+    type: Literal["image.cancel"]
+    job_id: StrictStr = Field(min_length=1, max_length=64)
+
+
+class ConversationGet(ClientEvent):
+    type: Literal["conversation.get"]
+    conversation_id: StrictStr | None = Field(None, min_length=1, max_length=64)
+
+
+class ConversationSearch(ClientEvent):
+    type: Literal["conversation.search"]
+    query: StrictStr
+
+
+AnyClientEvent = Annotated[
+    Union[
+        SessionStart, TurnCreate, AudioAppend, AudioCommit, AudioClear, ResponseCancel,
+        ImageGenerate, ImageCancel, ConversationGet, ConversationSearch,
+    ],
+    Field(discriminator="type"),
+]
+_client_event_adapter: TypeAdapter[Any] = TypeAdapter(AnyClientEvent)
+
+CLIENT_EVENT_TYPES: frozenset[str] = frozenset(
+    model.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+    for model in (SessionStart, TurnCreate, AudioAppend, AudioCommit, AudioClear, ResponseCancel,
+                  ImageGenerate, ImageCancel, ConversationGet, ConversationSearch)
+)
+
+
+def parse_client_event(raw: str | bytes) -> ClientEvent:
+    """Parse and validate one client text frame; raises ProtocolError(bad_request) naming the problem."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError("bad_request", f"malformed JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_request", f"an event must be a JSON object, got {type(data).__name__}")
+    ref = data.get("event_id") if isinstance(data.get("event_id"), str) else None
+    event_type = data.get("type")
+    if not isinstance(event_type, str):
+        raise ProtocolError("bad_request", "the event has no string field 'type'", ref)
+    if event_type not in CLIENT_EVENT_TYPES:
+        raise ProtocolError("bad_request", f"unknown event type {event_type!r}", ref)
+    try:
+        return _client_event_adapter.validate_python(data)
+    except ValidationError as exc:
+        raise ProtocolError("bad_request", f"invalid {event_type}: {_describe(exc)}", ref) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "event"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems[:5])
+
+
+# ---------------------------------------------------------------- server events
+
+
+class ServerEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    seq: int = 0
+
+
+class SessionStarted(ServerEvent):
+    type: Literal["session.started"] = "session.started"
+    conversation_id: str
+    resumed: bool
+    protocol: int = PROTOCOL_VERSION
+    capabilities: dict[str, str | None]
+
+
+class TurnCreated(ServerEvent):
+    type: Literal["turn.created"] = "turn.created"
+    turn_id: str
+
+
+class ResponseCreated(ServerEvent):
+    type: Literal["response.created"] = "response.created"
+    response_id: str
+    turn_id: str
+
+
+class ResponseTextDelta(ServerEvent):
+    type: Literal["response.text.delta"] = "response.text.delta"
+    response_id: str
+    delta: str
+
+
+class ErrorBody(BaseModel):
+    code: ErrorCode
+    message: str
+
+
+class ResponseDone(ServerEvent):
+    type: Literal["response.done"] = "response.done"
+    response_id: str
+    status: Literal["completed", "cancelled", "failed"]
+    text: str
+    usage: dict[str, int] | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    error: ErrorBody | None = None
+
+
+class ConversationHistory(ServerEvent):
+    type: Literal["conversation.history"] = "conversation.history"
+    conversation_id: str
+    turns: list[dict[str, Any]]
+
+
+class Error(ServerEvent):
+    type: Literal["error"] = "error"
+    code: ErrorCode
+    message: str
+    ref: str | None = None
+
+
+SERVER_EVENTS: tuple[type[ServerEvent], ...] = (
+    SessionStarted, TurnCreated, ResponseCreated, ResponseTextDelta, ResponseDone, ConversationHistory, Error,
+)
+
+
+def serialize(event: ServerEvent, seq: int) -> str:
+    """One server event as a JSON text frame, stamped with `seq`."""
+    event.seq = seq
+    return event.model_dump_json(exclude_none=True)
+
+
+def error_event(exc: ProtocolError) -> Error:
+    """The `error` event for a ProtocolError."""
+    return Error(code=exc.code, message=exc.message, ref=exc.ref)
+
+
+_server_event_adapter: TypeAdapter[Any] = TypeAdapter(
+    Annotated[Union[SERVER_EVENTS], Field(discriminator="type")]  # type: ignore[valid-type]
+)
+
+
+def parse_server_event(raw: str | bytes) -> ServerEvent:
+    """Parse a server frame (for clients and tests); raises pydantic ValidationError if invalid."""
+    return _server_event_adapter.validate_json(raw)

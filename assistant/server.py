@@ -1,0 +1,121 @@
+"""The websockets server: `/ws` for sessions, `GET /healthz`, limits and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from http import HTTPStatus
+from typing import Any, Iterable
+
+from websockets.asyncio.server import Request, Response, Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from assistant.app import App
+from assistant.config import Config
+from assistant.session import Session
+
+log = logging.getLogger("assistant.server")
+
+
+class AssistantServer:
+    """Serves one App over websockets. `start()`, then `shutdown()` (or `run_until_signal()`)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.ready = False
+        self._server: Server | None = None
+        self.sessions: set[Session] = set()
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful when configured as 0)."""
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            if self.ready:
+                return connection.respond(HTTPStatus.OK, "ok\n")
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "not ready\n")
+        if path != "/ws":
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found: the websocket endpoint is /ws\n")
+        if not self.ready:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
+        return None
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        session = Session(self.app, connection.send)
+        self.sessions.add(session)
+        try:
+            async for frame in connection:
+                await session.handle_frame(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            session.disconnected()
+            self.sessions.discard(session)
+
+    async def start(self) -> None:
+        """Listen on the configured host and port."""
+        cfg = self.app.config.server
+        self._server = await serve(
+            self._handle,
+            cfg.host,
+            cfg.port,
+            process_request=self._process_request,
+            max_size=cfg.max_frame_bytes,
+            ping_interval=cfg.ping_interval_s,
+            ping_timeout=cfg.ping_timeout_s,
+        )
+        self.ready = True
+        log.info("listening on ws://%s:%d/ws", cfg.host, self.port)
+
+    async def shutdown(self, grace_s: float | None = None) -> None:
+        """Stop accepting, let replies finish within the grace period, cancel the rest, close."""
+        grace = self.app.config.server.shutdown_grace_s if grace_s is None else grace_s
+        self.ready = False
+        if self._server is not None:
+            self._server.server.close()  # stop accepting; open connections stay
+        pending = [reply.done.wait() for reply in list(self.app.replies)]
+        if pending:
+            log.info("waiting up to %.1fs for %d reply(ies) to finish", grace, len(pending))
+            done, _ = await asyncio.wait([asyncio.ensure_future(p) for p in pending], timeout=grace)
+        if self.app.replies:
+            log.info("cancelling %d reply(ies) still in progress", len(self.app.replies))
+            waits = []
+            for reply in list(self.app.replies):
+                reply.cancel()
+                waits.append(asyncio.ensure_future(reply.done.wait()))
+            await asyncio.wait(waits)
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        await self.app.stop()
+
+    async def run_until_signal(self, signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        """Serve until SIGINT or SIGTERM, then shut down gracefully."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+        log.info("shutting down")
+        await self.shutdown()
+
+
+async def serve_app(config: Config, extra_plugins: Iterable[Any] = ()) -> AssistantServer:
+    """Start an App and its server; returns the running server."""
+    app = await App.start(config, extra_plugins)
+    server = AssistantServer(app)
+    try:
+        await server.start()
+    except BaseException:
+        await app.stop()
+        raise
+    return server

@@ -1,0 +1,146 @@
+"""One connection's state: its conversation, event seq, turns in order, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+from websockets.exceptions import ConnectionClosed
+
+from assistant.app import App
+from assistant.pipeline import run_turn
+from assistant.protocol import (
+    ClientEvent,
+    ConversationGet,
+    ConversationHistory,
+    Error,
+    ProtocolError,
+    ResponseCancel,
+    ServerEvent,
+    SessionStart,
+    SessionStarted,
+    TurnCreate,
+    error_event,
+    parse_client_event,
+    serialize,
+)
+
+log = logging.getLogger("assistant.session")
+
+NOT_BUILT = {
+    "audio.append": "streamed audio",
+    "audio.commit": "streamed audio",
+    "audio.clear": "streamed audio",
+    "image.generate": "image generation",
+    "image.cancel": "image generation",
+    "conversation.search": "conversation search",
+}
+
+
+class Session:
+    """Handles the frames of one websocket connection. Turns run one after another, off the read loop."""
+
+    def __init__(self, app: App, send: Callable[[str], Awaitable[None]]) -> None:
+        self.app = app
+        self._send = send
+        self.conversation_id: str | None = None
+        self.connected = True
+        self._turn_lock = asyncio.Lock()
+        self._turns: set[asyncio.Task[None]] = set()
+
+    async def emit(self, event: ServerEvent, seq: int | None = None) -> None:
+        """Send a server event stamped with the conversation's next seq (0 before a conversation).
+
+        After the client has gone, events are dropped; the work behind them (storing a reply) goes on.
+        """
+        if seq is None:
+            seq = self.app.seq.next(self.conversation_id) if self.conversation_id else 0
+        if not self.connected:
+            return
+        try:
+            await self._send(serialize(event, seq))
+        except ConnectionClosed:
+            self.connected = False
+
+    async def handle_frame(self, frame: str | bytes) -> None:
+        """Parse one frame and act on it; every problem becomes an `error` event."""
+        try:
+            if isinstance(frame, bytes):
+                raise ProtocolError("unsupported", "binary frames carry streamed audio, which this server does not support yet")
+            await self.dispatch(parse_client_event(frame))
+        except ProtocolError as exc:
+            await self.emit(error_event(exc))
+
+    async def dispatch(self, event: ClientEvent) -> None:
+        """Route a valid client event to its handler."""
+        if isinstance(event, SessionStart):
+            await self._start(event)
+        elif isinstance(event, TurnCreate):
+            self._spawn_turn(event)
+        elif isinstance(event, ResponseCancel):
+            self._cancel(event)
+        elif isinstance(event, ConversationGet):
+            await self._history(event)
+        else:
+            feature = NOT_BUILT.get(getattr(event, "type", ""), "this event")
+            raise ProtocolError("unsupported", f"{event.type}: {feature} is not supported by this server yet", event.event_id)  # type: ignore[attr-defined]
+
+    async def _start(self, event: SessionStart) -> None:
+        store = self.app.store
+        assert store is not None
+        if self._busy():
+            raise ProtocolError("bad_request", "cannot switch conversations while a turn is in progress", event.event_id)
+        if event.conversation_id is None:
+            self.conversation_id = await store.create_conversation()
+            resumed = False
+        else:
+            last_seq = await store.conversation_last_seq(event.conversation_id)
+            if last_seq is None:
+                raise ProtocolError("not_found", f"no conversation {event.conversation_id!r}", event.event_id)
+            self.app.seq.seed(event.conversation_id, last_seq)
+            self.conversation_id = event.conversation_id
+            resumed = True
+        await self.emit(SessionStarted(conversation_id=self.conversation_id, resumed=resumed, capabilities=self.app.capabilities()))
+
+    def _busy(self) -> bool:
+        return any(not task.done() for task in self._turns)
+
+    def _spawn_turn(self, event: TurnCreate) -> None:
+        if self.conversation_id is None:
+            raise ProtocolError("bad_request", "send session.start before turn.create", event.event_id)
+        task = asyncio.create_task(self._turn(event, self.conversation_id))
+        self._turns.add(task)
+        task.add_done_callback(self._turns.discard)
+
+    async def _turn(self, event: TurnCreate, conversation_id: str) -> None:
+        async with self._turn_lock:
+            try:
+                await run_turn(self, event, conversation_id)
+            except ProtocolError as exc:
+                await self.emit(error_event(exc))
+            except Exception as exc:
+                log.exception("turn failed")
+                await self.emit(Error(code="internal", message=f"the turn failed: {type(exc).__name__}", ref=event.event_id))
+
+    def _cancel(self, event: ResponseCancel) -> None:
+        for reply in self.app.replies:
+            if reply.response_id == event.response_id and reply.conversation_id == self.conversation_id:
+                reply.cancel()
+                return
+        raise ProtocolError("not_found", f"no reply {event.response_id!r} in progress in this conversation", event.event_id)
+
+    async def _history(self, event: ConversationGet) -> None:
+        store = self.app.store
+        assert store is not None
+        conversation_id = event.conversation_id or self.conversation_id
+        if conversation_id is None:
+            raise ProtocolError("bad_request", "no conversation: give conversation_id or send session.start first", event.event_id)
+        if await store.conversation_last_seq(conversation_id) is None:
+            raise ProtocolError("not_found", f"no conversation {conversation_id!r}", event.event_id)
+        turns = await store.history(conversation_id)
+        await self.emit(ConversationHistory(conversation_id=conversation_id, turns=[t.to_wire() for t in turns]))
+
+    def disconnected(self) -> None:
+        """The client has gone: stop sending. Turns in progress still finish and are stored."""
+        self.connected = False

@@ -1,0 +1,317 @@
+"""Conversation storage: SQLAlchemy 2 models and the few queries the core needs.
+
+SQLite (WAL, synchronous=FULL) by default; any SQLAlchemy URL works. `Store` is synchronous;
+`AsyncStore` runs every call on one dedicated thread so the event loop never waits on disk and
+SQLite sees a single writer. Rules: the user turn is committed before any engine sees it; the
+assistant turn is inserted `in_progress` when its reply starts and committed with its final status
+when the reply ends; at startup, replies left `in_progress` by a crash become `interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    create_engine,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine as SqlEngine
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
+
+T = TypeVar("T")
+
+REPLY_STATUSES = ("in_progress", "completed", "cancelled", "failed", "interrupted")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """A fresh public id (conversations, turns)."""
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_id)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    turns: Mapped[list[Turn]] = relationship(back_populates="conversation", order_by="Turn.pk")
+
+
+class Turn(Base):
+    __tablename__ = "turns"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True, default=new_id)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    reply_to: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    conversation: Mapped[Conversation] = relationship(back_populates="turns")
+    parts: Mapped[list[Part]] = relationship(order_by="Part.position", cascade="all, delete-orphan")
+
+
+class Part(Base):
+    __tablename__ = "parts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    turn_pk: Mapped[int] = mapped_column(ForeignKey("turns.pk"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    attachment_sha256: Mapped[str | None] = mapped_column(ForeignKey("attachments.sha256"), nullable=True)
+
+
+class Attachment(Base):
+    __tablename__ = "attachments"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mime: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class ImageFeatures(Base):
+    __tablename__ = "image_features"
+
+    sha256: Mapped[str] = mapped_column(ForeignKey("attachments.sha256"), primary_key=True)
+    encoder_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """A stored part, detached from the database session."""
+
+    kind: str
+    text: str | None = None
+    attachment_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    """A stored turn with its parts, detached from the database session."""
+
+    id: str
+    role: str
+    status: str
+    created_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    usage: dict[str, Any] | None
+    reply_to: str | None
+    parts: list[PartRecord]
+
+    @property
+    def text(self) -> str:
+        """The turn's text parts joined."""
+        return "".join(p.text or "" for p in self.parts if p.kind == "text")
+
+    def to_wire(self) -> dict[str, Any]:
+        """The turn as `conversation.history` sends it."""
+        return {
+            "turn_id": self.id,
+            "role": self.role,
+            "status": self.status,
+            "created_at": self.created_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "error": self.error,
+            "usage": self.usage,
+            "reply_to": self.reply_to,
+            "content": [
+                {"type": p.kind, **({"text": p.text} if p.text is not None else {}),
+                 **({"sha256": p.attachment_sha256} if p.attachment_sha256 else {})}
+                for p in self.parts
+            ],
+        }
+
+
+def _record(turn: Turn) -> TurnRecord:
+    created = turn.created_at.replace(tzinfo=turn.created_at.tzinfo or timezone.utc)
+    finished = turn.finished_at.replace(tzinfo=turn.finished_at.tzinfo or timezone.utc) if turn.finished_at else None
+    return TurnRecord(
+        id=turn.id,
+        role=turn.role,
+        status=turn.status,
+        created_at=created,
+        finished_at=finished,
+        error=turn.error,
+        usage=turn.usage,
+        reply_to=turn.reply_to,
+        parts=[PartRecord(p.kind, p.text, p.attachment_sha256) for p in turn.parts],
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def open_engine(url: str) -> SqlEngine:
+    """A SQLAlchemy engine; for SQLite: parent folder created, WAL and foreign keys on."""
+    parsed = make_url(url)
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    connect_args: dict[str, Any] = {}
+    if is_sqlite:
+        connect_args["check_same_thread"] = False
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args=connect_args, json_serializer=json.dumps)
+    if is_sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+class Store:
+    """Synchronous store. Every method is one transaction."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = open_engine(url)
+        Base.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.engine.dispose()
+
+    def mark_interrupted(self) -> int:
+        """Mark replies left in progress (by a crash) as interrupted; returns how many."""
+        with Session(self.engine) as db, db.begin():
+            result = db.execute(
+                update(Turn)
+                .where(Turn.status == "in_progress")
+                .values(status="interrupted", finished_at=_now(), error="the server stopped while this reply was in progress")
+            )
+            return result.rowcount or 0
+
+    def create_conversation(self) -> str:
+        """A new, empty conversation; returns its id."""
+        with Session(self.engine) as db, db.begin():
+            conversation = Conversation()
+            db.add(conversation)
+            db.flush()
+            return conversation.id
+
+    def conversation_last_seq(self, conversation_id: str) -> int | None:
+        """The conversation's stored last event seq, or None if it does not exist."""
+        with Session(self.engine) as db:
+            return db.scalar(select(Conversation.last_seq).where(Conversation.id == conversation_id))
+
+    def add_user_turn(self, conversation_id: str, parts: list[PartRecord]) -> str:
+        """Commit a user turn (status completed) with its parts; returns the turn id."""
+        with Session(self.engine) as db, db.begin():
+            turn = Turn(conversation_id=conversation_id, role="user", status="completed", finished_at=_now())
+            turn.parts = [Part(position=i, kind=p.kind, text=p.text, attachment_sha256=p.attachment_sha256) for i, p in enumerate(parts)]
+            db.add(turn)
+            db.execute(update(Conversation).where(Conversation.id == conversation_id).values(updated_at=_now()))
+            db.flush()
+            return turn.id
+
+    def start_reply(self, conversation_id: str, reply_to: str) -> str:
+        """Insert the assistant turn as in_progress; returns its id (the response_id)."""
+        with Session(self.engine) as db, db.begin():
+            turn = Turn(conversation_id=conversation_id, role="assistant", status="in_progress", reply_to=reply_to)
+            db.add(turn)
+            db.flush()
+            return turn.id
+
+    def finish_reply(
+        self,
+        turn_id: str,
+        *,
+        text: str,
+        status: str,
+        error: str | None = None,
+        usage: dict[str, Any] | None = None,
+        last_seq: int | None = None,
+    ) -> None:
+        """Commit a reply's final status and text (partial text too, when cancelled or failed)."""
+        if status not in REPLY_STATUSES or status == "in_progress":
+            raise ValueError(f"not a final reply status: {status!r}")
+        with Session(self.engine) as db, db.begin():
+            turn = db.scalars(select(Turn).where(Turn.id == turn_id)).one()
+            turn.status = status
+            turn.error = error
+            turn.usage = usage
+            turn.finished_at = _now()
+            turn.parts = [Part(position=0, kind="text", text=text)] if text else []
+            conversation = db.get_one(Conversation, turn.conversation_id)
+            conversation.updated_at = _now()
+            if last_seq is not None:
+                conversation.last_seq = max(conversation.last_seq, last_seq)
+
+    def history(self, conversation_id: str, limit: int | None = None) -> list[TurnRecord]:
+        """The conversation's turns in order, oldest first; the last `limit` when given."""
+        with Session(self.engine) as db:
+            query = (
+                select(Turn)
+                .where(Turn.conversation_id == conversation_id)
+                .options(selectinload(Turn.parts))
+                .order_by(Turn.pk.desc())
+            )
+            if limit is not None:
+                query = query.limit(limit)
+            turns = list(db.scalars(query))
+            return [_record(t) for t in reversed(turns)]
+
+
+class AsyncStore:
+    """The store for async code: each call runs on the store's own thread."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+
+    async def call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `method(*args, **kwargs)` on the store thread and await its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(method, *args, **kwargs))
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self.store, name)
+
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            return await self.call(method, *args, **kwargs)
+
+        run.__doc__ = method.__doc__
+        return run
+
+    def close(self) -> None:
+        """Finish pending writes, then release the database."""
+        self._executor.shutdown(wait=True)
+        self.store.close()

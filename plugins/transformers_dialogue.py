@@ -1,0 +1,245 @@
+"""Dialogue engine on any transformers causal LM with a chat template.
+
+Configured by `[plugins.transformers_dialogue]`. Streams token by token through a streamer that
+decodes incrementally (no partial UTF-8 characters), stops at the next token when cancelled, and
+fits the history to the context budget by dropping the oldest turns (the system prompt stays).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from assistant import (
+    Capabilities,
+    ChatMessage,
+    DialogueEngine,
+    DialogueRequest,
+    DialogueResult,
+    EngineError,
+    Usage,
+    hookimpl,
+)
+from assistant.config import ConfigError
+
+PLUGIN_NAME = "transformers_dialogue"
+
+
+class DialogueSettings(BaseModel):
+    """`[plugins.transformers_dialogue]`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "smollm2-135m-instruct"
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    context_tokens: int = Field(2048, ge=64)
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0)
+
+
+def pick_device(device: str) -> str:
+    """`auto` -> `cuda` when available, else `cpu`; anything else as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    """`auto` -> bfloat16 (or float16) on CUDA, float32 on CPU."""
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+class DeltaStreamer(BaseStreamer):
+    """Receives token ids from `generate` and emits each new piece of decoded text.
+
+    Decodes a short window (prefix/read offsets, as text-generation-inference does) so each step
+    costs O(1) tokens, and holds back text ending in an incomplete UTF-8 character.
+    """
+
+    def __init__(self, tokenizer: Any, emit: Callable[[str], None]) -> None:
+        self.tokenizer = tokenizer
+        self.emit = emit
+        self.ids: list[int] = []
+        self.pieces: list[str] = []
+        self._prompt_seen = False
+        self._prefix_offset = 0
+        self._read_offset = 0
+
+    def put(self, value: torch.Tensor) -> None:
+        """Called by generate: first with the prompt (skipped), then with each new token."""
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.ids.extend(value.reshape(-1).tolist())
+        self._flush(final=False)
+
+    def end(self) -> None:
+        """Called by generate when it stops: emit whatever text is still held back."""
+        self._flush(final=True)
+
+    def _flush(self, final: bool) -> None:
+        decode = self.tokenizer.decode
+        prefix = decode(self.ids[self._prefix_offset : self._read_offset], skip_special_tokens=True)
+        full = decode(self.ids[self._prefix_offset :], skip_special_tokens=True)
+        if len(full) > len(prefix) and (final or not full.endswith("\ufffd")):
+            delta = full[len(prefix) :]
+            self._prefix_offset = self._read_offset
+            self._read_offset = len(self.ids)
+            self.pieces.append(delta)
+            self.emit(delta)
+
+    @property
+    def text(self) -> str:
+        """All text emitted so far."""
+        return "".join(self.pieces)
+
+
+class StopWhenCancelled(StoppingCriteria):
+    """Stops generation at the next token once the event is set."""
+
+    def __init__(self, cancelled: threading.Event) -> None:
+        self.cancelled = cancelled
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class TransformersDialogue(DialogueEngine):
+    """A causal LM loaded once; `generate` is called on the engine's worker thread."""
+
+    def __init__(self, model_path: Path, settings: DialogueSettings, name: str | None = None) -> None:
+        self.settings = settings
+        self.device = pick_device(settings.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"{model_path}: the tokenizer has no chat template; a chat (instruct) model is needed")
+        dtype = pick_dtype(settings.dtype, self.device)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self.id = f"transformers:{name or settings.model}"
+        self.capabilities = Capabilities(streaming=True, devices=(self.device,))
+
+    def fit_context(self, messages: list[ChatMessage], max_new_tokens: int) -> list[int]:
+        """Prompt token ids within `context_tokens - max_new_tokens`: oldest turns dropped first."""
+        budget = self.settings.context_tokens - max_new_tokens
+        if budget <= 0:
+            raise EngineError(
+                f"max_new_tokens {max_new_tokens} leaves no room for the prompt in a {self.settings.context_tokens}-token context",
+                code="bad_request",
+            )
+        system = [m for m in messages[:1] if m.role == "system"]
+        turns = messages[len(system) :]
+        while True:
+            ids = self._template(system + turns)
+            if len(ids) <= budget:
+                return ids
+            if len(turns) <= 1:
+                raise EngineError(
+                    f"the message needs {len(ids)} prompt tokens but only {budget} fit in the context "
+                    f"({self.settings.context_tokens} tokens, {max_new_tokens} kept for the reply)",
+                    code="too_large",
+                )
+            turns = turns[1:]
+            while len(turns) > 1 and turns[0].role != "user":
+                turns = turns[1:]
+
+    def _template(self, messages: list[ChatMessage]) -> list[int]:
+        encoded = self.tokenizer.apply_chat_template(
+            [{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=True, tokenize=True
+        )
+        ids = encoded["input_ids"] if isinstance(encoded, dict) or hasattr(encoded, "keys") else encoded
+        return list(ids)
+
+    def generation_kwargs(self, request: DialogueRequest) -> dict[str, Any]:
+        """Settings merged with the turn's overrides, as `generate` keywords."""
+        options = request.options
+        temperature = self.settings.temperature if options.temperature is None else options.temperature
+        top_p = self.settings.top_p if options.top_p is None else options.top_p
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": options.max_new_tokens or self.settings.max_new_tokens,
+            "do_sample": temperature > 0,
+            "repetition_penalty": self.settings.repetition_penalty,
+            "eos_token_id": self.eos_ids,
+            "pad_token_id": self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0],
+        }
+        if temperature > 0:
+            kwargs.update(temperature=temperature, top_p=top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def generate(self, request: DialogueRequest, emit: Callable[[str], None], cancelled: threading.Event) -> DialogueResult:
+        """Stream a reply token by token; see DialogueEngine.generate."""
+        kwargs = self.generation_kwargs(request)
+        prompt = self.fit_context(request.messages, kwargs["max_new_tokens"])
+        streamer = DeltaStreamer(self.tokenizer, emit)
+        input_ids = torch.tensor([prompt], device=self.device)
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                streamer=streamer,
+                stopping_criteria=StoppingCriteriaList([StopWhenCancelled(cancelled)]),
+                **kwargs,
+            )
+        new_ids = output[0, len(prompt) :].tolist()
+        if cancelled.is_set():
+            reason = "cancelled"
+        elif new_ids and new_ids[-1] in self.eos_ids:
+            reason = "stop"
+        else:
+            reason = "length" if len(new_ids) >= kwargs["max_new_tokens"] else "stop"
+        return DialogueResult(streamer.text, Usage(len(prompt), len(new_ids)), reason)  # type: ignore[arg-type]
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """End-of-turn ids: the generation config's, plus the tokenizer's eos."""
+    found: list[int] = []
+    configured = model.generation_config.eos_token_id
+    for value in configured if isinstance(configured, list) else [configured]:
+        if value is not None and value not in found:
+            found.append(int(value))
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in found:
+        found.append(int(tokenizer.eos_token_id))
+    if not found:
+        raise ValueError("the model defines no end-of-sequence token")
+    return found
+
+
+def load_settings(table: dict[str, Any]) -> DialogueSettings:
+    """Validate the plugin's config table; errors name the key."""
+    try:
+        return DialogueSettings.model_validate(table)
+    except ValidationError as exc:
+        problems = "; ".join(f"plugins.{PLUGIN_NAME}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def create_engine(app: Any) -> TransformersDialogue:
+    """Engine factory: resolve the configured model and load it."""
+    settings = load_settings(app.plugin_config(PLUGIN_NAME))
+    return TransformersDialogue(app.models.resolve(settings.model), settings)
+
+
+def configured_model(app: Any) -> str:
+    """The model name this engine would load, for `assistant models`."""
+    return load_settings(app.plugin_config(PLUGIN_NAME)).model
+
+
+@hookimpl
+def register_engines(register):
+    """Register the `transformers` dialogue engine."""
+    register("dialogue", "transformers", create_engine, model_name=configured_model)
