@@ -51,14 +51,21 @@ def build_plugin_manager(config: Config, extra_plugins: Iterable[Any] = ()) -> p
                 module = importlib.import_module(module_name)
             except ImportError as exc:
                 raise PluginError(f"[plugins] modules: cannot import {module_name!r}: {exc}") from exc
-            pm.register(module, module_name)
+            _register(pm, module, module_name)
     for plugin in extra_plugins:
-        pm.register(plugin, getattr(plugin, "__name__", None))
+        _register(pm, plugin, getattr(plugin, "__name__", None))
     if allow is not None:
-        for name, _plugin in list(pm.list_name_plugin()):
-            if name not in allow:
+        for name, plugin in list(pm.list_name_plugin()):
+            if plugin is not None and name not in allow:
                 pm.unregister(name=name)
     return pm
+
+
+def _register(pm: pluggy.PluginManager, plugin: Any, name: str | None) -> None:
+    try:
+        pm.register(plugin, name)
+    except ValueError as exc:
+        raise PluginError(f"cannot register plugin {name or plugin!r}: {str(exc).splitlines()[0]}") from None
 
 
 def call_per_plugin(pm: pluggy.PluginManager, hook_name: str, **kwargs: Callable[[str], Any]) -> None:
@@ -149,6 +156,8 @@ def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> 
     versions = {pm.get_name(plugin): dist.version for plugin, dist in pm.list_plugin_distinfo()}
     infos = []
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: str(item[0])):
+        if plugin is None:  # a name blocked by [plugins] deny
+            continue
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or [])
         version = versions.get(name)
         if version is None and getattr(plugin, "__name__", "").startswith("assistant_plugins."):

@@ -24,6 +24,7 @@ class AssistantServer:
     def __init__(self, app: App) -> None:
         self.app = app
         self.ready = False
+        self.stopped = False
         self._server: Server | None = None
         self.sessions: set[Session] = set()
 
@@ -74,6 +75,9 @@ class AssistantServer:
 
     async def shutdown(self, grace_s: float | None = None) -> None:
         """Stop accepting, let replies finish within the grace period, cancel the rest, close."""
+        if self.stopped:
+            return
+        self.stopped = True
         grace = self.app.config.server.shutdown_grace_s if grace_s is None else grace_s
         self.ready = False
         if self._server is not None:
@@ -81,7 +85,7 @@ class AssistantServer:
         pending = [reply.done.wait() for reply in list(self.app.replies)]
         if pending:
             log.info("waiting up to %.1fs for %d reply(ies) to finish", grace, len(pending))
-            done, _ = await asyncio.wait([asyncio.ensure_future(p) for p in pending], timeout=grace)
+            await asyncio.wait([asyncio.ensure_future(p) for p in pending], timeout=grace)
         if self.app.replies:
             log.info("cancelling %d reply(ies) still in progress", len(self.app.replies))
             waits = []

@@ -1,0 +1,119 @@
+"""The `assistant` command: plugins, models, serve and chat as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from assistant.cli import main
+from tests.conftest import MODEL_CACHE, REPO, make_config
+
+
+def write_config(tmp_path, body: str = "") -> str:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[server]\nport = 0\n[store]\nurl = "sqlite:///{tmp_path}/db.sqlite"\n[models]\ncache_dir = "{MODEL_CACHE}"\n' + body
+    )
+    return str(path)
+
+
+def test_plugins_command_lists_a_plugin_loaded_from_config(tmp_path, capsys):
+    """`assistant plugins` shows a plugin named in [plugins] modules with its hooks and engine."""
+    config = write_config(tmp_path, '[plugins]\nmodules = ["tests.sample_plugin"]\n')
+    assert main(["plugins", "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^tests\.sample_plugin .*\n  hooks: register_engines\n  engines: dialogue:shouting-echo", out, re.M)
+    assert re.search(r"^transformers_dialogue 0\.1\.0\n  hooks: register_engines\n  engines: dialogue:transformers", out, re.M)
+
+
+async def test_a_plugin_loaded_from_config_serves_a_turn(tmp_path, start_server, connect_client):
+    """The sample plugin's engine, selected in [engines], answers a websocket turn."""
+    config = make_config(tmp_path, engines={"dialogue": "shouting-echo"}, plugins={"modules": ["tests.sample_plugin"]})
+    server = await start_server(config)
+    async with connect_client(server) as client:
+        assert (await client.start())["capabilities"]["dialogue"] == "sample:shouting-echo"
+        assert (await client.say("quiet please"))[-1]["text"] == "QUIET PLEASE"
+
+
+def test_models_command_reports_resolved_paths_and_failures(tmp_path, capsys):
+    """`assistant models` prints each role; an unresolvable model exits 1 with what was tried."""
+    config = write_config(tmp_path, '[plugins.transformers_dialogue]\nmodel = "no/such-model"\n')
+    assert main(["models", "--config", config]) == 1
+    out = capsys.readouterr().out
+    assert "asr: no engine configured" in out and "NOT FOUND" in out and "- huggingface_hub:" in out
+    assert main(["models", "--config", write_config(tmp_path)]) == 0
+    assert "SmolLM2-135M-Instruct" in capsys.readouterr().out
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
+    """A config error is printed with its key and exit status 2, without a traceback."""
+    config = write_config(tmp_path, "[dialogue]\nhistory_turns = 'many'\n")
+    assert main(["plugins", "--config", config]) == 2
+    assert "dialogue.history_turns" in capsys.readouterr().err
+
+
+def test_chat_reports_an_unreachable_server(capsys):
+    """`assistant chat` against a closed port says it cannot reach the server."""
+    assert main(["chat", "--url", "ws://127.0.0.1:9/ws", "--timeout", "2"]) == 1
+    assert "cannot reach" in capsys.readouterr().err
+
+
+def _serve(config: str) -> tuple[subprocess.Popen, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "assistant.cli", "serve", "--config", config],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=REPO,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        match = re.search(r"listening on (ws://\S+/ws)", line)
+        if match:
+            return proc, match.group(1)
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("the server did not start")
+
+
+def _chat(url: str, lines: list[str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "assistant.cli", "chat", "--url", url, *args],
+        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=180, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=60)
+
+
+@pytest.mark.offline_model
+def test_new_user_flow_serve_chat_restart_resume(tmp_path):
+    """serve + chat get a streamed SmolLM2 answer mentioning Paris; after a restart the conversation resumes."""
+    config = write_config(tmp_path, "[plugins.transformers_dialogue]\nmax_new_tokens = 48\n")
+    proc, url = _serve(config)
+    try:
+        out = _chat(url, ["What is the capital of France?", "/history", "/quit"])
+    finally:
+        assert _stop(proc) == 0
+    conversation_id = re.search(r"conversation ([0-9a-f]{32})", out).group(1)
+    reply = out.split("> ", 2)[1]
+    assert "Paris" in reply
+    assert "user: What is the capital of France?" in out and "assistant: " in out
+
+    proc, url = _serve(config)
+    try:
+        out = _chat(url, ["/history", "/quit"], "--conversation", conversation_id)
+    finally:
+        assert _stop(proc) == 0
+    assert f"conversation {conversation_id}" in out
+    assert "user: What is the capital of France?" in out and re.search(r"assistant: .*Paris", out)

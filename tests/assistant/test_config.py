@@ -1,0 +1,64 @@
+"""config.toml parsing and validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.config import Config, ConfigError
+from tests.conftest import REPO
+
+
+def test_shipped_config_toml_equals_the_builtin_defaults():
+    """config.toml spells out exactly the built-in defaults (apart from the plugin's own table)."""
+    shipped = Config.load(REPO / "config.toml")
+    defaults = Config()
+    for table in ("server", "store", "models", "engines", "dialogue"):
+        assert getattr(shipped, table) == getattr(defaults, table), table
+    from assistant_plugins.transformers_dialogue import DialogueSettings
+
+    assert DialogueSettings.model_validate(shipped.plugin_config("transformers_dialogue")) == DialogueSettings()
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[server]\nport = 70000\n", "server.port"),
+        ("[server]\nprot = 1\n", "server.prot"),
+        ("[server]\nport = 'eighty'\n", "server.port"),
+        ("[dialogue]\nhistory_turns = -1\n", "dialogue.history_turns"),
+        ("[plugins]\ntransformers_dialogue = 3\n", "plugins.transformers_dialogue"),
+        ("[nonsense]\na = 1\n", "nonsense"),
+    ],
+)
+def test_invalid_values_name_the_key(tmp_path, text, key):
+    """Every invalid setting fails at load with its dotted key in the message."""
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        Config.load(path)
+    assert key in str(err.value)
+
+
+def test_unreadable_files_are_reported(tmp_path):
+    """A missing file or broken TOML gives a ConfigError naming the file."""
+    with pytest.raises(ConfigError, match="not found"):
+        Config.load(tmp_path / "nope.toml")
+    (tmp_path / "bad.toml").write_text("[server\n")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        Config.load(tmp_path / "bad.toml")
+
+
+def test_relative_paths_are_anchored_at_the_config_file(tmp_path):
+    """A relative SQLite path and cache dir resolve next to the config file; other URLs stay as they are."""
+    (tmp_path / "c.toml").write_text('[store]\nurl = "sqlite:///data/x.db"\n[models]\ncache_dir = "cache"\n')
+    config = Config.load(tmp_path / "c.toml")
+    assert config.database_url == f"sqlite:///{tmp_path}/data/x.db"
+    assert config.model_cache_dir == tmp_path / "cache"
+    assert Config.from_dict({"store": {"url": "postgresql://u@h/db"}}).database_url == "postgresql://u@h/db"
+    assert Config.from_dict({"store": {"url": "sqlite:///:memory:"}}).database_url == "sqlite:///:memory:"
+
+
+def test_plugin_tables_are_passed_through():
+    """[plugins.<name>] tables reach their plugin as dicts; a missing one is empty."""
+    config = Config.from_dict({"plugins": {"mine": {"answer": 42}}})
+    assert config.plugin_config("mine") == {"answer": 42} and config.plugin_config("other") == {}

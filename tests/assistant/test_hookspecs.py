@@ -1,0 +1,148 @@
+"""Every hook is documented in docs/plugins.md and tested here (a `test_hook_<name>` per hook)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from assistant import hookimpl
+from assistant.app import App
+from assistant.models import ModelSource, NotHere
+from assistant.plugins import PluginError, build_plugin_manager
+from tests.conftest import REPO, make_config
+from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
+
+HOOK_NAMES = sorted(name for name in dir(build_plugin_manager(make_config(REPO)).hook) if not name.startswith("_"))
+DOCS = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
+
+
+def test_there_are_hooks():
+    """The hook list is not empty (so the meta-tests below cannot pass vacuously)."""
+    assert {"register_engines", "register_model_sources", "startup", "shutdown"} <= set(HOOK_NAMES)
+
+
+@pytest.mark.parametrize("hook", HOOK_NAMES)
+def test_plugin_hooks_are_documented(hook):
+    """docs/plugins.md has a section for the hook showing its signature."""
+    assert re.search(rf"^### `{hook}\(", DOCS, re.MULTILINE), f"hook {hook} is not documented in docs/plugins.md"
+
+
+@pytest.mark.parametrize("hook", HOOK_NAMES)
+def test_plugin_hooks_have_tests(hook):
+    """This module defines a test named test_hook_<hook>..."""
+    assert any(name.startswith(f"test_hook_{hook}") for name in globals()), f"hook {hook} has no test_hook_{hook}* test"
+
+
+def test_hook_register_engines_adds_a_selectable_engine(tmp_path):
+    """An engine registered by a plugin is built when [engines] selects it, and listed under its plugin."""
+    engine = ScriptedDialogue()
+    app = App.prepare(make_config(tmp_path), [FakeEnginesPlugin(engine)])
+    assert app.registrations.engines[("dialogue", "fake")].plugin == "fake_engines"
+    assert app.build_engine("dialogue", "fake") is engine
+    with pytest.raises(PluginError, match="no such dialogue engine"):
+        app.build_engine("dialogue", "missing")
+
+
+def test_hook_register_engines_rejects_duplicates_unknown_roles_and_wrong_types(tmp_path):
+    """Duplicate names, unknown roles and factories returning the wrong type stop startup with a clear error."""
+    config = make_config(tmp_path)
+    first, second = FakeEnginesPlugin(ScriptedDialogue()), FakeEnginesPlugin(ScriptedDialogue())
+    with pytest.raises(PluginError, match="already registered"):
+        App.prepare(config, [first, second])
+    second.__name__ = "other_fake_engines"
+    with pytest.raises(PluginError, match="dialogue engine 'fake' registered twice"):
+        App.prepare(config, [first, second])
+
+    class OddRole:
+        @hookimpl
+        def register_engines(self, register):
+            register("smell", "nose", lambda app: None)
+
+    with pytest.raises(PluginError, match="unknown role 'smell'"):
+        App.prepare(config, [OddRole()])
+
+    class WrongType:
+        @hookimpl
+        def register_engines(self, register):
+            register("dialogue", "fake", lambda app: object())
+
+    with pytest.raises(PluginError, match="is not a DialogueEngine"):
+        App.prepare(config, [WrongType()]).build_engine("dialogue", "fake")
+
+
+class Shelf(ModelSource):
+    description = "a test shelf"
+
+    def __init__(self, path):
+        self.path = path
+
+    def resolve(self, name, cache_dir):
+        if name != "shelf-model":
+            raise NotHere("only knows shelf-model")
+        return self.path
+
+
+def test_hook_register_model_sources_resolves_names_before_the_builtins(tmp_path):
+    """A plugin's model source answers before the trylast built-ins; misses list every source tried."""
+
+    class ShelfPlugin:
+        @hookimpl
+        def register_model_sources(self, register):
+            register("shelf", Shelf(tmp_path))
+
+    app = App.prepare(make_config(tmp_path), [ShelfPlugin()])
+    names = [s.name for s in app.registrations.model_sources]
+    assert names.index("shelf") < names.index("local_path") < names.index("huggingface_hub")
+    assert app.models.resolve("shelf-model") == tmp_path
+    from assistant.models import ModelNotFound
+
+    with pytest.raises(ModelNotFound) as err:
+        app.models.resolve("no-such-model")
+    message = str(err.value)
+    for source in names:
+        assert f"- {source}:" in message
+    assert "only knows shelf-model" in message and "Fix:" in message
+
+    class Twice:
+        @hookimpl
+        def register_model_sources(self, register):
+            register("shelf", Shelf(tmp_path))
+
+    with pytest.raises(PluginError, match="registered twice"):
+        App.prepare(make_config(tmp_path), [ShelfPlugin(), Twice()])
+
+
+class Lifecycle:
+    def __init__(self, log, fail_shutdown=False):
+        self.log = log
+        self.fail_shutdown = fail_shutdown
+
+    @hookimpl
+    async def startup(self, app):
+        self.log.append(("startup", app.engines["dialogue"].id))
+
+    @hookimpl
+    def shutdown(self, app):
+        self.log.append(("shutdown", bool(app.engines)))
+        if self.fail_shutdown:
+            raise RuntimeError("boom")
+
+
+async def test_hook_startup_runs_after_engines_load_and_is_awaited(tmp_path):
+    """startup(app) runs once engines are loaded; an async impl is awaited."""
+    log: list = []
+    app = await App.start(make_config(tmp_path), [FakeEnginesPlugin(ScriptedDialogue()), Lifecycle(log)])
+    assert log == [("startup", "fake:scripted")]
+    await app.stop()
+
+
+async def test_hook_shutdown_runs_before_engines_close_and_errors_do_not_stop_others(tmp_path):
+    """shutdown(app) sees the engines still loaded; one failing impl does not skip the others."""
+    log: list = []
+    engine = ScriptedDialogue()
+    first, second = Lifecycle(log, fail_shutdown=True), Lifecycle(log, fail_shutdown=True)
+    first.__name__, second.__name__ = "first", "second"
+    app = await App.start(make_config(tmp_path), [FakeEnginesPlugin(engine), first, second])
+    await app.stop()
+    assert log.count(("shutdown", True)) == 2 and engine.closed

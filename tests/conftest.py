@@ -1,0 +1,116 @@
+"""Shared fixtures: offline mode, configs, running servers, a websocket client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+import pytest
+from websockets.asyncio.client import connect
+
+from assistant.config import Config
+from assistant.server import AssistantServer, serve_app
+from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL_CACHE = REPO / ".cache" / "models"  # shared by test runs so offline packs convert once
+
+
+def make_config(tmp_path: Path, **tables: dict[str, Any]) -> Config:
+    """A config on port 0 with a database under tmp_path, fake dialogue engine, tables overridden."""
+    data: dict[str, Any] = {
+        "server": {"port": 0, "shutdown_grace_s": 5},
+        "store": {"url": f"sqlite:///{tmp_path / 'assistant.db'}"},
+        "models": {"cache_dir": str(MODEL_CACHE)},
+        "engines": {"dialogue": "fake"},
+    }
+    for name, table in tables.items():
+        data[name] = {**data.get(name, {}), **table}
+    return Config.from_dict(data, base_dir=tmp_path)
+
+
+class Client:
+    """A websockets client that speaks JSON events."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+
+    async def send(self, event: dict[str, Any] | str | bytes) -> None:
+        await self.ws.send(event if isinstance(event, (str, bytes)) else json.dumps(event))
+
+    async def recv(self, timeout: float = 30) -> dict[str, Any]:
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def recv_until(self, event_type: str, timeout: float = 60) -> list[dict[str, Any]]:
+        """Events up to and including the first of `event_type`."""
+        events = []
+        while True:
+            event = await self.recv(timeout)
+            events.append(event)
+            if event["type"] == event_type:
+                return events
+
+    async def start(self, conversation_id: str | None = None) -> dict[str, Any]:
+        event: dict[str, Any] = {"type": "session.start"}
+        if conversation_id:
+            event["conversation_id"] = conversation_id
+        await self.send(event)
+        return (await self.recv_until("session.started"))[-1]
+
+    async def say(self, text: str, **extra: Any) -> list[dict[str, Any]]:
+        """Send a text turn; return its events up to response.done."""
+        await self.send({"type": "turn.create", "content": [{"type": "text", "text": text}], **extra})
+        return await self.recv_until("response.done")
+
+
+@pytest.fixture
+def engine() -> ScriptedDialogue:
+    """The fake dialogue engine the `server` fixture serves."""
+    return ScriptedDialogue()
+
+
+@pytest.fixture
+async def start_server(tmp_path):
+    """Factory: start a real server on port 0; every server started is shut down after the test."""
+    servers: list[AssistantServer] = []
+
+    async def start(config: Config | None = None, plugins: tuple[Any, ...] = ()) -> AssistantServer:
+        server = await serve_app(config or make_config(tmp_path), plugins)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        if not server.stopped:
+            await server.shutdown(grace_s=0)
+
+
+@pytest.fixture
+async def server(start_server, engine):
+    """A running server whose dialogue engine is the `engine` fixture."""
+    return await start_server(plugins=(FakeEnginesPlugin(engine),))
+
+
+@pytest.fixture
+def connect_client():
+    """Factory: an async context manager yielding a Client connected to a server's /ws."""
+
+    class _Connect:
+        def __init__(self, server: AssistantServer, **kwargs: Any) -> None:
+            self.url = f"ws://127.0.0.1:{server.port}/ws"
+            self.kwargs = kwargs
+
+        async def __aenter__(self) -> Client:
+            self.cm = connect(self.url, **self.kwargs)
+            return Client(await self.cm.__aenter__())
+
+        async def __aexit__(self, *exc: Any) -> None:
+            await self.cm.__aexit__(*exc)
+
+    return _Connect

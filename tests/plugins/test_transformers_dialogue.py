@@ -1,0 +1,167 @@
+"""The transformers dialogue plugin: a tiny random Llama for mechanics, offline SmolLM2 for content."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from assistant.app import App
+from assistant.config import ConfigError
+from assistant.engines import ChatMessage, DialogueRequest, EngineError, GenerationOptions
+from assistant_plugins.transformers_dialogue import DeltaStreamer, TransformersDialogue, load_settings
+from tests.conftest import make_config
+from tests.plugins.conftest import build_tiny_llama
+
+
+def engine_for(model_path, tmp_path, **settings) -> TransformersDialogue:
+    config = make_config(
+        tmp_path, engines={"dialogue": "transformers"},
+        plugins={"transformers_dialogue": {"model": str(model_path), "max_new_tokens": 24, **settings}},
+    )
+    engine = App.prepare(config).build_engine("dialogue", "transformers")
+    assert isinstance(engine, TransformersDialogue)
+    return engine
+
+
+def ask(text: str, **options) -> DialogueRequest:
+    return DialogueRequest([ChatMessage("system", "Be brief."), ChatMessage("user", text)], GenerationOptions(**options))
+
+
+def test_loads_by_path_through_the_model_locator_and_streams_token_by_token(tiny_llama, tmp_path):
+    """Deltas arrive one generated token at a time and join to the decoded reply."""
+    engine = engine_for(tiny_llama, tmp_path)
+    assert engine.id == f"transformers:{tiny_llama}" and engine.capabilities.streaming
+    deltas: list[str] = []
+    result = engine.generate(ask("Hello"), deltas.append, threading.Event())
+    assert result.usage.completion_tokens >= 1 and result.finish_reason in ("stop", "length")
+    assert "".join(deltas) == result.text
+    prompt = engine.fit_context(ask("Hello").messages, 24)
+    assert result.usage.prompt_tokens == len(prompt)
+    # Token by token: never more deltas than tokens, and more than one delta for a multi-token reply.
+    assert len(deltas) <= result.usage.completion_tokens
+    if result.usage.completion_tokens >= 4:
+        assert len(deltas) >= 2
+
+
+def test_greedy_is_deterministic_and_options_override_per_turn(tiny_llama, tmp_path):
+    """Greedy replies repeat exactly; max_new_tokens per turn caps the reply with finish_reason length."""
+    engine = engine_for(tiny_llama, tmp_path)
+    first = engine.generate(ask("Paris"), lambda d: None, threading.Event())
+    second = engine.generate(ask("Paris"), lambda d: None, threading.Event())
+    assert first.text == second.text
+    short = engine.generate(ask("Paris", max_new_tokens=3), lambda d: None, threading.Event())
+    assert short.usage.completion_tokens <= 3
+    if short.usage.completion_tokens == 3:
+        assert short.finish_reason == "length"
+    sampled = engine.generate(ask("Paris", temperature=1.0, top_p=0.9), lambda d: None, threading.Event())
+    assert sampled.usage.completion_tokens >= 1
+
+
+def test_cancel_stops_at_the_next_token(tiny_llama, tmp_path):
+    """A cancel already set lets exactly one token through; one set mid-stream stops the reply early."""
+    engine = engine_for(tiny_llama, tmp_path, max_new_tokens=200)
+    cancelled = threading.Event()
+    cancelled.set()
+    result = engine.generate(ask("Hello", max_new_tokens=200), lambda d: None, cancelled)
+    assert result.finish_reason == "cancelled" and result.usage.completion_tokens == 1
+
+    cancelled = threading.Event()
+    deltas: list[str] = []
+
+    def emit(delta: str) -> None:
+        deltas.append(delta)
+        if len(deltas) == 3:
+            cancelled.set()
+
+    result = engine.generate(ask("Hello", max_new_tokens=200), emit, cancelled)
+    assert result.finish_reason == "cancelled"
+    assert result.usage.completion_tokens < 20 and "".join(deltas) == result.text
+
+
+def test_history_is_fitted_to_the_budget_dropping_oldest_and_keeping_the_system_prompt(tiny_llama, tmp_path):
+    """Past the token budget the oldest turns go first; the system prompt and the last message stay."""
+    engine = engine_for(tiny_llama, tmp_path, context_tokens=160)
+    history = [ChatMessage("system", "SYSTEM RULES")]
+    for i in range(12):
+        history += [ChatMessage("user", f"question {i} about Paris"), ChatMessage("assistant", f"answer {i} is Paris")]
+    history.append(ChatMessage("user", "final question"))
+    ids = engine.fit_context(history, max_new_tokens=24)
+    text = engine.tokenizer.decode(ids)
+    assert len(ids) <= 160 - 24
+    assert text.startswith("<|im_start|>system\nSYSTEM RULES") and "final question" in text
+    assert "question 0 " not in text and "answer 11 is Paris" in text
+    assert text.index("<|im_start|>system") < text.index("<|im_start|>user")  # no orphan assistant turn first
+
+
+def test_a_message_too_long_for_the_context_is_refused_clearly(tiny_llama, tmp_path):
+    """One message that alone exceeds the budget raises EngineError code too_large."""
+    engine = engine_for(tiny_llama, tmp_path, context_tokens=100)
+    with pytest.raises(EngineError) as err:
+        engine.generate(ask("Paris " * 200), lambda d: None, threading.Event())
+    assert err.value.code == "too_large" and "prompt tokens" in str(err.value)
+    with pytest.raises(EngineError) as err:
+        engine.generate(ask("hi", max_new_tokens=500), lambda d: None, threading.Event())
+    assert err.value.code == "bad_request"
+
+
+def test_a_model_without_chat_template_is_refused(tmp_path):
+    """A base model with no chat template fails to load with a message saying so."""
+    path = build_tiny_llama(tmp_path / "base", with_template=False)
+    with pytest.raises(ValueError, match="chat template"):
+        engine_for(path, tmp_path)
+
+
+def test_bad_settings_name_the_key():
+    """An invalid or unknown key in [plugins.transformers_dialogue] is reported by its dotted name."""
+    with pytest.raises(ConfigError, match="plugins.transformers_dialogue.temperature"):
+        load_settings({"temperature": -1})
+    with pytest.raises(ConfigError, match="plugins.transformers_dialogue.modle"):
+        load_settings({"modle": "x"})
+
+
+def test_streamer_holds_back_incomplete_utf8(tiny_llama):
+    """A multi-byte character split over tokens is emitted whole, never as a replacement character."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    ids = tokenizer.encode("Ünïcödé 🙂 done", add_special_tokens=False)
+    out: list[str] = []
+    streamer = DeltaStreamer(tokenizer, out.append)
+    import torch
+
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt: skipped
+    for token in ids:
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    assert "".join(out) == "Ünïcödé 🙂 done" and not any("\ufffd" in piece for piece in out)
+
+
+async def test_transformers_engine_serves_a_turn_over_the_websocket(tiny_llama, tmp_path, start_server, connect_client):
+    """With the tiny Llama configured by path, a websocket turn streams and stores its reply."""
+    config = make_config(
+        tmp_path, engines={"dialogue": "transformers"},
+        plugins={"transformers_dialogue": {"model": str(tiny_llama), "max_new_tokens": 8}},
+    )
+    server = await start_server(config)
+    async with connect_client(server) as client:
+        started = await client.start()
+        assert started["capabilities"]["dialogue"] == f"transformers:{tiny_llama}"
+        events = await client.say("Hello")
+        done = events[-1]
+        assert done["status"] == "completed"
+        assert done["text"] == "".join(e["delta"] for e in events if e["type"] == "response.text.delta")
+        assert 1 <= done["usage"]["completion_tokens"] <= 8
+
+
+@pytest.mark.offline_model
+def test_offline_smollm2_knows_the_capital_of_france(tmp_path):
+    """The real offline SmolLM2-135M-Instruct answers the capital question with Paris."""
+    config = make_config(tmp_path, engines={"dialogue": "transformers"}, plugins={"transformers_dialogue": {"max_new_tokens": 40}})
+    engine = App.prepare(config).build_engine("dialogue", "transformers")
+    deltas: list[str] = []
+    result = engine.generate(
+        DialogueRequest([ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", "What is the capital of France?")]),
+        deltas.append, threading.Event(),
+    )
+    assert "Paris" in result.text and "".join(deltas) == result.text
