@@ -104,15 +104,13 @@ async def run_turn(session: Session, event: TurnCreate, conversation_id: str) ->
     if not isinstance(engine, DialogueEngine):
         raise ProtocolError("unavailable", "no dialogue engine is configured ([engines] dialogue)", event.event_id)
 
-    turn_id = await app.store.add_user_turn(conversation_id, parts)
-    await session.emit(TurnCreated(turn_id=turn_id))
-    history = await app.store.history(conversation_id, limit=app.config.dialogue.history_turns + 1)
-    request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, history), generation_options(event))
-
-    reply = Reply(await app.store.start_reply(conversation_id, turn_id), conversation_id)
+    begun = await app.store.begin_turn(conversation_id, parts, app.config.dialogue.history_turns)
+    reply = Reply(begun.reply_id, conversation_id)
     app.replies.add(reply)
     try:
-        await _stream_reply(session, engine, request, reply, turn_id)
+        await session.emit(TurnCreated(turn_id=begun.user_turn_id))
+        request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, begun.history), generation_options(event))
+        await _stream_reply(session, engine, request, reply, begun.user_turn_id)
     finally:
         app.replies.discard(reply)
         reply.done.set()

@@ -21,6 +21,7 @@ from typing import Any, Callable, TypeVar
 
 from sqlalchemy import (
     JSON,
+    bindparam,
     DateTime,
     ForeignKey,
     Integer,
@@ -34,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 T = TypeVar("T")
 
@@ -111,6 +112,31 @@ class ImageFeatures(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+# Hot-path statements, built once on the Core tables; values come in as bind parameters.
+_turns = Turn.__table__
+_parts = Part.__table__
+_conversations = Conversation.__table__
+_INSERT_TURN = _turns.insert()
+_INSERT_PARTS = _parts.insert()
+_TOUCH_CONVERSATION = _conversations.update().where(_conversations.c.id == bindparam("cid")).values(updated_at=bindparam("now"))
+_FIND_TURN = select(_turns.c.pk, _turns.c.conversation_id).where(_turns.c.id == bindparam("tid"))
+_END_TURN = _turns.update().where(_turns.c.pk == bindparam("tpk")).values(
+    status=bindparam("status"), error=bindparam("error"), usage=bindparam("usage"), finished_at=bindparam("now")
+)
+_DELETE_PARTS = _parts.delete().where(_parts.c.turn_pk == bindparam("tpk"))
+_RAISE_LAST_SEQ = _conversations.update().where(
+    (_conversations.c.id == bindparam("cid")) & (_conversations.c.last_seq < bindparam("seq"))
+).values(last_seq=bindparam("seq"))
+_HISTORY = (
+    select(_turns).where(_turns.c.conversation_id == bindparam("cid")).order_by(_turns.c.pk.desc()).limit(bindparam("limit"))
+)
+_HISTORY_PARTS = (
+    select(_parts.c.turn_pk, _parts.c.kind, _parts.c.text, _parts.c.attachment_sha256)
+    .where(_parts.c.turn_pk.in_(bindparam("pks", expanding=True)))
+    .order_by(_parts.c.turn_pk, _parts.c.position)
+)
+
+
 @dataclass(frozen=True)
 class PartRecord:
     """A stored part, detached from the database session."""
@@ -118,6 +144,15 @@ class PartRecord:
     kind: str
     text: str | None = None
     attachment_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class TurnStart:
+    """What begin_turn committed and read: the new turn ids and the context history."""
+
+    user_turn_id: str
+    reply_id: str
+    history: list[TurnRecord]
 
 
 @dataclass(frozen=True)
@@ -158,7 +193,7 @@ class TurnRecord:
         }
 
 
-def _record(turn: Turn) -> TurnRecord:
+def _record(turn: Any, parts: list[PartRecord]) -> TurnRecord:
     created = turn.created_at.replace(tzinfo=turn.created_at.tzinfo or timezone.utc)
     finished = turn.finished_at.replace(tzinfo=turn.finished_at.tzinfo or timezone.utc) if turn.finished_at else None
     return TurnRecord(
@@ -170,7 +205,7 @@ def _record(turn: Turn) -> TurnRecord:
         error=turn.error,
         usage=turn.usage,
         reply_to=turn.reply_to,
-        parts=[PartRecord(p.kind, p.text, p.attachment_sha256) for p in turn.parts],
+        parts=parts,
     )
 
 
@@ -234,21 +269,42 @@ class Store:
 
     def add_user_turn(self, conversation_id: str, parts: list[PartRecord]) -> str:
         """Commit a user turn (status completed) with its parts; returns the turn id."""
-        with Session(self.engine) as db, db.begin():
-            turn = Turn(conversation_id=conversation_id, role="user", status="completed", finished_at=_now())
-            turn.parts = [Part(position=i, kind=p.kind, text=p.text, attachment_sha256=p.attachment_sha256) for i, p in enumerate(parts)]
-            db.add(turn)
-            db.execute(update(Conversation).where(Conversation.id == conversation_id).values(updated_at=_now()))
-            db.flush()
-            return turn.id
+        with self.engine.begin() as conn:
+            return self._insert_turn(conn, conversation_id, "user", "completed", parts)
+
+    def begin_turn(self, conversation_id: str, parts: list[PartRecord], history_limit: int) -> TurnStart:
+        """Commit the user turn and its reply placeholder (in_progress) together, then read the context.
+
+        One transaction and one trip to the store thread per turn: the user turn is durable before
+        the engine sees anything. `history` ends with the new user turn and excludes the placeholder.
+        """
+        with self.engine.begin() as conn:
+            user_id = self._insert_turn(conn, conversation_id, "user", "completed", parts)
+            reply_id = self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=user_id)
+        history = [t for t in self.history(conversation_id, limit=history_limit + 1) if t.id != reply_id]
+        return TurnStart(user_id, reply_id, history[-history_limit:] if history_limit else history[-1:])
 
     def start_reply(self, conversation_id: str, reply_to: str) -> str:
         """Insert the assistant turn as in_progress; returns its id (the response_id)."""
-        with Session(self.engine) as db, db.begin():
-            turn = Turn(conversation_id=conversation_id, role="assistant", status="in_progress", reply_to=reply_to)
-            db.add(turn)
-            db.flush()
-            return turn.id
+        with self.engine.begin() as conn:
+            return self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=reply_to)
+
+    def _insert_turn(
+        self, conn: Any, conversation_id: str, role: str, status: str, parts: list[PartRecord], reply_to: str | None = None
+    ) -> str:
+        now = _now()
+        turn_id = new_id()
+        pk = conn.execute(_INSERT_TURN, {
+            "id": turn_id, "conversation_id": conversation_id, "role": role, "status": status, "reply_to": reply_to,
+            "created_at": now, "finished_at": None if status == "in_progress" else now, "error": None, "usage": None,
+        }).inserted_primary_key[0]
+        if parts:
+            conn.execute(_INSERT_PARTS, [
+                {"turn_pk": pk, "position": i, "kind": p.kind, "text": p.text, "attachment_sha256": p.attachment_sha256}
+                for i, p in enumerate(parts)
+            ])
+        conn.execute(_TOUCH_CONVERSATION, {"cid": conversation_id, "now": now})
+        return turn_id
 
     def finish_reply(
         self,
@@ -263,31 +319,26 @@ class Store:
         """Commit a reply's final status and text (partial text too, when cancelled or failed)."""
         if status not in REPLY_STATUSES or status == "in_progress":
             raise ValueError(f"not a final reply status: {status!r}")
-        with Session(self.engine) as db, db.begin():
-            turn = db.scalars(select(Turn).where(Turn.id == turn_id)).one()
-            turn.status = status
-            turn.error = error
-            turn.usage = usage
-            turn.finished_at = _now()
-            turn.parts = [Part(position=0, kind="text", text=text)] if text else []
-            conversation = db.get_one(Conversation, turn.conversation_id)
-            conversation.updated_at = _now()
+        now = _now()
+        with self.engine.begin() as conn:
+            row = conn.execute(_FIND_TURN, {"tid": turn_id}).one()
+            conn.execute(_END_TURN, {"tpk": row.pk, "status": status, "error": error, "usage": usage, "now": now})
+            conn.execute(_DELETE_PARTS, {"tpk": row.pk})
+            if text:
+                conn.execute(_INSERT_PARTS, [{"turn_pk": row.pk, "position": 0, "kind": "text", "text": text, "attachment_sha256": None}])
+            conn.execute(_TOUCH_CONVERSATION, {"cid": row.conversation_id, "now": now})
             if last_seq is not None:
-                conversation.last_seq = max(conversation.last_seq, last_seq)
+                conn.execute(_RAISE_LAST_SEQ, {"cid": row.conversation_id, "seq": last_seq})
 
     def history(self, conversation_id: str, limit: int | None = None) -> list[TurnRecord]:
         """The conversation's turns in order, oldest first; the last `limit` when given."""
-        with Session(self.engine) as db:
-            query = (
-                select(Turn)
-                .where(Turn.conversation_id == conversation_id)
-                .options(selectinload(Turn.parts))
-                .order_by(Turn.pk.desc())
-            )
-            if limit is not None:
-                query = query.limit(limit)
-            turns = list(db.scalars(query))
-            return [_record(t) for t in reversed(turns)]
+        with self.engine.connect() as conn:
+            turns = list(reversed(conn.execute(_HISTORY, {"cid": conversation_id, "limit": -1 if limit is None else limit}).all()))
+            parts: dict[int, list[PartRecord]] = {t.pk: [] for t in turns}
+            if turns:
+                for row in conn.execute(_HISTORY_PARTS, {"pks": list(parts)}):
+                    parts[row.turn_pk].append(PartRecord(row.kind, row.text, row.attachment_sha256))
+        return [_record(t, parts[t.pk]) for t in turns]
 
 
 class AsyncStore:

@@ -1,0 +1,176 @@
+"""Round trips through the whole stack vs a bare websockets server, same client, one run.
+
+Ours: `turn.create` -> turn.created, response.created, one delta, response.done, with an instant
+fake dialogue engine and the real store (SQLite, WAL) and protocol. The bare server is plain
+`websockets` that answers each frame with the same four frames, pre-serialized, doing no work; a
+one-frame echo is measured too, for reference. Each server runs in its own process; the client
+opens CONNECTIONS sockets and runs TURNS round trips on each, one at a time per socket.
+
+Prints throughput ratio (ours / bare; goal >= 0.8) and added p50/p99 latency.
+
+    python bench/ws_overhead.py [--connections 8] [--turns 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+TURN = json.dumps({"type": "turn.create", "content": [{"type": "text", "text": "ping"}]})
+
+
+def _bare_frames() -> list[str]:
+    ids = "0" * 32
+    return [
+        json.dumps({"type": "turn.created", "seq": 1, "turn_id": ids}),
+        json.dumps({"type": "response.created", "seq": 2, "response_id": ids, "turn_id": ids}),
+        json.dumps({"type": "response.text.delta", "seq": 3, "response_id": ids, "delta": "pong"}),
+        json.dumps({"type": "response.done", "seq": 4, "response_id": ids, "status": "completed", "text": "pong",
+                    "usage": {"prompt_tokens": 2, "completion_tokens": 1}, "timings": {"total_ms": 0.1}}),
+    ]
+
+
+def run_bare(kind: str, port_queue: mp.Queue) -> None:
+    """A bare websockets server: `echo` sends the frame back, `same-frames` sends our four frames."""
+    from websockets.asyncio.server import serve
+
+    frames = _bare_frames()
+
+    async def handler(ws):
+        async for message in ws:
+            if kind == "echo":
+                await ws.send(message)
+            else:
+                for frame in frames:
+                    await ws.send(frame)
+
+    async def main():
+        async with serve(handler, "127.0.0.1", 0, max_size=2**24) as server:
+            port_queue.put(server.sockets[0].getsockname()[1])
+            await asyncio.Future()
+
+    asyncio.run(main())
+
+
+def run_ours(db_dir: str, port_queue: mp.Queue) -> None:
+    """Our server with an instant one-delta fake engine."""
+    from assistant import Capabilities, DialogueEngine, DialogueResult, Usage, hookimpl
+    from assistant.config import Config
+    from assistant.server import serve_app
+
+    class Instant(DialogueEngine):
+        id = "bench:instant"
+        capabilities = Capabilities(streaming=True)
+
+        def generate(self, request, emit, cancelled):
+            emit("pong")
+            return DialogueResult("pong", Usage(2, 1), "stop")
+
+    class Plugin:
+        __name__ = "bench_instant"
+
+        @hookimpl
+        def register_engines(self, register):
+            register("dialogue", "instant", lambda app: Instant())
+
+    config = Config.from_dict({
+        "server": {"port": 0}, "store": {"url": f"sqlite:///{db_dir}/bench.db"},
+        "engines": {"dialogue": "instant"}, "dialogue": {"history_turns": 4},
+    })
+
+    async def main():
+        server = await serve_app(config, [Plugin()])
+        port_queue.put(server.port)
+        await asyncio.Future()
+
+    asyncio.run(main())
+
+
+async def client_load(url: str, connections: int, turns: int, frames_per_turn: int, start_session: bool) -> tuple[float, list[float]]:
+    """Run the load; returns (round trips per second, latencies in seconds)."""
+    from websockets.asyncio.client import connect
+
+    latencies: list[float] = []
+
+    async def one(ws):
+        for _ in range(turns):
+            began = time.perf_counter()
+            await ws.send(TURN)
+            for _ in range(frames_per_turn):
+                await ws.recv()
+            latencies.append(time.perf_counter() - began)
+
+    sockets = [await connect(url, max_size=2**24) for _ in range(connections)]
+    if start_session:
+        for ws in sockets:
+            await ws.send(json.dumps({"type": "session.start"}))
+            await ws.recv()
+    # Warm-up round on every socket, not timed.
+    await asyncio.gather(*(one_warm(ws, frames_per_turn) for ws in sockets))
+    began = time.perf_counter()
+    await asyncio.gather(*(one(ws) for ws in sockets))
+    elapsed = time.perf_counter() - began
+    for ws in sockets:
+        await ws.close()
+    return connections * turns / elapsed, latencies
+
+
+async def one_warm(ws, frames_per_turn: int) -> None:
+    for _ in range(5):
+        await ws.send(TURN)
+        for _ in range(frames_per_turn):
+            await ws.recv()
+
+
+def measure(target, args, connections, turns, frames_per_turn, start_session):
+    queue: mp.Queue = mp.Queue()
+    proc = mp.Process(target=target, args=(*args, queue), daemon=True)
+    proc.start()
+    try:
+        port = queue.get(timeout=120)
+        url = f"ws://127.0.0.1:{port}/ws"
+        return asyncio.run(client_load(url, connections, turns, frames_per_turn, start_session))
+    finally:
+        proc.terminate()
+        proc.join()
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--turns", type=int, default=300, help="round trips per connection")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as db_dir:
+        results = {
+            "bare echo (1 frame)": measure(run_bare, ("echo",), args.connections, args.turns, 1, False),
+            "bare same frames (4)": measure(run_bare, ("same-frames",), args.connections, args.turns, 4, False),
+            "ours (full stack)": measure(run_ours, (db_dir,), args.connections, args.turns, 4, True),
+        }
+    print(f"{args.connections} connections x {args.turns} round trips each")
+    print(f"{'server':24} {'round trips/s':>14} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, (rate, lat) in results.items():
+        print(f"{name:24} {rate:14.0f} {pct(lat, 50) * 1000:8.2f} {pct(lat, 99) * 1000:8.2f}")
+    ours_rate, ours_lat = results["ours (full stack)"]
+    bare_rate, bare_lat = results["bare same frames (4)"]
+    echo_rate, _ = results["bare echo (1 frame)"]
+    print(f"throughput ratio ours / bare same frames: {ours_rate / bare_rate:.2f}  (goal >= 0.8)")
+    print(f"throughput ratio ours / bare echo:        {ours_rate / echo_rate:.2f}")
+    print(f"added latency p50: {(pct(ours_lat, 50) - pct(bare_lat, 50)) * 1000:.2f} ms, "
+          f"p99: {(pct(ours_lat, 99) - pct(bare_lat, 99)) * 1000:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
