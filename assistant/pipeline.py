@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
 from assistant.engines import (
     ChatMessage,
@@ -19,6 +19,7 @@ from assistant.engines import (
 )
 from assistant.protocol import (
     ErrorBody,
+    ErrorCode,
     ProtocolError,
     ResponseCreated,
     ResponseDone,
@@ -107,9 +108,8 @@ async def run_turn(session: Session, event: TurnCreate, conversation_id: str) ->
     begun = await app.store.begin_turn(conversation_id, parts, app.config.dialogue.history_turns)
     reply = Reply(begun.reply_id, conversation_id)
     app.replies.add(reply)
+    request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, begun.history), generation_options(event))
     try:
-        await session.emit(TurnCreated(turn_id=begun.user_turn_id))
-        request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, begun.history), generation_options(event))
         await _stream_reply(session, engine, request, reply, begun.user_turn_id)
     finally:
         app.replies.discard(reply)
@@ -131,6 +131,7 @@ async def _stream_reply(session: Session, engine: DialogueEngine, request: Dialo
     pieces: list[str] = []
     future: asyncio.Future[DialogueResult] | None = None
     try:
+        await session.emit(TurnCreated(turn_id=turn_id))
         await session.emit(ResponseCreated(response_id=reply.response_id, turn_id=turn_id))
         future = app.scheduler.submit(engine, engine.generate, request, emit, reply.cancelled)
         future.add_done_callback(lambda _f: deltas.put_nowait(_END))
@@ -179,7 +180,8 @@ def _outcome(
     exc = future.exception()
     if exc is not None:
         if isinstance(exc, EngineError):
-            return "failed", ErrorBody(code=exc.code, message=str(exc)), None  # type: ignore[arg-type]
+            code = exc.code if exc.code in get_args(ErrorCode) else "internal"
+            return "failed", ErrorBody(code=code, message=str(exc)), None  # type: ignore[arg-type]
         log.error("dialogue engine failed", exc_info=exc)
         return "failed", ErrorBody(code="internal", message=f"the dialogue engine failed: {type(exc).__name__}: {exc}"), None
     result = future.result()

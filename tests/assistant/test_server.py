@@ -246,3 +246,41 @@ async def test_shutdown_cancels_replies_past_grace_and_stores_them(start_server,
     stored = store.history(conversation_id)[-1]
     store.close()
     assert stored.status == "cancelled" and stored.text == done["text"]
+
+
+class RefusingEngine(ScriptedDialogue):
+    """Raises EngineError with a given code."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__()
+        self.code = code
+
+    def generate(self, request, emit, cancelled):
+        from assistant import EngineError
+
+        raise EngineError("cannot do that", code=self.code)
+
+
+@pytest.mark.parametrize(("code", "expected"), [("too_large", "too_large"), ("made-up", "internal")])
+async def test_engine_error_codes_reach_the_client_and_unknown_codes_become_internal(start_server, connect_client, code, expected):
+    """An EngineError fails the turn with its code (an unknown code is reported as internal) and is stored."""
+    server = await start_server(plugins=(FakeEnginesPlugin(RefusingEngine(code)),))
+    async with connect_client(server) as client:
+        await client.start()
+        done = (await client.say("x"))[-1]
+        assert done["status"] == "failed" and done["error"] == {"code": expected, "message": "cannot do that"}
+        await client.send({"type": "conversation.get"})
+        assert (await client.recv_until("conversation.history"))[-1]["turns"][-1]["status"] == "failed"
+
+
+async def test_no_dialogue_engine_configured_answers_unavailable(start_server, connect_client, tmp_path):
+    """With [engines] dialogue empty, a turn answers `unavailable` and stores nothing."""
+    server = await start_server(make_config(tmp_path, engines={"dialogue": ""}))
+    async with connect_client(server) as client:
+        started = await client.start()
+        assert started["capabilities"]["dialogue"] is None
+        await client.send({"type": "turn.create", "event_id": "t", "content": [{"type": "text", "text": "hi"}]})
+        error = await client.recv()
+        assert error["code"] == "unavailable" and error["ref"] == "t" and "[engines] dialogue" in error["message"]
+        await client.send({"type": "conversation.get"})
+        assert (await client.recv_until("conversation.history"))[-1]["turns"] == []
