@@ -22,6 +22,7 @@ from typing import Any, Callable, TypeVar
 from sqlalchemy import (
     JSON,
     bindparam,
+    case,
     DateTime,
     ForeignKey,
     Integer,
@@ -35,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 T = TypeVar("T")
@@ -119,14 +121,20 @@ _conversations = Conversation.__table__
 _INSERT_TURN = _turns.insert()
 _INSERT_PARTS = _parts.insert()
 _TOUCH_CONVERSATION = _conversations.update().where(_conversations.c.id == bindparam("cid")).values(updated_at=bindparam("now"))
-_FIND_TURN = select(_turns.c.pk, _turns.c.conversation_id).where(_turns.c.id == bindparam("tid"))
-_END_TURN = _turns.update().where(_turns.c.pk == bindparam("tpk")).values(
-    status=bindparam("status"), error=bindparam("error"), usage=bindparam("usage"), finished_at=bindparam("now")
+_END_REPLY = (
+    _turns.update()
+    .where((_turns.c.id == bindparam("tid")) & (_turns.c.status == "in_progress"))
+    .values(status=bindparam("status"), error=bindparam("error"), usage=bindparam("usage"), finished_at=bindparam("now"))
+    .returning(_turns.c.pk, _turns.c.conversation_id)
 )
-_DELETE_PARTS = _parts.delete().where(_parts.c.turn_pk == bindparam("tpk"))
-_RAISE_LAST_SEQ = _conversations.update().where(
-    (_conversations.c.id == bindparam("cid")) & (_conversations.c.last_seq < bindparam("seq"))
-).values(last_seq=bindparam("seq"))
+_TOUCH_AND_RAISE_SEQ = (
+    _conversations.update()
+    .where(_conversations.c.id == bindparam("cid"))
+    .values(
+        updated_at=bindparam("now"),
+        last_seq=case((_conversations.c.last_seq < bindparam("seq"), bindparam("seq")), else_=_conversations.c.last_seq),
+    )
+)
 _HISTORY = (
     select(_turns).where(_turns.c.conversation_id == bindparam("cid")).order_by(_turns.c.pk.desc()).limit(bindparam("limit"))
 )
@@ -222,12 +230,14 @@ def open_engine(url: str) -> SqlEngine:
     """A SQLAlchemy engine; for SQLite: parent folder created, WAL and foreign keys on."""
     parsed = make_url(url)
     is_sqlite = parsed.get_backend_name() == "sqlite"
-    connect_args: dict[str, Any] = {}
+    options: dict[str, Any] = {}
     if is_sqlite:
-        connect_args["check_same_thread"] = False
+        options["connect_args"] = {"check_same_thread": False}
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args=connect_args, json_serializer=json.dumps)
+        else:
+            options["poolclass"] = StaticPool  # one in-memory database shared by every thread
+    engine = create_engine(url, json_serializer=json.dumps, **options)
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
@@ -279,7 +289,7 @@ class Store:
         the engine sees anything. `history` ends with the new user turn and excludes the placeholder.
         """
         with self.engine.begin() as conn:
-            user_id = self._insert_turn(conn, conversation_id, "user", "completed", parts)
+            user_id = self._insert_turn(conn, conversation_id, "user", "completed", parts, touch=False)
             reply_id = self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=user_id)
         history = [t for t in self.history(conversation_id, limit=history_limit + 1) if t.id != reply_id]
         return TurnStart(user_id, reply_id, history[-history_limit:] if history_limit else history[-1:])
@@ -290,7 +300,8 @@ class Store:
             return self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=reply_to)
 
     def _insert_turn(
-        self, conn: Any, conversation_id: str, role: str, status: str, parts: list[PartRecord], reply_to: str | None = None
+        self, conn: Any, conversation_id: str, role: str, status: str, parts: list[PartRecord],
+        reply_to: str | None = None, touch: bool = True,
     ) -> str:
         now = _now()
         turn_id = new_id()
@@ -303,7 +314,8 @@ class Store:
                 {"turn_pk": pk, "position": i, "kind": p.kind, "text": p.text, "attachment_sha256": p.attachment_sha256}
                 for i, p in enumerate(parts)
             ])
-        conn.execute(_TOUCH_CONVERSATION, {"cid": conversation_id, "now": now})
+        if touch:
+            conn.execute(_TOUCH_CONVERSATION, {"cid": conversation_id, "now": now})
         return turn_id
 
     def finish_reply(
@@ -316,19 +328,22 @@ class Store:
         usage: dict[str, Any] | None = None,
         last_seq: int | None = None,
     ) -> None:
-        """Commit a reply's final status and text (partial text too, when cancelled or failed)."""
+        """Commit an in-progress reply's final status and text (partial text too, when cancelled or failed).
+
+        A reply is finished once: finishing it again (or an unknown id) raises LookupError.
+        """
         if status not in REPLY_STATUSES or status == "in_progress":
             raise ValueError(f"not a final reply status: {status!r}")
         now = _now()
         with self.engine.begin() as conn:
-            row = conn.execute(_FIND_TURN, {"tid": turn_id}).one()
-            conn.execute(_END_TURN, {"tpk": row.pk, "status": status, "error": error, "usage": usage, "now": now})
-            conn.execute(_DELETE_PARTS, {"tpk": row.pk})
+            row = conn.execute(
+                _END_REPLY, {"tid": turn_id, "status": status, "error": error, "usage": usage, "now": now}
+            ).one_or_none()
+            if row is None:
+                raise LookupError(f"no reply {turn_id!r} in progress")
             if text:
                 conn.execute(_INSERT_PARTS, [{"turn_pk": row.pk, "position": 0, "kind": "text", "text": text, "attachment_sha256": None}])
-            conn.execute(_TOUCH_CONVERSATION, {"cid": row.conversation_id, "now": now})
-            if last_seq is not None:
-                conn.execute(_RAISE_LAST_SEQ, {"cid": row.conversation_id, "seq": last_seq})
+            conn.execute(_TOUCH_AND_RAISE_SEQ, {"cid": row.conversation_id, "now": now, "seq": last_seq or 0})
 
     def history(self, conversation_id: str, limit: int | None = None) -> list[TurnRecord]:
         """The conversation's turns in order, oldest first; the last `limit` when given."""

@@ -1,7 +1,8 @@
 """Round trips through the whole stack vs a bare websockets server, same client, one run.
 
 Ours: `turn.create` -> turn.created, response.created, one delta, response.done, with an instant
-fake dialogue engine and the real store (SQLite, WAL) and protocol. The bare server is plain
+fake dialogue engine and the real store (SQLite, WAL) and protocol; measured again with an in-memory
+SQLite database to separate the cost of durable writes from the rest of the stack. The bare server is plain
 `websockets` that answers each frame with the same four frames, pre-serialized, doing no work; a
 one-frame echo is measured too, for reference. Each server runs in its own process; the client
 opens CONNECTIONS sockets and runs TURNS round trips on each, one at a time per socket.
@@ -61,8 +62,8 @@ def run_bare(kind: str, port_queue: mp.Queue) -> None:
     asyncio.run(main())
 
 
-def run_ours(db_dir: str, port_queue: mp.Queue) -> None:
-    """Our server with an instant one-delta fake engine."""
+def run_ours(db_url: str, port_queue: mp.Queue) -> None:
+    """Our server with an instant one-delta fake engine, storing in `db_url`."""
     from assistant import Capabilities, DialogueEngine, DialogueResult, Usage, hookimpl
     from assistant.config import Config
     from assistant.server import serve_app
@@ -83,7 +84,7 @@ def run_ours(db_dir: str, port_queue: mp.Queue) -> None:
             register("dialogue", "instant", lambda app: Instant())
 
     config = Config.from_dict({
-        "server": {"port": 0}, "store": {"url": f"sqlite:///{db_dir}/bench.db"},
+        "server": {"port": 0}, "store": {"url": db_url},
         "engines": {"dialogue": "instant"}, "dialogue": {"history_turns": 4},
     })
 
@@ -157,7 +158,8 @@ def main() -> None:
         results = {
             "bare echo (1 frame)": measure(run_bare, ("echo",), args.connections, args.turns, 1, False),
             "bare same frames (4)": measure(run_bare, ("same-frames",), args.connections, args.turns, 4, False),
-            "ours (full stack)": measure(run_ours, (db_dir,), args.connections, args.turns, 4, True),
+            "ours (full stack)": measure(run_ours, (f"sqlite:///{db_dir}/bench.db",), args.connections, args.turns, 4, True),
+            "ours, in-memory SQLite": measure(run_ours, ("sqlite:///:memory:",), args.connections, args.turns, 4, True),
         }
     print(f"{args.connections} connections x {args.turns} round trips each")
     print(f"{'server':24} {'round trips/s':>14} {'p50 ms':>8} {'p99 ms':>8}")
@@ -168,6 +170,8 @@ def main() -> None:
     echo_rate, _ = results["bare echo (1 frame)"]
     print(f"throughput ratio ours / bare same frames: {ours_rate / bare_rate:.2f}  (goal >= 0.8)")
     print(f"throughput ratio ours / bare echo:        {ours_rate / echo_rate:.2f}")
+    memory_rate, _ = results["ours, in-memory SQLite"]
+    print(f"throughput ratio ours in-memory SQLite / bare same frames: {memory_rate / bare_rate:.2f}  (cost without durable disk writes)")
     print(f"added latency p50: {(pct(ours_lat, 50) - pct(bare_lat, 50)) * 1000:.2f} ms, "
           f"p99: {(pct(ours_lat, 99) - pct(bare_lat, 99)) * 1000:.2f} ms")
 

@@ -44,9 +44,14 @@ def test_reply_lifecycle_and_history_order(store):
     assert [(t.role, t.status, t.text) for t in history] == [("user", "completed", "ab"), ("assistant", "cancelled", "partial")]
     assert history[1].reply_to == user and history[1].usage == {"completion_tokens": 2}
     assert store.conversation_last_seq(conversation) == 9
-    store.finish_reply(reply, text="", status="failed", error="boom", last_seq=3)
+    with pytest.raises(LookupError):  # a reply ends once
+        store.finish_reply(reply, text="", status="failed", error="boom", last_seq=3)
+    second = store.begin_turn(conversation, [PartRecord("text", "c")], history_limit=10)
+    assert [t.text for t in second.history] == ["ab", "partial", "c"]  # the placeholder is not context
+    store.finish_reply(second.reply_id, text="", status="failed", error="boom", last_seq=3)
     assert store.conversation_last_seq(conversation) == 9  # never goes backwards
-    assert store.history(conversation, limit=1)[0].error == "boom"
+    last = store.history(conversation, limit=1)[0]
+    assert (last.status, last.error, last.parts) == ("failed", "boom", [])
 
 
 def test_invalid_final_status_is_refused(store):
@@ -77,3 +82,17 @@ def test_replies_left_in_progress_are_marked_interrupted(tmp_path):
 def test_unknown_conversation_has_no_last_seq(store):
     """conversation_last_seq is None for an id that does not exist (the server answers not_found)."""
     assert store.conversation_last_seq("missing") is None
+
+
+def test_in_memory_database_is_shared_across_threads():
+    """sqlite:///:memory: is one database for every thread (the store runs on its own thread)."""
+    import threading
+
+    store = Store("sqlite:///:memory:")
+    conversation = store.create_conversation()
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(store.conversation_last_seq(conversation)))
+    thread.start()
+    thread.join()
+    store.close()
+    assert seen == [0]
