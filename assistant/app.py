@@ -57,6 +57,9 @@ class App:
         self.seq = SeqCounters()
         self.store: AsyncStore | None = None
         self.replies: set[Any] = set()  # in-flight replies (pipeline.Reply), for cancel and shutdown
+        self.turns: set[asyncio.Task[None]] = set()  # every turn task, queued or running, of every session
+        self.accepting_turns = True  # False once shutdown begins
+        self.cancelling_replies = False  # True once shutdown's grace has run out
 
     @classmethod
     def prepare(cls, config: Config, extra_plugins: Iterable[Any] = ()) -> App:
@@ -102,6 +105,12 @@ class App:
     def capabilities(self) -> dict[str, str | None]:
         """Per role: the serving engine's id, or None."""
         return {role: (self.engines[role].id if role in self.engines else None) for role in ROLES}
+
+    def cancel_all_replies(self) -> None:
+        """Cancel every reply in progress, and every reply that starts from now on (shutdown)."""
+        self.cancelling_replies = True
+        for reply in list(self.replies):
+            reply.cancel()
 
     def plugin_config(self, plugin_name: str) -> dict[str, Any]:
         """The `[plugins.<plugin_name>]` table."""

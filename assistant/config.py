@@ -31,6 +31,7 @@ class ServerConfig(_Table):
     ping_interval_s: float | None = Field(20.0, gt=0)
     ping_timeout_s: float | None = Field(20.0, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0)
+    max_queued_turns: int = Field(8, ge=1, description="turns one connection may have waiting or running")
 
 
 class StoreConfig(_Table):

@@ -108,6 +108,8 @@ async def run_turn(session: Session, event: TurnCreate, conversation_id: str) ->
     begun = await app.store.begin_turn(conversation_id, parts, app.config.dialogue.history_turns)
     reply = Reply(begun.reply_id, conversation_id)
     app.replies.add(reply)
+    if app.cancelling_replies:
+        reply.cancel()
     request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, begun.history), generation_options(event))
     try:
         await _stream_reply(session, engine, request, reply, begun.user_turn_id)

@@ -80,19 +80,16 @@ class AssistantServer:
         self.stopped = True
         grace = self.app.config.server.shutdown_grace_s if grace_s is None else grace_s
         self.ready = False
+        self.app.accepting_turns = False  # new turns, and queued ones not yet started, answer `unavailable`
         if self._server is not None:
-            self._server.server.close()  # stop accepting; open connections stay
-        pending = [reply.done.wait() for reply in list(self.app.replies)]
-        if pending:
-            log.info("waiting up to %.1fs for %d reply(ies) to finish", grace, len(pending))
-            await asyncio.wait([asyncio.ensure_future(p) for p in pending], timeout=grace)
-        if self.app.replies:
+            self._server.server.close()  # stop accepting connections; open ones stay
+        if self.app.turns:
+            log.info("waiting up to %.1fs for %d turn(s) to finish", grace, len(self.app.turns))
+            await asyncio.wait(list(self.app.turns), timeout=grace)
+        if self.app.turns:
             log.info("cancelling %d reply(ies) still in progress", len(self.app.replies))
-            waits = []
-            for reply in list(self.app.replies):
-                reply.cancel()
-                waits.append(asyncio.ensure_future(reply.done.wait()))
-            await asyncio.wait(waits)
+            self.app.cancel_all_replies()
+            await asyncio.wait(list(self.app.turns))
         if self._server is not None:
             self._server.close(close_connections=True)
             await self._server.wait_closed()

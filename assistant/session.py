@@ -109,13 +109,21 @@ class Session:
     def _spawn_turn(self, event: TurnCreate) -> None:
         if self.conversation_id is None:
             raise ProtocolError("bad_request", "send session.start before turn.create", event.event_id)
+        if not self.app.accepting_turns:
+            raise ProtocolError("unavailable", "the server is shutting down", event.event_id)
+        limit = self.app.config.server.max_queued_turns
+        if len(self._turns) >= limit:
+            raise ProtocolError("rate_limited", f"{limit} turns are already waiting on this connection", event.event_id)
         task = asyncio.create_task(self._turn(event, self.conversation_id))
-        self._turns.add(task)
-        task.add_done_callback(self._turns.discard)
+        for tasks in (self._turns, self.app.turns):
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
     async def _turn(self, event: TurnCreate, conversation_id: str) -> None:
         async with self._turn_lock:
             try:
+                if not self.app.accepting_turns:  # queued before shutdown began, never started
+                    raise ProtocolError("unavailable", "the server is shutting down", event.event_id)
                 await run_turn(self, event, conversation_id)
             except ProtocolError as exc:
                 await self.emit(error_event(exc))

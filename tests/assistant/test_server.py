@@ -284,3 +284,44 @@ async def test_no_dialogue_engine_configured_answers_unavailable(start_server, c
         assert error["code"] == "unavailable" and error["ref"] == "t" and "[engines] dialogue" in error["message"]
         await client.send({"type": "conversation.get"})
         assert (await client.recv_until("conversation.history"))[-1]["turns"] == []
+
+
+async def test_turns_queued_past_the_cap_are_rate_limited(start_server, connect_client, tmp_path):
+    """A connection with max_queued_turns turns waiting gets rate_limited for the next; the queued ones complete in order."""
+    gate = threading.Event()
+    server = await start_server(make_config(tmp_path, server={"max_queued_turns": 2}), plugins=(FakeEnginesPlugin(ScriptedDialogue(gate=gate)),))
+    async with connect_client(server) as client:
+        await client.start()
+        for i in range(3):
+            await client.send({"type": "turn.create", "event_id": f"t{i}", "content": [{"type": "text", "text": f"n{i}"}]})
+        events = await client.recv_until("error")
+        assert events[-1]["code"] == "rate_limited" and events[-1]["ref"] == "t2"
+        gate.set()
+        first = (await client.recv_until("response.done"))[-1]
+        second = (await client.recv_until("response.done"))[-1]
+        assert (first["text"], second["text"]) == ("You said: n0", "You said: n1")
+
+
+async def test_shutdown_refuses_queued_turns_and_cancels_the_running_one(start_server, connect_client, tmp_path):
+    """Past the grace period the running reply is cancelled and stored; a queued turn answers unavailable, unstored."""
+    engine = ScriptedDialogue(script=words(1000), delay_s=0.02)
+    config = make_config(tmp_path)
+    server = await start_server(config, plugins=(FakeEnginesPlugin(engine),))
+    async with connect_client(server) as client:
+        conversation_id = (await client.start())["conversation_id"]
+        await client.send({"type": "turn.create", "content": [{"type": "text", "text": "first"}]})
+        await client.recv_until("response.created")
+        await client.send({"type": "turn.create", "event_id": "queued", "content": [{"type": "text", "text": "second"}]})
+        await asyncio.sleep(0.05)
+        shutting = asyncio.create_task(server.shutdown(grace_s=0.2))
+        done = (await client.recv_until("response.done"))[-1]
+        refused = (await client.recv_until("error"))[-1]
+        await shutting
+    assert done["status"] == "cancelled"
+    assert refused["code"] == "unavailable" and refused["ref"] == "queued"
+    from assistant.store import Store
+
+    store = Store(config.database_url)
+    turns = store.history(conversation_id)
+    store.close()
+    assert [(t.role, t.status) for t in turns] == [("user", "completed"), ("assistant", "cancelled")]
