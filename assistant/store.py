@@ -277,27 +277,19 @@ class Store:
         with Session(self.engine) as db:
             return db.scalar(select(Conversation.last_seq).where(Conversation.id == conversation_id))
 
-    def add_user_turn(self, conversation_id: str, parts: list[PartRecord]) -> str:
-        """Commit a user turn (status completed) with its parts; returns the turn id."""
-        with self.engine.begin() as conn:
-            return self._insert_turn(conn, conversation_id, "user", "completed", parts)
-
     def begin_turn(self, conversation_id: str, parts: list[PartRecord], history_limit: int) -> TurnStart:
         """Commit the user turn and its reply placeholder (in_progress) together, then read the context.
 
         One transaction and one trip to the store thread per turn: the user turn is durable before
-        the engine sees anything. `history` ends with the new user turn and excludes the placeholder.
+        the engine sees anything. `history` holds the last `history_limit` turns (at least the new
+        user turn, which comes last) and never the placeholder.
         """
         with self.engine.begin() as conn:
             user_id = self._insert_turn(conn, conversation_id, "user", "completed", parts, touch=False)
             reply_id = self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=user_id)
-        history = [t for t in self.history(conversation_id, limit=history_limit + 1) if t.id != reply_id]
-        return TurnStart(user_id, reply_id, history[-history_limit:] if history_limit else history[-1:])
-
-    def start_reply(self, conversation_id: str, reply_to: str) -> str:
-        """Insert the assistant turn as in_progress; returns its id (the response_id)."""
-        with self.engine.begin() as conn:
-            return self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=reply_to)
+        keep = max(history_limit, 1)
+        history = [t for t in self.history(conversation_id, limit=keep + 1) if t.id != reply_id]
+        return TurnStart(user_id, reply_id, history[-keep:])
 
     def _insert_turn(
         self, conn: Any, conversation_id: str, role: str, status: str, parts: list[PartRecord],

@@ -80,6 +80,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 if event["type"] == "response.done":
                     elapsed = time.perf_counter() - began
                     assert event["usage"]["completion_tokens"] == args.tokens, event
+                    assert event["usage"]["prompt_tokens"] == len(prompt), "both sides must use the same prompt"
                     return args.tokens / elapsed, first or 0.0
 
         bare_rates, our_rates, ttfts = [], [], []

@@ -325,3 +325,16 @@ async def test_shutdown_refuses_queued_turns_and_cancels_the_running_one(start_s
     turns = store.history(conversation_id)
     store.close()
     assert [(t.role, t.status) for t in turns] == [("user", "completed"), ("assistant", "cancelled")]
+
+
+async def test_history_turns_limits_the_context_but_keeps_the_new_message(start_server, connect_client, tmp_path):
+    """[dialogue] history_turns bounds the stored turns the engine sees; 0 still sends the new message."""
+    for limit, expected in ((0, ["third"]), (3, ["You said: first", "second", "You said: second", "third"][-3:])):
+        engine = ScriptedDialogue()
+        config = make_config(tmp_path / str(limit), dialogue={"history_turns": limit, "system_prompt": ""})
+        server = await start_server(config, plugins=(FakeEnginesPlugin(engine),))
+        async with connect_client(server) as client:
+            await client.start()
+            for text in ("first", "second", "third"):
+                await client.say(text)
+        assert [m.content for m in engine.requests[-1].messages] == expected

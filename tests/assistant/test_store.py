@@ -24,20 +24,31 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(store, tmp_path):
 
 
 def test_user_turn_is_committed_before_anything_else_happens(store, tmp_path):
-    """A user turn is visible to an independent connection as soon as add_user_turn returns."""
+    """The user turn and its in_progress reply are visible to an independent connection once begin_turn returns."""
     conversation = store.create_conversation()
-    store.add_user_turn(conversation, [PartRecord("text", "hello")])
+    store.begin_turn(conversation, [PartRecord("text", "hello")], history_limit=5)
     other = sqlite3.connect(tmp_path / "sub" / "db.sqlite")
-    rows = other.execute("select t.role, p.text from turns t join parts p on p.turn_pk = t.pk").fetchall()
+    rows = other.execute("select role, status from turns order by pk").fetchall()
+    parts = other.execute("select text from parts").fetchall()
     other.close()
-    assert rows == [("user", "hello")]
+    assert rows == [("user", "completed"), ("assistant", "in_progress")] and parts == [("hello",)]
+
+
+def test_begin_turn_context_always_ends_with_the_new_user_turn(store):
+    """The context holds the last history_limit turns, never the placeholder, and at least the new user turn."""
+    conversation = store.create_conversation()
+    for text in ("one", "two"):
+        begun = store.begin_turn(conversation, [PartRecord("text", text)], history_limit=10)
+        store.finish_reply(begun.reply_id, text=f"re {text}", status="completed")
+    assert [t.text for t in store.begin_turn(conversation, [PartRecord("text", "3")], history_limit=3).history] == ["two", "re two", "3"]
+    assert [t.text for t in store.begin_turn(conversation, [PartRecord("text", "4")], history_limit=0).history] == ["4"]
 
 
 def test_reply_lifecycle_and_history_order(store):
     """A reply starts in_progress, ends with its status and text; history comes back oldest first."""
     conversation = store.create_conversation()
-    user = store.add_user_turn(conversation, [PartRecord("text", "a"), PartRecord("text", "b")])
-    reply = store.start_reply(conversation, user)
+    begun = store.begin_turn(conversation, [PartRecord("text", "a"), PartRecord("text", "b")], history_limit=5)
+    user, reply = begun.user_turn_id, begun.reply_id
     assert store.history(conversation)[-1].status == "in_progress"
     store.finish_reply(reply, text="partial", status="cancelled", usage={"completion_tokens": 2}, last_seq=9)
     history = store.history(conversation)
@@ -57,7 +68,7 @@ def test_reply_lifecycle_and_history_order(store):
 def test_invalid_final_status_is_refused(store):
     """finish_reply accepts only final statuses."""
     conversation = store.create_conversation()
-    reply = store.start_reply(conversation, store.add_user_turn(conversation, [PartRecord("text", "x")]))
+    reply = store.begin_turn(conversation, [PartRecord("text", "x")], history_limit=1).reply_id
     with pytest.raises(ValueError):
         store.finish_reply(reply, text="", status="in_progress")
     with pytest.raises(ValueError):
@@ -69,7 +80,7 @@ def test_replies_left_in_progress_are_marked_interrupted(tmp_path):
     url = f"sqlite:///{tmp_path / 'db.sqlite'}"
     first = Store(url)
     conversation = first.create_conversation()
-    first.start_reply(conversation, first.add_user_turn(conversation, [PartRecord("text", "x")]))
+    first.begin_turn(conversation, [PartRecord("text", "x")], history_limit=1)
     first.engine.dispose()  # no clean finish: as if the process died
     second = Store(url)
     assert second.mark_interrupted() == 1
