@@ -44,7 +44,13 @@ def build_plugin_manager(config: Config, extra_plugins: Iterable[Any] = ()) -> p
         name = module_name.rsplit(".", 1)[-1]
         if wanted(name):
             pm.register(importlib.import_module(module_name), name)
-    pm.load_setuptools_entrypoints("assistant")
+    try:
+        pm.load_setuptools_entrypoints("assistant")
+    except Exception as exc:
+        raise PluginError(
+            f"an installed plugin (entry-point group 'assistant') failed to load: {type(exc).__name__}: {exc}. "
+            "Uninstall it or name it in [plugins] deny."
+        ) from exc
     for module_name in config.plugins.modules:
         if wanted(module_name):
             try:

@@ -26,7 +26,6 @@ class AssistantServer:
         self.ready = False
         self.stopped = False
         self._server: Server | None = None
-        self.sessions: set[Session] = set()
 
     @property
     def port(self) -> int:
@@ -48,7 +47,6 @@ class AssistantServer:
 
     async def _handle(self, connection: ServerConnection) -> None:
         session = Session(self.app, connection.send)
-        self.sessions.add(session)
         try:
             async for frame in connection:
                 await session.handle_frame(frame)
@@ -56,7 +54,6 @@ class AssistantServer:
             pass
         finally:
             session.disconnected()
-            self.sessions.discard(session)
 
     async def start(self) -> None:
         """Listen on the configured host and port."""

@@ -68,9 +68,17 @@ class Session:
         try:
             if isinstance(frame, bytes):
                 raise ProtocolError("unsupported", "binary frames carry streamed audio, which this server does not support yet")
-            await self.dispatch(parse_client_event(frame))
+            event = parse_client_event(frame)
         except ProtocolError as exc:
             await self.emit(error_event(exc))
+            return
+        try:
+            await self.dispatch(event)
+        except ProtocolError as exc:
+            await self.emit(error_event(exc))
+        except Exception as exc:
+            log.exception("handling %s failed", event.type)  # type: ignore[attr-defined]
+            await self.emit(Error(code="internal", message=f"{event.type} failed: {type(exc).__name__}", ref=event.event_id))  # type: ignore[attr-defined]
 
     async def dispatch(self, event: ClientEvent) -> None:
         """Route a valid client event to its handler."""

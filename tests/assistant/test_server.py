@@ -338,3 +338,20 @@ async def test_history_turns_limits_the_context_but_keeps_the_new_message(start_
             for text in ("first", "second", "third"):
                 await client.say(text)
         assert [m.content for m in engine.requests[-1].messages] == expected
+
+
+async def test_a_store_failure_answers_internal_and_keeps_the_connection(server, connect_client, monkeypatch):
+    """If the store fails while handling an event, the client gets `internal` and the connection goes on."""
+    async with connect_client(server) as client:
+        await client.start()
+        original = server.app.store.store.history
+
+        def broken(*args, **kwargs):
+            raise OSError("disk on fire")
+
+        monkeypatch.setattr(server.app.store.store, "history", broken)
+        await client.send({"type": "conversation.get", "event_id": "g"})
+        error = await client.recv()
+        assert error["type"] == "error" and error["code"] == "internal" and error["ref"] == "g"
+        monkeypatch.setattr(server.app.store.store, "history", original)
+        assert (await client.say("still fine"))[-1]["status"] == "completed"
