@@ -142,19 +142,25 @@ class TransformersDialogue(DialogueEngine):
             )
         system = [m for m in messages[:1] if m.role == "system"]
         turns = messages[len(system) :]
-        while True:
-            ids = self._template(system + turns)
+        # Where the kept history may begin: a user message (so no orphan reply leads), or the last message.
+        starts = [i for i, m in enumerate(turns[:-1]) if m.role == "user"] + [len(turns) - 1]
+        # Fewer turns never take more tokens: binary-search the earliest start that fits.
+        low, high, best = 0, len(starts) - 1, None
+        while low <= high:
+            middle = (low + high) // 2
+            ids = self._template(system + turns[starts[middle] :])
             if len(ids) <= budget:
-                return ids
-            if len(turns) <= 1:
-                raise EngineError(
-                    f"the message needs {len(ids)} prompt tokens but only {budget} fit in the context "
-                    f"({self.settings.context_tokens} tokens, {max_new_tokens} kept for the reply)",
-                    code="too_large",
-                )
-            turns = turns[1:]
-            while len(turns) > 1 and turns[0].role != "user":
-                turns = turns[1:]
+                best, high = ids, middle - 1
+            else:
+                low = middle + 1
+        if best is None:
+            needed = len(self._template(system + turns[-1:]))
+            raise EngineError(
+                f"the message needs {needed} prompt tokens but only {budget} fit in the context "
+                f"({self.settings.context_tokens} tokens, {max_new_tokens} kept for the reply)",
+                code="too_large",
+            )
+        return best
 
     def _template(self, messages: list[ChatMessage]) -> list[int]:
         encoded = self.tokenizer.apply_chat_template(

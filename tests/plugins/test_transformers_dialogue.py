@@ -92,6 +92,10 @@ def test_history_is_fitted_to_the_budget_dropping_oldest_and_keeping_the_system_
     assert text.startswith("<|im_start|>system\nSYSTEM RULES") and "final question" in text
     assert "question 0 " not in text and "answer 11 is Paris" in text
     assert text.index("<|im_start|>system") < text.index("<|im_start|>user")  # no orphan assistant turn first
+    # The most history that fits is kept: starting one question earlier would not fit.
+    first_kept = min(i for i in range(12) if f"question {i} " in text)
+    earlier = [history[0]] + history[1 + 2 * (first_kept - 1):]
+    assert len(engine._template(earlier)) > 160 - 24
 
 
 def test_a_message_too_long_for_the_context_is_refused_clearly(tiny_llama, tmp_path):
