@@ -8,9 +8,14 @@ from assistant.engines import (
     DialogueResult,
     Engine,
     EngineError,
+    GeneratedImage,
+    GenerationCancelled,
     GenerationOptions,
+    ImageGenerator,
+    ImageRequest,
     Usage,
 )
+from assistant.routes import ImageRoute, TurnRouter
 from assistant.hookspecs import hookimpl
 from assistant.models import ModelSource, NotHere
 
@@ -24,7 +29,13 @@ __all__ = [
     "DialogueResult",
     "Engine",
     "EngineError",
+    "GeneratedImage",
+    "GenerationCancelled",
     "GenerationOptions",
+    "ImageGenerator",
+    "ImageRequest",
+    "ImageRoute",
+    "TurnRouter",
     "ModelSource",
     "NotHere",
     "Usage",

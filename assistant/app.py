@@ -53,11 +53,12 @@ class App:
         self.registrations = registrations
         self.models = ModelLocator(registrations.model_sources, config.model_cache_dir)
         self.engines: dict[str, Engine] = {}
-        self.scheduler = Scheduler()
+        self.scheduler = Scheduler({"image_generator": config.images.concurrency})
         self.seq = SeqCounters()
         self.store: AsyncStore | None = None
         self.replies: set[Any] = set()  # in-flight replies (pipeline.Reply), for cancel and shutdown
         self.turns: set[asyncio.Task[None]] = set()  # every turn task, queued or running, of every session
+        self.image_jobs: set[Any] = set()  # image jobs queued or painting (image_jobs.ImageJob)
         self.accepting_turns = True  # False once shutdown begins
         self.cancelling_replies = False  # True once shutdown's grace has run out
 
@@ -107,10 +108,10 @@ class App:
         return {role: (self.engines[role].id if role in self.engines else None) for role in ROLES}
 
     def cancel_all_replies(self) -> None:
-        """Cancel every reply in progress, and every reply that starts from now on (shutdown)."""
+        """Cancel every reply and image job in progress, and every one that starts from now on (shutdown)."""
         self.cancelling_replies = True
-        for reply in list(self.replies):
-            reply.cancel()
+        for work in [*self.replies, *self.image_jobs]:
+            work.cancel()
 
     def plugin_config(self, plugin_name: str) -> dict[str, Any]:
         """The `[plugins.<plugin_name>]` table."""

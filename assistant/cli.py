@@ -152,6 +152,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  engines: {', '.join(info.engines)}")
         if info.model_sources:
             print(f"  model sources: {', '.join(info.model_sources)}")
+        if info.routers:
+            print(f"  routers: {', '.join(info.routers)}")
     return 0
 
 
@@ -176,7 +178,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             continue
         model = entry.model_name(app) if entry.model_name else None
         if model is None:
-            print(f"{role}: {name} (uses no model files)")
+            print(f"{role}: {name} (no model configured)")
             continue
         try:
             print(f"{role}: {name} model {model!r} -> {app.models.resolve(model)}")

@@ -50,6 +50,7 @@ class EnginesConfig(_Table):
     """`[engines]`: which registered engine serves each role (null: none)."""
 
     dialogue: str | None = "transformers"
+    image_generator: str | None = None
 
 
 class DialogueConfig(_Table):
@@ -57,6 +58,13 @@ class DialogueConfig(_Table):
 
     system_prompt: str = "You are a helpful assistant. Answer briefly and accurately."
     history_turns: int = Field(50, ge=0, description="most recent stored turns sent as context")
+
+
+class ImagesConfig(_Table):
+    """`[images]`: how image jobs share the machine."""
+
+    concurrency: int = Field(1, ge=1, description="image jobs painting at once (they share one pipeline)")
+    max_jobs_per_connection: int = Field(4, ge=1, description="jobs one connection may have queued or running")
 
 
 class PluginsConfig(BaseModel):
@@ -88,6 +96,7 @@ class Config(_Table):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     engines: EnginesConfig = Field(default_factory=EnginesConfig)
     dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 

@@ -108,5 +108,67 @@ class DialogueEngine(Engine):
         """
 
 
-ENGINE_BASES: dict[str, type[Engine]] = {"dialogue": DialogueEngine}
+@dataclass(frozen=True)
+class ImageRequest:
+    """A text-to-image job, every field filled in and validated by the engine's `prepare`."""
+
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """A finished image: PNG bytes and the seed that made it."""
+
+    png: bytes
+    width: int
+    height: int
+    seed: int
+
+
+class GenerationCancelled(Exception):
+    """Raised by an image generator that stopped because its job was cancelled."""
+
+
+class ImageGenerator(Engine):
+    """Paints images from text, reporting progress after every denoising step."""
+
+    role = "image_generator"
+
+    @abstractmethod
+    def prepare(
+        self,
+        prompt: str,
+        negative_prompt: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int | None = None,
+    ) -> ImageRequest:
+        """Fill defaults and validate against the engine's limits; raise EngineError(code bad_request).
+
+        Cheap and non-blocking: the core calls it on the event loop before queueing the job.
+        """
+
+    @abstractmethod
+    def generate(
+        self,
+        request: ImageRequest,
+        on_step: Callable[[int, int, bytes | None], None],
+        cancelled: threading.Event,
+    ) -> GeneratedImage:
+        """Paint the image; call `on_step(step, total, preview_png_or_None)` after each step.
+
+        Blocking: runs on the engine's worker thread. Once `cancelled` is set, stop at the next step
+        by raising GenerationCancelled. The same request gives the same image on the same device.
+        """
+
+
+ENGINE_BASES: dict[str, type[Engine]] = {"dialogue": DialogueEngine, "image_generator": ImageGenerator}
 """Roles the core can serve today, with their base class. Other roles land with their features."""

@@ -40,6 +40,17 @@ def register_model_sources(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
+def register_routes(register: Callable[[str, Any], None]) -> None:
+    """Register turn routers: call `register(name, router)` with an `assistant.TurnRouter`.
+
+    Called once per app, while it starts. Before a text turn reaches the dialogue engine, the core
+    asks each router in hook call order (later-registered plugins first, `trylast` ones such as the
+    built-in keyword router last) whether it claims the turn; the first claim wins. A router is only
+    asked when the engine its route needs is configured. Duplicate names stop startup. Returns nothing.
+    """
+
+
+@hookspec
 def startup(app: App) -> Any:
     """Called once when the app has started: engines are loaded and the store is open.
 

@@ -16,7 +16,9 @@ from assistant.engines import (
     DialogueResult,
     EngineError,
     GenerationOptions,
+    ImageGenerator,
 )
+from assistant.image_jobs import image_generator, prepare, start_job
 from assistant.protocol import (
     ErrorBody,
     ErrorCode,
@@ -28,6 +30,7 @@ from assistant.protocol import (
     TurnCreate,
     TurnCreated,
 )
+from assistant.routes import ImageRoute, first_route
 from assistant.store import PartRecord, TurnRecord
 
 if TYPE_CHECKING:
@@ -101,6 +104,10 @@ async def run_turn(session: Session, event: TurnCreate, conversation_id: str) ->
     app = session.app
     assert app.store is not None
     parts = turn_parts(event)
+    route = _route(session, parts)
+    if route is not None:
+        await _run_image_route(session, event, conversation_id, parts, route)
+        return
     engine = app.engines.get("dialogue")
     if not isinstance(engine, DialogueEngine):
         raise ProtocolError("unavailable", "no dialogue engine is configured ([engines] dialogue)", event.event_id)
@@ -116,6 +123,32 @@ async def run_turn(session: Session, event: TurnCreate, conversation_id: str) ->
     finally:
         app.replies.discard(reply)
         reply.done.set()
+
+
+def _route(session: Session, parts: list[PartRecord]) -> ImageRoute | None:
+    """The first router's claim on the turn; routers are asked only when an image generator is configured."""
+    if not isinstance(session.app.engines.get("image_generator"), ImageGenerator):
+        return None
+    return first_route(session.app.registrations.routers, "\n".join(p.text or "" for p in parts))
+
+
+async def _run_image_route(
+    session: Session, event: TurnCreate, conversation_id: str, parts: list[PartRecord], route: ImageRoute
+) -> None:
+    """A turn claimed for an image: store it, acknowledge it as the reply, then start the job beside it."""
+    app = session.app
+    assert app.store is not None
+    request = prepare(image_generator(session), {"prompt": route.prompt}, event.event_id)
+    session.check_job_capacity(event.event_id)
+    begun = await app.store.begin_turn(conversation_id, parts, history_limit=1)
+    reply = Reply(begun.reply_id, conversation_id)
+    await session.emit(TurnCreated(turn_id=begun.user_turn_id))
+    await session.emit(ResponseCreated(response_id=reply.response_id, turn_id=begun.user_turn_id))
+    await session.emit(ResponseTextDelta(response_id=reply.response_id, delta=route.acknowledgement))
+    done_seq = app.seq.next(conversation_id)
+    await app.store.finish_reply(reply.response_id, text=route.acknowledgement, status="completed", last_seq=done_seq)
+    await session.emit(ResponseDone(response_id=reply.response_id, status="completed", text=route.acknowledgement), seq=done_seq)
+    await start_job(session, conversation_id, request, prompt_turn=False, reply_to=begun.user_turn_id)
 
 
 async def _stream_reply(session: Session, engine: DialogueEngine, request: DialogueRequest, reply: Reply, turn_id: str) -> None:

@@ -17,11 +17,14 @@ from assistant import hookspecs
 from assistant.config import Config
 from assistant.engines import ENGINE_BASES, ROLES, Engine
 from assistant.models import ModelSource, RegisteredSource
+from assistant.routes import RegisteredRouter, TurnRouter
 
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "assistant_plugins.model_sources",
     "assistant_plugins.smollm2_pack",
     "assistant_plugins.transformers_dialogue",
+    "assistant_plugins.diffusers_image",
+    "assistant_plugins.keyword_router",
 )
 
 
@@ -103,6 +106,7 @@ class Registrations:
     engines: dict[tuple[str, str], EngineEntry] = field(default_factory=dict)
     model_sources: list[RegisteredSource] = field(default_factory=list)
     source_plugins: dict[str, str] = field(default_factory=dict)
+    routers: list[RegisteredRouter] = field(default_factory=list)
 
 
 def collect_registrations(pm: pluggy.PluginManager) -> Registrations:
@@ -139,8 +143,20 @@ def collect_registrations(pm: pluggy.PluginManager) -> Registrations:
 
         return register
 
+    def router_register(plugin: str) -> Callable[[str, TurnRouter], None]:
+        def register(name: str, router: TurnRouter) -> None:
+            if not isinstance(router, TurnRouter):
+                raise PluginError(f"plugin {plugin!r}: router {name!r} is not a TurnRouter")
+            for other in found.routers:
+                if other.name == name:
+                    raise PluginError(f"router {name!r} registered twice: by {other.plugin!r} and by {plugin!r}")
+            found.routers.append(RegisteredRouter(name, router, plugin))
+
+        return register
+
     call_per_plugin(pm, "register_engines", register=engine_register)
     call_per_plugin(pm, "register_model_sources", register=source_register)
+    call_per_plugin(pm, "register_routes", register=router_register)
     return found
 
 
@@ -153,6 +169,7 @@ class PluginInfo:
     hooks: list[str]
     engines: list[str]
     model_sources: list[str]
+    routers: list[str]
 
 
 def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> list[PluginInfo]:
@@ -175,6 +192,7 @@ def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> 
                 hooks=hooks,
                 engines=sorted(f"{e.role}:{e.name}" for e in registrations.engines.values() if e.plugin == name),
                 model_sources=sorted(s for s, p in registrations.source_plugins.items() if p == name),
+                routers=sorted(r.name for r in registrations.routers if r.plugin == name),
             )
         )
     return infos

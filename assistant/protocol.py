@@ -105,6 +105,7 @@ class ImageGenerate(ClientEvent):
     seed: StrictInt | None = None
     width: StrictInt | None = None
     height: StrictInt | None = None
+    guidance: StrictFloat | StrictInt | None = None
 
 
 class ImageCancel(ClientEvent):
@@ -221,6 +222,36 @@ class ConversationHistory(ServerEvent):
     turns: list[dict[str, Any]]
 
 
+class ImageStarted(ServerEvent):
+    type: Literal["image.started"] = "image.started"
+    job_id: str
+    turn_id: str | None = None
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    seed: int
+
+
+class ImageProgress(ServerEvent):
+    type: Literal["image.progress"] = "image.progress"
+    job_id: str
+    step: int
+    total: int
+    preview: str | None = Field(None, description="base64 PNG, a low-resolution look at the image so far")
+
+
+class ImageDone(ServerEvent):
+    type: Literal["image.done"] = "image.done"
+    job_id: str
+    status: Literal["completed", "cancelled", "failed"]
+    seed: int
+    mime: str | None = None
+    data: str | None = Field(None, description="base64 image bytes, when completed")
+    sha256: str | None = None
+    error: ErrorBody | None = None
+
+
 class Error(ServerEvent):
     type: Literal["error"] = "error"
     code: ErrorCode
@@ -229,7 +260,8 @@ class Error(ServerEvent):
 
 
 SERVER_EVENTS: tuple[type[ServerEvent], ...] = (
-    SessionStarted, TurnCreated, ResponseCreated, ResponseTextDelta, ResponseDone, ConversationHistory, Error,
+    SessionStarted, TurnCreated, ResponseCreated, ResponseTextDelta, ResponseDone, ConversationHistory,
+    ImageStarted, ImageProgress, ImageDone, Error,
 )
 
 

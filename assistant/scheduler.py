@@ -1,8 +1,10 @@
 """Where engine work runs: off the event loop, one worker queue per engine.
 
-Each engine gets its own single-thread executor, so one model never runs two requests at once on
-its weights while different engines (and the event loop) run in parallel. Batching across
-sessions and priorities between roles build on this queue.
+Each engine gets its own executor, one thread by default, so one model never runs two requests at
+once unless its role is given more workers (an image generator whose jobs each use their own
+scheduler state), while different engines, and the event loop, run in parallel: a long image job
+never holds up a dialogue reply. Batching across sessions and priorities between roles build on
+this queue.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ T = TypeVar("T")
 class Scheduler:
     """Runs blocking engine calls on per-engine worker threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers_per_role: dict[str, int] | None = None) -> None:
+        self.workers_per_role = dict(workers_per_role or {})
         self._workers: dict[int, ThreadPoolExecutor] = {}
 
     def _worker(self, engine: Engine) -> ThreadPoolExecutor:
         key = id(engine)
         if key not in self._workers:
-            self._workers[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"engine-{engine.role}")
+            count = self.workers_per_role.get(engine.role, 1)
+            self._workers[key] = ThreadPoolExecutor(max_workers=count, thread_name_prefix=f"engine-{engine.role}")
         return self._workers[key]
 
     def submit(self, engine: Engine, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:

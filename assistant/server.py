@@ -1,14 +1,17 @@
-"""The websockets server: `/ws` for sessions, `GET /healthz`, limits and graceful shutdown."""
+"""The websockets server: `/ws` for sessions, `GET /healthz`, `GET /attachments/<sha256>`, limits, graceful shutdown."""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
+import re
 import signal
 from http import HTTPStatus
 from typing import Any, Iterable
 
 from websockets.asyncio.server import Request, Response, Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 
 from assistant.app import App
@@ -16,6 +19,9 @@ from assistant.config import Config
 from assistant.session import Session
 
 log = logging.getLogger("assistant.server")
+
+ATTACHMENTS_PREFIX = "/attachments/"
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class AssistantServer:
@@ -33,8 +39,10 @@ class AssistantServer:
         assert self._server is not None
         return self._server.sockets[0].getsockname()[1]
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
+        if path.startswith(ATTACHMENTS_PREFIX):
+            return await self._attachment(connection, path[len(ATTACHMENTS_PREFIX):])
         if path == "/healthz":
             if self.ready:
                 return connection.respond(HTTPStatus.OK, "ok\n")
@@ -44,6 +52,22 @@ class AssistantServer:
         if not self.ready:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
         return None
+
+    async def _attachment(self, connection: ServerConnection, sha256: str) -> Response:
+        """GET /attachments/<sha256>: a stored attachment's bytes with its content type."""
+        if not SHA256.fullmatch(sha256):
+            return connection.respond(HTTPStatus.BAD_REQUEST, "an attachment is named by its lowercase hex sha256\n")
+        store = self.app.store
+        found = await store.attachment(sha256) if store is not None and self.ready else None
+        if found is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, "no such attachment\n")
+        mime, body = found
+        headers = Headers([
+            ("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
+            ("Content-Type", mime), ("Content-Length", str(len(body))),
+            ("Cache-Control", "public, max-age=31536000, immutable"),  # the name is the content's hash
+        ])
+        return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, body)
 
     async def _handle(self, connection: ServerConnection) -> None:
         session = Session(self.app, connection.send)

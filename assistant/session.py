@@ -9,12 +9,15 @@ from typing import Awaitable, Callable
 from websockets.exceptions import ConnectionClosed
 
 from assistant.app import App
+from assistant.image_jobs import ImageJob, image_generator, prepare, start_job
 from assistant.pipeline import run_turn
 from assistant.protocol import (
     ClientEvent,
     ConversationGet,
     ConversationHistory,
     Error,
+    ImageCancel,
+    ImageGenerate,
     ProtocolError,
     ResponseCancel,
     ServerEvent,
@@ -32,8 +35,6 @@ NOT_BUILT = {
     "audio.append": "streamed audio",
     "audio.commit": "streamed audio",
     "audio.clear": "streamed audio",
-    "image.generate": "image generation",
-    "image.cancel": "image generation",
     "conversation.search": "conversation search",
 }
 
@@ -48,6 +49,7 @@ class Session:
         self.connected = True
         self._turn_lock = asyncio.Lock()
         self._turns: set[asyncio.Task[None]] = set()
+        self.jobs: set[ImageJob] = set()  # this connection's image jobs, queued or painting
 
     async def emit(self, event: ServerEvent, seq: int | None = None) -> None:
         """Send a server event stamped with the conversation's next seq (0 before a conversation).
@@ -90,6 +92,10 @@ class Session:
             self._cancel(event)
         elif isinstance(event, ConversationGet):
             await self._history(event)
+        elif isinstance(event, ImageGenerate):
+            await self._generate_image(event)
+        elif isinstance(event, ImageCancel):
+            self._cancel_image(event)
         else:
             feature = NOT_BUILT.get(getattr(event, "type", ""), "this event")
             raise ProtocolError("unsupported", f"{event.type}: {feature} is not supported by this server yet", event.event_id)  # type: ignore[attr-defined]
@@ -112,7 +118,36 @@ class Session:
         await self.emit(SessionStarted(conversation_id=self.conversation_id, resumed=resumed, capabilities=self.app.capabilities()))
 
     def _busy(self) -> bool:
-        return any(not task.done() for task in self._turns)
+        return bool(self.jobs) or any(not task.done() for task in self._turns)
+
+    def check_job_capacity(self, ref: str | None) -> None:
+        """Raise rate_limited when this connection already has its most image jobs."""
+        limit = self.app.config.images.max_jobs_per_connection
+        if len(self.jobs) >= limit:
+            raise ProtocolError("rate_limited", f"{limit} image jobs are already queued or painting on this connection", ref)
+
+    async def _generate_image(self, event: ImageGenerate) -> None:
+        if self.conversation_id is None:
+            raise ProtocolError("bad_request", "send session.start before image.generate", event.event_id)
+        if not self.app.accepting_turns:
+            raise ProtocolError("unavailable", "the server is shutting down", event.event_id)
+        try:
+            engine = image_generator(self)
+        except ProtocolError as exc:
+            raise ProtocolError(exc.code, exc.message, event.event_id) from None
+        request = prepare(engine, {
+            "prompt": event.prompt, "negative_prompt": event.negative_prompt, "width": event.width,
+            "height": event.height, "steps": event.steps, "guidance": event.guidance, "seed": event.seed,
+        }, event.event_id)
+        self.check_job_capacity(event.event_id)
+        await start_job(self, self.conversation_id, request, prompt_turn=True)
+
+    def _cancel_image(self, event: ImageCancel) -> None:
+        for job in self.app.image_jobs:
+            if job.job_id == event.job_id and job.conversation_id == self.conversation_id:
+                job.cancel()
+                return
+        raise ProtocolError("not_found", f"no image job {event.job_id!r} in progress in this conversation", event.event_id)
 
     def _spawn_turn(self, event: TurnCreate) -> None:
         if self.conversation_id is None:
@@ -158,5 +193,7 @@ class Session:
         await self.emit(ConversationHistory(conversation_id=conversation_id, turns=[t.to_wire() for t in turns]))
 
     def disconnected(self) -> None:
-        """The client has gone: stop sending. Turns in progress still finish and are stored."""
+        """The client has gone: stop sending and cancel its image jobs. Text turns still finish and are stored."""
         self.connected = False
+        for job in list(self.jobs):
+            job.cancel()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import json
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -138,11 +139,16 @@ _TOUCH_AND_RAISE_SEQ = (
 _HISTORY = (
     select(_turns).where(_turns.c.conversation_id == bindparam("cid")).order_by(_turns.c.pk.desc()).limit(bindparam("limit"))
 )
+_attachments = Attachment.__table__
 _HISTORY_PARTS = (
-    select(_parts.c.turn_pk, _parts.c.kind, _parts.c.text, _parts.c.attachment_sha256)
+    select(_parts.c.turn_pk, _parts.c.kind, _parts.c.text, _parts.c.attachment_sha256, _attachments.c.mime)
+    .select_from(_parts.outerjoin(_attachments, _parts.c.attachment_sha256 == _attachments.c.sha256))
     .where(_parts.c.turn_pk.in_(bindparam("pks", expanding=True)))
     .order_by(_parts.c.turn_pk, _parts.c.position)
 )
+_ATTACHMENT_EXISTS = select(_attachments.c.sha256).where(_attachments.c.sha256 == bindparam("sha"))
+_INSERT_ATTACHMENT = _attachments.insert()
+_ATTACHMENT = select(_attachments.c.mime, _attachments.c.data).where(_attachments.c.sha256 == bindparam("sha"))
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,16 @@ class PartRecord:
     kind: str
     text: str | None = None
     attachment_sha256: str | None = None
+    mime: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The part as `conversation.history` sends it: attachments by sha256 and URL, not inline."""
+        wire: dict[str, Any] = {"type": self.kind}
+        if self.text is not None:
+            wire["text"] = self.text
+        if self.attachment_sha256:
+            wire.update(sha256=self.attachment_sha256, mime=self.mime, url=f"/attachments/{self.attachment_sha256}")
+        return wire
 
 
 @dataclass(frozen=True)
@@ -193,11 +209,7 @@ class TurnRecord:
             "error": self.error,
             "usage": self.usage,
             "reply_to": self.reply_to,
-            "content": [
-                {"type": p.kind, **({"text": p.text} if p.text is not None else {}),
-                 **({"sha256": p.attachment_sha256} if p.attachment_sha256 else {})}
-                for p in self.parts
-            ],
+            "content": [p.to_wire() for p in self.parts],
         }
 
 
@@ -319,10 +331,13 @@ class Store:
         error: str | None = None,
         usage: dict[str, Any] | None = None,
         last_seq: int | None = None,
-    ) -> None:
+        image: tuple[str, bytes] | None = None,
+    ) -> str | None:
         """Commit an in-progress reply's final status and text (partial text too, when cancelled or failed).
 
-        A reply is finished once: finishing it again (or an unknown id) raises LookupError.
+        `image` is (mime, bytes) of a generated image: stored once as an attachment by sha256 and
+        added as an `image` part; its sha256 is returned. A reply is finished once: finishing it
+        again (or an unknown id) raises LookupError.
         """
         if status not in REPLY_STATUSES or status == "in_progress":
             raise ValueError(f"not a final reply status: {status!r}")
@@ -333,9 +348,44 @@ class Store:
             ).one_or_none()
             if row is None:
                 raise LookupError(f"no reply {turn_id!r} in progress")
+            parts = []
             if text:
-                conn.execute(_INSERT_PARTS, [{"turn_pk": row.pk, "position": 0, "kind": "text", "text": text, "attachment_sha256": None}])
+                parts.append({"kind": "text", "text": text, "attachment_sha256": None})
+            sha256 = None
+            if image is not None:
+                sha256 = self._put_attachment(conn, *image)
+                parts.append({"kind": "image", "text": None, "attachment_sha256": sha256})
+            if parts:
+                conn.execute(_INSERT_PARTS, [{"turn_pk": row.pk, "position": i, **p} for i, p in enumerate(parts)])
             conn.execute(_TOUCH_AND_RAISE_SEQ, {"cid": row.conversation_id, "now": now, "seq": last_seq or 0})
+        return sha256
+
+    def _put_attachment(self, conn: Any, mime: str, data: bytes) -> str:
+        sha256 = hashlib.sha256(data).hexdigest()
+        if conn.execute(_ATTACHMENT_EXISTS, {"sha": sha256}).first() is None:
+            conn.execute(_INSERT_ATTACHMENT, {"sha256": sha256, "mime": mime, "size": len(data), "data": data, "created_at": _now()})
+        return sha256
+
+    def attachment(self, sha256: str) -> tuple[str, bytes] | None:
+        """(mime, bytes) of a stored attachment, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(_ATTACHMENT, {"sha": sha256}).first()
+        return None if row is None else (row.mime, row.data)
+
+    def begin_image_job(self, conversation_id: str, prompt: str | None, reply_to: str | None) -> tuple[str | None, str]:
+        """Commit an image job's assistant turn (in_progress), after a user turn holding `prompt` if given.
+
+        Returns (user turn id or None, job turn id). A job claimed from a text turn passes that
+        turn as `reply_to` and no prompt; an `image.generate` event passes its prompt, stored as an
+        `image_request` part (kept out of the dialogue context).
+        """
+        with self.engine.begin() as conn:
+            user_id = None
+            if prompt is not None:
+                user_id = self._insert_turn(conn, conversation_id, "user", "completed", [PartRecord("image_request", prompt)], touch=False)
+                reply_to = user_id
+            job_id = self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=reply_to)
+        return user_id, job_id
 
     def history(self, conversation_id: str, limit: int | None = None) -> list[TurnRecord]:
         """The conversation's turns in order, oldest first; the last `limit` when given."""
@@ -344,7 +394,7 @@ class Store:
             parts: dict[int, list[PartRecord]] = {t.pk: [] for t in turns}
             if turns:
                 for row in conn.execute(_HISTORY_PARTS, {"pks": list(parts)}):
-                    parts[row.turn_pk].append(PartRecord(row.kind, row.text, row.attachment_sha256))
+                    parts[row.turn_pk].append(PartRecord(row.kind, row.text, row.attachment_sha256, row.mime))
         return [_record(t, parts[t.pk]) for t in turns]
 
 

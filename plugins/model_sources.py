@@ -15,12 +15,12 @@ class LocalPathSource(ModelSource):
     description = "an existing local folder"
 
     def resolve(self, name: str, cache_dir: Path) -> Path:
-        """The folder itself, if it exists and holds a config.json."""
+        """The folder itself, if it exists and holds a config.json (or a diffusers model_index.json)."""
         path = Path(name).expanduser()
         if not path.exists():
             raise NotHere(f"no folder at {str(path)!r}")
-        if not path.is_dir() or not (path / "config.json").is_file():
-            raise NotHere(f"{str(path)!r} is not a model folder (no config.json)")
+        if not path.is_dir() or not any((path / f).is_file() for f in ("config.json", "model_index.json")):
+            raise NotHere(f"{str(path)!r} is not a model folder (no config.json or model_index.json)")
         return path.resolve()
 
 

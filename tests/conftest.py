@@ -48,13 +48,14 @@ class Client:
         return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
 
     async def recv_until(self, event_type: str, timeout: float = 60) -> list[dict[str, Any]]:
-        """Events up to and including the first of `event_type`."""
+        """Events up to and including the first of `event_type`; an `error` on the way fails the test at once."""
         events = []
         while True:
             event = await self.recv(timeout)
             events.append(event)
             if event["type"] == event_type:
                 return events
+            assert event["type"] != "error", f"unexpected error while waiting for {event_type}: {event}"
 
     async def start(self, conversation_id: str | None = None) -> dict[str, Any]:
         event: dict[str, Any] = {"type": "session.start"}
@@ -114,3 +115,19 @@ def connect_client():
             await self.cm.__aexit__(*exc)
 
     return _Connect
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    """Folder of a tiny random-weight Stable Diffusion pipeline (64x64 by default)."""
+    from tests.tiny_models import build_tiny_stable_diffusion
+
+    return build_tiny_stable_diffusion(tmp_path_factory.mktemp("sd") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_taesd(tmp_path_factory) -> Path:
+    """Folder of a tiny random AutoencoderTiny preview decoder for `tiny_sd`."""
+    from tests.tiny_models import build_tiny_preview_decoder
+
+    return build_tiny_preview_decoder(tmp_path_factory.mktemp("taesd") / "tiny-taesd")

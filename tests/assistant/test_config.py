@@ -12,11 +12,14 @@ def test_shipped_config_toml_equals_the_builtin_defaults():
     """config.toml spells out exactly the built-in defaults (apart from the plugin's own table)."""
     shipped = Config.load(REPO / "config.toml")
     defaults = Config()
-    for table in ("server", "store", "models", "engines", "dialogue"):
+    for table in ("server", "store", "models", "engines", "dialogue", "images"):
         assert getattr(shipped, table) == getattr(defaults, table), table
     from assistant_plugins.transformers_dialogue import DialogueSettings
 
     assert DialogueSettings.model_validate(shipped.plugin_config("transformers_dialogue")) == DialogueSettings()
+    from assistant_plugins.diffusers_image import ImageSettings
+
+    assert ImageSettings.model_validate(shipped.plugin_config("diffusers_image")) == ImageSettings()
 
 
 @pytest.mark.parametrize(

@@ -146,3 +146,44 @@ async def test_hook_shutdown_runs_before_engines_close_and_errors_do_not_stop_ot
     app = await App.start(make_config(tmp_path), [FakeEnginesPlugin(engine), first, second])
     await app.stop()
     assert log.count(("shutdown", True)) == 2 and engine.closed
+
+
+def test_hook_register_routes_orders_routers_and_rejects_duplicates(tmp_path):
+    """A plugin's router is asked before the trylast keyword router; duplicate names stop startup."""
+    from assistant import ImageRoute, TurnRouter
+    from assistant.routes import first_route
+
+    class Emoji(TurnRouter):
+        def route(self, text):
+            return ImageRoute(text.removeprefix("🎨").strip(), "on it") if text.startswith("🎨") else None
+
+    class EmojiPlugin:
+        @hookimpl
+        def register_routes(self, register):
+            register("emoji", Emoji())
+
+    app = App.prepare(make_config(tmp_path), [EmojiPlugin()])
+    assert [r.name for r in app.registrations.routers] == ["emoji", "keyword_image"]
+    assert first_route(app.registrations.routers, "🎨 a cat") == ImageRoute("a cat", "on it")
+    assert first_route(app.registrations.routers, "draw a dog").prompt == "a dog"
+    assert first_route(app.registrations.routers, "hello there") is None
+
+    class Again:
+        __name__ = "again"
+
+        @hookimpl
+        def register_routes(self, register):
+            register("emoji", Emoji())
+
+    with pytest.raises(PluginError, match="router 'emoji' registered twice"):
+        App.prepare(make_config(tmp_path), [EmojiPlugin(), Again()])
+
+    class NotARouter:
+        __name__ = "not_a_router"
+
+        @hookimpl
+        def register_routes(self, register):
+            register("bad", object())
+
+    with pytest.raises(PluginError, match="not a TurnRouter"):
+        App.prepare(make_config(tmp_path), [NotARouter()])

@@ -16,7 +16,7 @@ def test_local_path_source(tmp_path):
     source = LocalPathSource()
     with pytest.raises(NotHere, match="no folder"):
         source.resolve(str(tmp_path / "missing"), tmp_path)
-    with pytest.raises(NotHere, match="no config.json"):
+    with pytest.raises(NotHere, match="no config.json or model_index.json"):
         source.resolve(str(tmp_path), tmp_path)
     (tmp_path / "config.json").write_text("{}")
     assert source.resolve(str(tmp_path), tmp_path) == tmp_path
