@@ -29,6 +29,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/ws_overhead.py
 	$(BIN)/python bench/dialogue_stream.py
+	$(BIN)/python bench/image_gen.py
 
 clean:
 	rm -rf $(VENV) .cache data
