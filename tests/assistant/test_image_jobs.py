@@ -199,3 +199,16 @@ async def test_attachments_endpoint_rejects_bad_and_unknown_names(server):
     assert status == 400
     status, _, _ = await asyncio.to_thread(fetch, server, "/attachments/" + "0" * 64)
     assert status == 404
+
+
+async def test_progress_carries_previews_when_a_cheap_decoder_is_configured(start_server, connect_client, tmp_path, tiny_sd, tiny_taesd):
+    """With preview_decoder and preview_every=2, image.progress for steps 2 and 4 of 5 carries a base64 PNG."""
+    config = image_config(tmp_path, tiny_sd, preview_decoder=str(tiny_taesd), preview_every=2)
+    server = await start_server(config, plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
+    async with connect_client(server) as client:
+        await client.start()
+        await client.send({"type": "image.generate", "prompt": "x", "steps": 5})
+        events = await client.recv_until("image.done")
+    previews = {e["step"]: e.get("preview") for e in events if e["type"] == "image.progress"}
+    assert [step for step, preview in previews.items() if preview] == [2, 4]
+    assert Image.open(io.BytesIO(base64.b64decode(previews[2]))).format == "PNG"
