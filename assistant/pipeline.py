@@ -141,13 +141,13 @@ async def _run_image_route(
     request = prepare(image_generator(session), {"prompt": route.prompt}, event.event_id)
     session.check_job_capacity(event.event_id)
     begun = await app.store.begin_turn(conversation_id, parts, history_limit=1)
-    reply = Reply(begun.reply_id, conversation_id)
+    response_id, text = begun.reply_id, route.acknowledgement
     await session.emit(TurnCreated(turn_id=begun.user_turn_id))
-    await session.emit(ResponseCreated(response_id=reply.response_id, turn_id=begun.user_turn_id))
-    await session.emit(ResponseTextDelta(response_id=reply.response_id, delta=route.acknowledgement))
+    await session.emit(ResponseCreated(response_id=response_id, turn_id=begun.user_turn_id))
+    await session.emit(ResponseTextDelta(response_id=response_id, delta=text))
     done_seq = app.seq.next(conversation_id)
-    await app.store.finish_reply(reply.response_id, text=route.acknowledgement, status="completed", last_seq=done_seq)
-    await session.emit(ResponseDone(response_id=reply.response_id, status="completed", text=route.acknowledgement), seq=done_seq)
+    await app.store.finish_reply(response_id, text=text, status="completed", last_seq=done_seq)
+    await session.emit(ResponseDone(response_id=response_id, status="completed", text=text), seq=done_seq)
     await start_job(session, conversation_id, request, prompt_turn=False, reply_to=begun.user_turn_id)
 
 
