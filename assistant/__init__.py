@@ -1,6 +1,7 @@
 """Self-hosted multimodal assistant backend. Public API for plugin authors."""
 
 from assistant.engines import (
+    AsrEngine,
     Capabilities,
     ChatMessage,
     DialogueEngine,
@@ -13,6 +14,7 @@ from assistant.engines import (
     GenerationOptions,
     ImageGenerator,
     ImageRequest,
+    Transcript,
     Usage,
 )
 from assistant.routes import ImageRoute, TurnRouter
@@ -22,6 +24,7 @@ from assistant.models import ModelSource, NotHere
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsrEngine",
     "Capabilities",
     "ChatMessage",
     "DialogueEngine",
@@ -35,6 +38,7 @@ __all__ = [
     "ImageGenerator",
     "ImageRequest",
     "ImageRoute",
+    "Transcript",
     "TurnRouter",
     "ModelSource",
     "NotHere",

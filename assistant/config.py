@@ -49,6 +49,7 @@ class ModelsConfig(_Table):
 class EnginesConfig(_Table):
     """`[engines]`: which registered engine serves each role (null: none)."""
 
+    asr: str | None = "faster_whisper"
     dialogue: str | None = "transformers"
     image_generator: str | None = None
 
@@ -58,6 +59,14 @@ class DialogueConfig(_Table):
 
     system_prompt: str = "You are a helpful assistant. Answer briefly and accurately."
     history_turns: int = Field(50, ge=0, description="most recent stored turns sent as context")
+
+
+class SpeechConfig(_Table):
+    """`[speech]`: audio parts and their transcripts."""
+
+    store_audio: bool = Field(True, description="keep each audio part as an attachment by sha256")
+    max_seconds: float = Field(120.0, gt=0, description="longest audio part accepted")
+    language: str | None = Field(None, description="spoken language for every turn; unset: the engine's setting or detection")
 
 
 class ImagesConfig(_Table):
@@ -97,6 +106,7 @@ class Config(_Table):
     engines: EnginesConfig = Field(default_factory=EnginesConfig)
     dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
+    speech: SpeechConfig = Field(default_factory=SpeechConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 ROLES: tuple[str, ...] = ("asr", "image_encoder", "dialogue", "image_generator")
 
@@ -170,5 +170,29 @@ class ImageGenerator(Engine):
         """
 
 
-ENGINE_BASES: dict[str, type[Engine]] = {"dialogue": DialogueEngine, "image_generator": ImageGenerator}
+@dataclass(frozen=True)
+class Transcript:
+    """What was said: text, the language spoken (or None if unknown) and the audio's length."""
+
+    text: str
+    language: str | None
+    duration_s: float
+
+
+class AsrEngine(Engine):
+    """Speech to text."""
+
+    role = "asr"
+
+    @abstractmethod
+    def transcribe(self, samples: Any, language: str | None = None) -> Transcript:
+        """Transcribe 16 kHz mono float32 samples (a numpy array); `language` None means detect it.
+
+        Blocking: runs on the engine's worker thread. Raise EngineError for audio it cannot take.
+        """
+
+
+ENGINE_BASES: dict[str, type[Engine]] = {
+    "asr": AsrEngine, "dialogue": DialogueEngine, "image_generator": ImageGenerator,
+}
 """Roles the core can serve today, with their base class. Other roles land with their features."""

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
+from assistant import audio
 from assistant.engines import (
+    AsrEngine,
     ChatMessage,
     DialogueEngine,
     DialogueRequest,
@@ -17,9 +22,11 @@ from assistant.engines import (
     EngineError,
     GenerationOptions,
     ImageGenerator,
+    Transcript,
 )
 from assistant.image_jobs import image_generator, prepare, start_job
 from assistant.protocol import (
+    AudioPart,
     ErrorBody,
     ErrorCode,
     ProtocolError,
@@ -27,6 +34,7 @@ from assistant.protocol import (
     ResponseDone,
     ResponseTextDelta,
     TextPart,
+    TranscriptDone,
     TurnCreate,
     TurnCreated,
 )
@@ -55,18 +63,83 @@ class Reply:
         self.cancelled.set()
 
 
-def turn_parts(event: TurnCreate) -> list[PartRecord]:
-    """The parts this version can serve, as records to store; raises ProtocolError otherwise."""
-    parts = []
+@dataclass
+class TurnInput:
+    """A turn's parts as stored, the attachments they name, and decoded audio waiting for ASR."""
+
+    parts: list[PartRecord]
+    attachments: list[tuple[str, bytes]] = field(default_factory=list)
+    audio: list[tuple[Any, str | None]] = field(default_factory=list)  # (16 kHz samples, language)
+
+    @property
+    def text(self) -> str:
+        """The turn's typed text."""
+        return "\n".join(p.text for p in self.parts if p.kind == "text" and p.text)
+
+
+async def turn_input(session: Session, event: TurnCreate) -> TurnInput:
+    """Validate and decode every part; raises ProtocolError (nothing is stored for a refused turn)."""
+    app = session.app
+    turn = TurnInput(parts=[])
     for index, part in enumerate(event.content):
-        if not isinstance(part, TextPart):
+        where = f"content.{index}"
+        if isinstance(part, TextPart):
+            turn.parts.append(PartRecord(kind="text", text=part.text))
+        elif isinstance(part, AudioPart):
+            if not isinstance(app.engines.get("asr"), AsrEngine):
+                raise ProtocolError("unavailable", f"{where}: audio needs an ASR engine ([engines] asr)", event.event_id)
+            data = _base64(part.data, where, event.event_id)
+            try:
+                samples = await asyncio.to_thread(
+                    audio.decode, data, part.format, part.sample_rate, app.config.speech.max_seconds
+                )
+            except audio.AudioError as exc:
+                raise ProtocolError(exc.code, f"{where}: {exc}", event.event_id) from None  # type: ignore[arg-type]
+            sha256 = None
+            if app.config.speech.store_audio:
+                mime = audio.MIME_TYPES[part.format]
+                turn.attachments.append((mime, data))
+                sha256 = hashlib.sha256(data).hexdigest()
+            turn.parts.append(PartRecord(kind="audio", attachment_sha256=sha256))
+            turn.audio.append((samples, part.language or app.config.speech.language))
+        else:
             raise ProtocolError(
-                "unsupported", f"content.{index}: {part.type} parts need an engine this server does not have yet", event.event_id
+                "unsupported", f"{where}: {part.type} parts need an engine this server does not have yet", event.event_id
             )
-        parts.append(PartRecord(kind="text", text=part.text))
-    if not any((p.text or "").strip() for p in parts):
+    if not turn.audio and not turn.text.strip():
         raise ProtocolError("bad_request", "the turn has no text", event.event_id)
-    return parts
+    return turn
+
+
+def _base64(data: str, where: str, ref: str | None) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("bad_request", f"{where}.data: not valid base64", ref) from None
+
+
+async def transcribe(session: Session, turn_id: str, turn: TurnInput) -> str:
+    """Transcribe each audio part, store and announce each transcript; returns them joined.
+
+    A silent clip gives an empty transcript without troubling the engine.
+    """
+    app = session.app
+    assert app.store is not None
+    engine = app.engines["asr"]
+    assert isinstance(engine, AsrEngine)
+    texts = []
+    for samples, language in turn.audio:
+        if audio.is_silent(samples):
+            result = Transcript("", None, audio.duration_s(samples))
+        else:
+            try:
+                result = await app.scheduler.submit(engine, engine.transcribe, samples, language)
+            except EngineError as exc:
+                raise ProtocolError(exc.code if exc.code in get_args(ErrorCode) else "internal", str(exc)) from None  # type: ignore[arg-type]
+        await app.store.add_parts(turn_id, [PartRecord(kind="transcript", text=result.text)])
+        await session.emit(TranscriptDone(turn_id=turn_id, text=result.text, language=result.language, duration_s=round(result.duration_s, 3)))
+        texts.append(result.text)
+    return "\n".join(t for t in texts if t)
 
 
 def dialogue_context(system_prompt: str, history: list[TurnRecord]) -> list[ChatMessage]:
@@ -100,49 +173,69 @@ def generation_options(event: TurnCreate) -> GenerationOptions:
 
 
 async def run_turn(session: Session, event: TurnCreate, conversation_id: str) -> None:
-    """Store the user turn, then stream and store the dialogue engine's reply."""
+    """Store the user turn (transcribing its audio), then route it or stream and store the dialogue reply."""
     app = session.app
     assert app.store is not None
-    parts = turn_parts(event)
-    route = _route(session, parts)
+    turn = await turn_input(session, event)
+    text = turn.text
+    user_turn_id: str | None = None
+    if turn.audio:
+        user_turn_id = await app.store.add_user_turn(conversation_id, turn.parts, turn.attachments)
+        await session.emit(TurnCreated(turn_id=user_turn_id))
+        try:
+            spoken = await transcribe(session, user_turn_id, turn)
+        except ProtocolError as exc:
+            raise ProtocolError(exc.code, f"transcription failed: {exc.message}", event.event_id) from None
+        text = "\n".join(t for t in (text, spoken) if t.strip())
+        if not text.strip():
+            return  # only silence: the empty transcript is the answer
+    route = _route(session, text)
     if route is not None:
-        await _run_image_route(session, event, conversation_id, parts, route)
+        await _run_image_route(session, event, conversation_id, turn.parts, route, user_turn_id)
         return
     engine = app.engines.get("dialogue")
     if not isinstance(engine, DialogueEngine):
         raise ProtocolError("unavailable", "no dialogue engine is configured ([engines] dialogue)", event.event_id)
 
-    begun = await app.store.begin_turn(conversation_id, parts, app.config.dialogue.history_turns)
+    limit = app.config.dialogue.history_turns
+    if user_turn_id is None:
+        begun = await app.store.begin_turn(conversation_id, turn.parts, limit)
+    else:
+        begun = await app.store.begin_reply(conversation_id, user_turn_id, limit)
     reply = Reply(begun.reply_id, conversation_id)
     app.replies.add(reply)
     if app.cancelling_replies:
         reply.cancel()
     request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, begun.history), generation_options(event))
     try:
-        await _stream_reply(session, engine, request, reply, begun.user_turn_id)
+        await _stream_reply(session, engine, request, reply, begun.user_turn_id, announce_turn=user_turn_id is None)
     finally:
         app.replies.discard(reply)
         reply.done.set()
 
 
-def _route(session: Session, parts: list[PartRecord]) -> ImageRoute | None:
+def _route(session: Session, text: str) -> ImageRoute | None:
     """The first router's claim on the turn; routers are asked only when an image generator is configured."""
     if not isinstance(session.app.engines.get("image_generator"), ImageGenerator):
         return None
-    return first_route(session.app.registrations.routers, "\n".join(p.text or "" for p in parts))
+    return first_route(session.app.registrations.routers, text)
 
 
 async def _run_image_route(
-    session: Session, event: TurnCreate, conversation_id: str, parts: list[PartRecord], route: ImageRoute
+    session: Session, event: TurnCreate, conversation_id: str, parts: list[PartRecord], route: ImageRoute,
+    user_turn_id: str | None,
 ) -> None:
     """A turn claimed for an image: store it, acknowledge it as the reply, then start the job beside it."""
     app = session.app
     assert app.store is not None
     request = prepare(image_generator(session), {"prompt": route.prompt}, event.event_id)
     session.check_job_capacity(event.event_id)
-    begun = await app.store.begin_turn(conversation_id, parts, history_limit=1)
+    if user_turn_id is None:
+        begun = await app.store.begin_turn(conversation_id, parts, history_limit=1)
+        await session.emit(TurnCreated(turn_id=begun.user_turn_id))
+    else:
+        begun = await app.store.begin_reply(conversation_id, user_turn_id, history_limit=1)
     response_id, text = begun.reply_id, route.acknowledgement
-    await session.emit(TurnCreated(turn_id=begun.user_turn_id))
     await session.emit(ResponseCreated(response_id=response_id, turn_id=begun.user_turn_id))
     await session.emit(ResponseTextDelta(response_id=response_id, delta=text))
     done_seq = app.seq.next(conversation_id)
@@ -151,7 +244,9 @@ async def _run_image_route(
     await start_job(session, conversation_id, request, prompt_turn=False, reply_to=begun.user_turn_id)
 
 
-async def _stream_reply(session: Session, engine: DialogueEngine, request: DialogueRequest, reply: Reply, turn_id: str) -> None:
+async def _stream_reply(
+    session: Session, engine: DialogueEngine, request: DialogueRequest, reply: Reply, turn_id: str, announce_turn: bool = True
+) -> None:
     """Run the engine, relay its deltas, then store and announce how the reply ended, whatever happened."""
     app = session.app
     assert app.store is not None
@@ -166,7 +261,8 @@ async def _stream_reply(session: Session, engine: DialogueEngine, request: Dialo
     pieces: list[str] = []
     future: asyncio.Future[DialogueResult] | None = None
     try:
-        await session.emit(TurnCreated(turn_id=turn_id))
+        if announce_turn:
+            await session.emit(TurnCreated(turn_id=turn_id))
         await session.emit(ResponseCreated(response_id=reply.response_id, turn_id=turn_id))
         future = app.scheduler.submit(engine, engine.generate, request, emit, reply.cancelled)
         future.add_done_callback(lambda _f: deltas.put_nowait(_END))

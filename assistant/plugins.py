@@ -22,6 +22,9 @@ from assistant.routes import RegisteredRouter, TurnRouter
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "assistant_plugins.model_sources",
     "assistant_plugins.smollm2_pack",
+    "assistant_plugins.whisper_packs",
+    "assistant_plugins.faster_whisper_asr",
+    "assistant_plugins.whisper_asr",
     "assistant_plugins.transformers_dialogue",
     "assistant_plugins.diffusers_image",
     "assistant_plugins.keyword_router",

@@ -48,8 +48,9 @@ class ImagePart(_Model):
 class AudioPart(_Model):
     type: Literal["audio"]
     data: StrictStr = Field(description="base64 audio bytes")
-    format: Literal["wav", "pcm16"]
-    sample_rate: StrictInt = Field(16000, ge=1)
+    format: Literal["wav", "pcm16", "ogg", "webm", "mp3", "flac"]
+    sample_rate: StrictInt = Field(16000, ge=1, description="used for pcm16; containers carry their own")
+    language: StrictStr | None = Field(None, max_length=16, description="spoken language; unset: configured or detected")
 
 
 Part = Annotated[Union[TextPart, ImagePart, AudioPart], Field(discriminator="type")]
@@ -216,6 +217,20 @@ class ResponseDone(ServerEvent):
     error: ErrorBody | None = None
 
 
+class TranscriptDelta(ServerEvent):
+    type: Literal["transcript.delta"] = "transcript.delta"
+    turn_id: str
+    text: str
+
+
+class TranscriptDone(ServerEvent):
+    type: Literal["transcript.done"] = "transcript.done"
+    turn_id: str
+    text: str
+    language: str | None = None
+    duration_s: float
+
+
 class ConversationHistory(ServerEvent):
     type: Literal["conversation.history"] = "conversation.history"
     conversation_id: str
@@ -260,8 +275,8 @@ class Error(ServerEvent):
 
 
 SERVER_EVENTS: tuple[type[ServerEvent], ...] = (
-    SessionStarted, TurnCreated, ResponseCreated, ResponseTextDelta, ResponseDone, ConversationHistory,
-    ImageStarted, ImageProgress, ImageDone, Error,
+    SessionStarted, TurnCreated, TranscriptDelta, TranscriptDone, ResponseCreated, ResponseTextDelta, ResponseDone,
+    ConversationHistory, ImageStarted, ImageProgress, ImageDone, Error,
 )
 
 

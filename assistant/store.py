@@ -24,6 +24,7 @@ from sqlalchemy import (
     JSON,
     bindparam,
     case,
+    func,
     DateTime,
     ForeignKey,
     Integer,
@@ -195,8 +196,8 @@ class TurnRecord:
 
     @property
     def text(self) -> str:
-        """The turn's text parts joined."""
-        return "".join(p.text or "" for p in self.parts if p.kind == "text")
+        """What the turn says: its text and transcript parts, joined."""
+        return "\n".join(p.text for p in self.parts if p.kind in ("text", "transcript") and p.text)
 
     def to_wire(self) -> dict[str, Any]:
         """The turn as `conversation.history` sends it."""
@@ -289,6 +290,33 @@ class Store:
         with Session(self.engine) as db:
             return db.scalar(select(Conversation.last_seq).where(Conversation.id == conversation_id))
 
+    def add_user_turn(self, conversation_id: str, parts: list[PartRecord], attachments: list[tuple[str, bytes]] = ()) -> str:
+        """Commit a user turn with its parts and attachments ((mime, bytes), stored once by sha256)."""
+        with self.engine.begin() as conn:
+            for mime, data in attachments:
+                self._put_attachment(conn, mime, data)
+            return self._insert_turn(conn, conversation_id, "user", "completed", parts)
+
+    def add_parts(self, turn_id: str, parts: list[PartRecord]) -> None:
+        """Append parts to a stored turn (a transcript to its audio turn)."""
+        with self.engine.begin() as conn:
+            pk = conn.execute(select(_turns.c.pk).where(_turns.c.id == turn_id)).scalar_one()
+            start = conn.execute(select(func.count()).where(_parts.c.turn_pk == pk)).scalar_one()
+            conn.execute(_INSERT_PARTS, [
+                {"turn_pk": pk, "position": start + i, "kind": p.kind, "text": p.text, "attachment_sha256": p.attachment_sha256}
+                for i, p in enumerate(parts)
+            ])
+
+    def begin_reply(self, conversation_id: str, user_turn_id: str, history_limit: int) -> TurnStart:
+        """Commit a reply placeholder (in_progress) to a stored user turn, then read the context."""
+        with self.engine.begin() as conn:
+            reply_id = self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=user_turn_id)
+        return TurnStart(user_turn_id, reply_id, self._context(conversation_id, reply_id, history_limit))
+
+    def _context(self, conversation_id: str, reply_id: str, history_limit: int) -> list[TurnRecord]:
+        keep = max(history_limit, 1)
+        return [t for t in self.history(conversation_id, limit=keep + 1) if t.id != reply_id][-keep:]
+
     def begin_turn(self, conversation_id: str, parts: list[PartRecord], history_limit: int) -> TurnStart:
         """Commit the user turn and its reply placeholder (in_progress) together, then read the context.
 
@@ -299,9 +327,7 @@ class Store:
         with self.engine.begin() as conn:
             user_id = self._insert_turn(conn, conversation_id, "user", "completed", parts, touch=False)
             reply_id = self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=user_id)
-        keep = max(history_limit, 1)
-        history = [t for t in self.history(conversation_id, limit=keep + 1) if t.id != reply_id]
-        return TurnStart(user_id, reply_id, history[-keep:])
+        return TurnStart(user_id, reply_id, self._context(conversation_id, reply_id, history_limit))
 
     def _insert_turn(
         self, conn: Any, conversation_id: str, role: str, status: str, parts: list[PartRecord],

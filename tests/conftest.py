@@ -23,12 +23,12 @@ MODEL_CACHE = REPO / ".cache" / "models"  # shared by test runs so offline packs
 
 
 def make_config(tmp_path: Path, **tables: dict[str, Any]) -> Config:
-    """A config on port 0 with a database under tmp_path, fake dialogue engine, tables overridden."""
+    """A config on port 0 with a database under tmp_path, fake dialogue engine, no ASR; tables overridden."""
     data: dict[str, Any] = {
         "server": {"port": 0, "shutdown_grace_s": 5},
         "store": {"url": f"sqlite:///{tmp_path / 'assistant.db'}"},
         "models": {"cache_dir": str(MODEL_CACHE)},
-        "engines": {"dialogue": "fake"},
+        "engines": {"dialogue": "fake", "asr": ""},
     }
     for name, table in tables.items():
         data[name] = {**data.get(name, {}), **table}

@@ -51,7 +51,8 @@ def test_models_command_reports_resolved_paths_and_failures(tmp_path, capsys):
     config = write_config(tmp_path, '[plugins.transformers_dialogue]\nmodel = "no/such-model"\n')
     assert main(["models", "--config", config]) == 1
     out = capsys.readouterr().out
-    assert "asr: no engine configured" in out and "NOT FOUND" in out and "- huggingface_hub:" in out
+    assert "asr: faster_whisper model 'tiny.en' -> " in out and "image_generator: no engine configured" in out
+    assert "NOT FOUND" in out and "- huggingface_hub:" in out
     assert main(["models", "--config", write_config(tmp_path)]) == 0
     assert "SmolLM2-135M-Instruct" in capsys.readouterr().out
 

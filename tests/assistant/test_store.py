@@ -52,13 +52,13 @@ def test_reply_lifecycle_and_history_order(store):
     assert store.history(conversation)[-1].status == "in_progress"
     store.finish_reply(reply, text="partial", status="cancelled", usage={"completion_tokens": 2}, last_seq=9)
     history = store.history(conversation)
-    assert [(t.role, t.status, t.text) for t in history] == [("user", "completed", "ab"), ("assistant", "cancelled", "partial")]
+    assert [(t.role, t.status, t.text) for t in history] == [("user", "completed", "a\nb"), ("assistant", "cancelled", "partial")]
     assert history[1].reply_to == user and history[1].usage == {"completion_tokens": 2}
     assert store.conversation_last_seq(conversation) == 9
     with pytest.raises(LookupError):  # a reply ends once
         store.finish_reply(reply, text="", status="failed", error="boom", last_seq=3)
     second = store.begin_turn(conversation, [PartRecord("text", "c")], history_limit=10)
-    assert [t.text for t in second.history] == ["ab", "partial", "c"]  # the placeholder is not context
+    assert [t.text for t in second.history] == ["a\nb", "partial", "c"]  # the placeholder is not context
     store.finish_reply(second.reply_id, text="", status="failed", error="boom", last_seq=3)
     assert store.conversation_last_seq(conversation) == 9  # never goes backwards
     last = store.history(conversation, limit=1)[0]
