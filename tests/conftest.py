@@ -66,7 +66,11 @@ class Client:
 
     async def say(self, text: str, **extra: Any) -> list[dict[str, Any]]:
         """Send a text turn; return its events up to response.done."""
-        await self.send({"type": "turn.create", "content": [{"type": "text", "text": text}], **extra})
+        return await self.say_parts([{"type": "text", "text": text}], **extra)
+
+    async def say_parts(self, parts: list[dict[str, Any]], **extra: Any) -> list[dict[str, Any]]:
+        """Send a turn made of `parts`; return its events up to response.done."""
+        await self.send({"type": "turn.create", "content": parts, **extra})
         return await self.recv_until("response.done")
 
 
