@@ -56,6 +56,7 @@ class App:
         self.scheduler = Scheduler({"image_generator": config.images.concurrency})
         self.seq = SeqCounters()
         self.store: AsyncStore | None = None
+        self.vad: Any = None  # vad.SileroVad, loaded at start when an ASR engine is configured
         self.replies: set[Any] = set()  # in-flight replies (pipeline.Reply), for cancel and shutdown
         self.turns: set[asyncio.Task[None]] = set()  # every turn task, queued or running, of every session
         self.image_jobs: set[Any] = set()  # image jobs queued or painting (image_jobs.ImageJob)
@@ -81,6 +82,10 @@ class App:
             for role, engine_name in app.selected_engines().items():
                 app.engines[role] = await asyncio.to_thread(app.build_engine, role, engine_name)
                 log.info("%s engine ready: %s", role, app.engines[role].id)
+            if "asr" in app.engines:
+                from assistant.vad import SileroVad
+
+                app.vad = await asyncio.to_thread(SileroVad)
             await app._call_lifecycle("startup")
         except BaseException:
             await app.stop(run_shutdown_hooks=False)

@@ -120,3 +120,47 @@ def _resample(frames: list) -> np.ndarray:
     if not chunks:
         return np.zeros(0, dtype=np.float32)
     return np.clip(np.concatenate(chunks).astype(np.float32, copy=False), -1.0, 1.0)
+
+
+class StreamResampler:
+    """Resamples a stream of PCM16 mono chunks to 16 kHz float32, keeping filter state between chunks."""
+
+    def __init__(self, sample_rate: int) -> None:
+        import av
+
+        self.sample_rate = _check_rate(sample_rate)
+        self._resampler = None if sample_rate == SAMPLE_RATE else av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+
+    def push(self, pcm: bytes) -> np.ndarray:
+        """16 kHz samples for one chunk of little-endian PCM16 (an even number of bytes)."""
+        import av
+
+        if len(pcm) % 2:
+            raise AudioError("PCM16 audio must have an even number of bytes (2 per sample)")
+        samples = np.frombuffer(pcm, dtype="<i2")
+        if self._resampler is None:
+            return samples.astype(np.float32) / 32768.0
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = self.sample_rate
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
+
+
+def wav_bytes(samples: np.ndarray) -> bytes:
+    """16 kHz float samples as a 16-bit mono WAV file (how streamed audio is stored)."""
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(SAMPLE_RATE)
+        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+def sha256(data: bytes) -> str:
+    """Hex sha256 of bytes: the name an attachment is stored under."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

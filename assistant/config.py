@@ -67,6 +67,11 @@ class SpeechConfig(_Table):
     store_audio: bool = Field(True, description="keep each audio part as an attachment by sha256")
     max_seconds: float = Field(120.0, gt=0, description="longest audio part accepted")
     language: str | None = Field(None, description="spoken language for every turn; unset: the engine's setting or detection")
+    vad: bool = Field(True, description="server VAD on streamed audio, unless session.start says otherwise")
+    vad_threshold: float = Field(0.5, gt=0.15, lt=1)
+    vad_min_silence_ms: int = Field(500, ge=50, description="silence that ends an utterance")
+    partial_interval_s: float = Field(1.0, ge=0, description="a transcript.delta per this much new speech (0: none)")
+    max_buffer_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="streamed PCM16 one utterance may buffer")
 
 
 class ImagesConfig(_Table):

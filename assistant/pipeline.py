@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hashlib
 import logging
 import threading
 import time
@@ -70,6 +69,8 @@ class TurnInput:
     parts: list[PartRecord]
     attachments: list[tuple[str, bytes]] = field(default_factory=list)
     audio: list[tuple[Any, str | None]] = field(default_factory=list)  # (16 kHz samples, language)
+    turn_id: str | None = None  # chosen in advance for streamed speech (its partial transcripts name it)
+    options: GenerationOptions = field(default_factory=GenerationOptions)
 
     @property
     def text(self) -> str:
@@ -80,7 +81,7 @@ class TurnInput:
 async def turn_input(session: Session, event: TurnCreate) -> TurnInput:
     """Validate and decode every part; raises ProtocolError (nothing is stored for a refused turn)."""
     app = session.app
-    turn = TurnInput(parts=[])
+    turn = TurnInput(parts=[], options=generation_options(event))
     for index, part in enumerate(event.content):
         where = f"content.{index}"
         if isinstance(part, TextPart):
@@ -88,7 +89,7 @@ async def turn_input(session: Session, event: TurnCreate) -> TurnInput:
         elif isinstance(part, AudioPart):
             if not isinstance(app.engines.get("asr"), AsrEngine):
                 raise ProtocolError("unavailable", f"{where}: audio needs an ASR engine ([engines] asr)", event.event_id)
-            data = _base64(part.data, where, event.event_id)
+            data = decode_base64(part.data, f"{where}.data", event.event_id)
             try:
                 samples = await asyncio.to_thread(
                     audio.decode, data, part.format, part.sample_rate, app.config.speech.max_seconds
@@ -97,9 +98,8 @@ async def turn_input(session: Session, event: TurnCreate) -> TurnInput:
                 raise ProtocolError(exc.code, f"{where}: {exc}", event.event_id) from None  # type: ignore[arg-type]
             sha256 = None
             if app.config.speech.store_audio:
-                mime = audio.MIME_TYPES[part.format]
-                turn.attachments.append((mime, data))
-                sha256 = hashlib.sha256(data).hexdigest()
+                turn.attachments.append((audio.MIME_TYPES[part.format], data))
+                sha256 = audio.sha256(data)
             turn.parts.append(PartRecord(kind="audio", attachment_sha256=sha256))
             turn.audio.append((samples, part.language or app.config.speech.language))
         else:
@@ -111,11 +111,12 @@ async def turn_input(session: Session, event: TurnCreate) -> TurnInput:
     return turn
 
 
-def _base64(data: str, where: str, ref: str | None) -> bytes:
+def decode_base64(data: str, what: str, ref: str | None) -> bytes:
+    """Bytes of a base64 field; ProtocolError(bad_request) naming `what` if it is not valid base64."""
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise ProtocolError("bad_request", f"{where}.data: not valid base64", ref) from None
+        raise ProtocolError("bad_request", f"{what}: not valid base64", ref) from None
 
 
 async def transcribe(session: Session, turn_id: str, turn: TurnInput) -> str:
@@ -173,29 +174,33 @@ def generation_options(event: TurnCreate) -> GenerationOptions:
 
 
 async def run_turn(session: Session, event: TurnCreate, conversation_id: str) -> None:
+    """A `turn.create`: validate and decode its parts, then run it."""
+    await run_turn_input(session, await turn_input(session, event), conversation_id, event.event_id)
+
+
+async def run_turn_input(session: Session, turn: TurnInput, conversation_id: str, ref: str | None) -> None:
     """Store the user turn (transcribing its audio), then route it or stream and store the dialogue reply."""
     app = session.app
     assert app.store is not None
-    turn = await turn_input(session, event)
     text = turn.text
     user_turn_id: str | None = None
     if turn.audio:
-        user_turn_id = await app.store.add_user_turn(conversation_id, turn.parts, turn.attachments)
+        user_turn_id = await app.store.add_user_turn(conversation_id, turn.parts, turn.attachments, turn_id=turn.turn_id)
         await session.emit(TurnCreated(turn_id=user_turn_id))
         try:
             spoken = await transcribe(session, user_turn_id, turn)
         except ProtocolError as exc:
-            raise ProtocolError(exc.code, f"transcription failed: {exc.message}", event.event_id) from None
+            raise ProtocolError(exc.code, f"transcription failed: {exc.message}", ref) from None
         text = "\n".join(t for t in (text, spoken) if t.strip())
         if not text.strip():
             return  # only silence: the empty transcript is the answer
     route = _route(session, text)
     if route is not None:
-        await _run_image_route(session, event, conversation_id, turn.parts, route, user_turn_id)
+        await _run_image_route(session, ref, conversation_id, turn.parts, route, user_turn_id)
         return
     engine = app.engines.get("dialogue")
     if not isinstance(engine, DialogueEngine):
-        raise ProtocolError("unavailable", "no dialogue engine is configured ([engines] dialogue)", event.event_id)
+        raise ProtocolError("unavailable", "no dialogue engine is configured ([engines] dialogue)", ref)
 
     limit = app.config.dialogue.history_turns
     if user_turn_id is None:
@@ -206,7 +211,7 @@ async def run_turn(session: Session, event: TurnCreate, conversation_id: str) ->
     app.replies.add(reply)
     if app.cancelling_replies:
         reply.cancel()
-    request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, begun.history), generation_options(event))
+    request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, begun.history), turn.options)
     try:
         await _stream_reply(session, engine, request, reply, begun.user_turn_id, announce_turn=user_turn_id is None)
     finally:
@@ -222,14 +227,14 @@ def _route(session: Session, text: str) -> ImageRoute | None:
 
 
 async def _run_image_route(
-    session: Session, event: TurnCreate, conversation_id: str, parts: list[PartRecord], route: ImageRoute,
+    session: Session, ref: str | None, conversation_id: str, parts: list[PartRecord], route: ImageRoute,
     user_turn_id: str | None,
 ) -> None:
     """A turn claimed for an image: store it, acknowledge it as the reply, then start the job beside it."""
     app = session.app
     assert app.store is not None
-    request = prepare(image_generator(session), {"prompt": route.prompt}, event.event_id)
-    session.check_job_capacity(event.event_id)
+    request = prepare(image_generator(session), {"prompt": route.prompt}, ref)
+    session.check_job_capacity(ref)
     if user_turn_id is None:
         begun = await app.store.begin_turn(conversation_id, parts, history_limit=1)
         await session.emit(TurnCreated(turn_id=begun.user_turn_id))

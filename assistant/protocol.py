@@ -72,6 +72,9 @@ class GenerationOptionsIn(_Model):
 class SessionStart(ClientEvent):
     type: Literal["session.start"]
     conversation_id: StrictStr | None = Field(None, min_length=1, max_length=64)
+    sample_rate: StrictInt | None = Field(None, ge=8000, le=48000, description="rate of streamed PCM16 audio")
+    vad: StrictBool | None = Field(None, description="server VAD for streamed audio; unset: [speech] vad")
+    language: StrictStr | None = Field(None, max_length=16, description="spoken language of streamed audio")
 
 
 class TurnCreate(ClientEvent):
@@ -217,6 +220,16 @@ class ResponseDone(ServerEvent):
     error: ErrorBody | None = None
 
 
+class SpeechStarted(ServerEvent):
+    type: Literal["speech.started"] = "speech.started"
+    audio_start_ms: int
+
+
+class SpeechStopped(ServerEvent):
+    type: Literal["speech.stopped"] = "speech.stopped"
+    audio_end_ms: int
+
+
 class TranscriptDelta(ServerEvent):
     type: Literal["transcript.delta"] = "transcript.delta"
     turn_id: str
@@ -275,7 +288,7 @@ class Error(ServerEvent):
 
 
 SERVER_EVENTS: tuple[type[ServerEvent], ...] = (
-    SessionStarted, TurnCreated, TranscriptDelta, TranscriptDone, ResponseCreated, ResponseTextDelta, ResponseDone,
+    SessionStarted, TurnCreated, SpeechStarted, SpeechStopped, TranscriptDelta, TranscriptDone, ResponseCreated, ResponseTextDelta, ResponseDone,
     ConversationHistory, ImageStarted, ImageProgress, ImageDone, Error,
 )
 

@@ -25,6 +25,7 @@ class Scheduler:
     def __init__(self, workers_per_role: dict[str, int] | None = None) -> None:
         self.workers_per_role = dict(workers_per_role or {})
         self._workers: dict[int, ThreadPoolExecutor] = {}
+        self._named: dict[str, ThreadPoolExecutor] = {}
 
     def _worker(self, engine: Engine) -> ThreadPoolExecutor:
         key = id(engine)
@@ -38,8 +39,15 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         return loop.run_in_executor(self._worker(engine), functools.partial(fn, *args))
 
+    def submit_named(self, key: str, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue `fn(*args)` on a single worker thread named `key` (for small shared models such as VAD)."""
+        if key not in self._named:
+            self._named[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=key)
+        return asyncio.get_running_loop().run_in_executor(self._named[key], functools.partial(fn, *args))
+
     def close(self) -> None:
         """Wait for queued work to end and stop the workers."""
-        for worker in self._workers.values():
+        for worker in [*self._workers.values(), *self._named.values()]:
             worker.shutdown(wait=True)
         self._workers.clear()
+        self._named.clear()

@@ -9,9 +9,13 @@ from typing import Awaitable, Callable
 from websockets.exceptions import ConnectionClosed
 
 from assistant.app import App
+from assistant.audio_stream import AudioStream
 from assistant.image_jobs import ImageJob, image_generator, prepare, start_job
-from assistant.pipeline import run_turn
+from assistant.pipeline import TurnInput, decode_base64, run_turn, run_turn_input
 from assistant.protocol import (
+    AudioAppend,
+    AudioClear,
+    AudioCommit,
     ClientEvent,
     ConversationGet,
     ConversationHistory,
@@ -32,9 +36,6 @@ from assistant.protocol import (
 log = logging.getLogger("assistant.session")
 
 NOT_BUILT = {
-    "audio.append": "streamed audio",
-    "audio.commit": "streamed audio",
-    "audio.clear": "streamed audio",
     "conversation.search": "conversation search",
 }
 
@@ -50,6 +51,7 @@ class Session:
         self._turn_lock = asyncio.Lock()
         self._turns: set[asyncio.Task[None]] = set()
         self.jobs: set[ImageJob] = set()  # this connection's image jobs, queued or painting
+        self.audio: AudioStream | None = None  # streamed speech, from session.start on
 
     async def emit(self, event: ServerEvent, seq: int | None = None) -> None:
         """Send a server event stamped with the conversation's next seq (0 before a conversation).
@@ -69,7 +71,8 @@ class Session:
         """Parse one frame and act on it; every problem becomes an `error` event."""
         try:
             if isinstance(frame, bytes):
-                raise ProtocolError("unsupported", "binary frames carry streamed audio, which this server does not support yet")
+                await self._stream(None).append(frame, None)
+                return
             event = parse_client_event(frame)
         except ProtocolError as exc:
             await self.emit(error_event(exc))
@@ -96,6 +99,12 @@ class Session:
             await self._generate_image(event)
         elif isinstance(event, ImageCancel):
             self._cancel_image(event)
+        elif isinstance(event, AudioAppend):
+            await self._stream(event.event_id).append(decode_base64(event.data, "audio.append data", event.event_id), event.event_id)
+        elif isinstance(event, AudioCommit):
+            await self._stream(event.event_id).commit(event.event_id)
+        elif isinstance(event, AudioClear):
+            self._stream(event.event_id).clear()
         else:
             feature = NOT_BUILT.get(getattr(event, "type", ""), "this event")
             raise ProtocolError("unsupported", f"{event.type}: {feature} is not supported by this server yet", event.event_id)  # type: ignore[attr-defined]
@@ -115,7 +124,15 @@ class Session:
             self.app.seq.seed(event.conversation_id, last_seq)
             self.conversation_id = event.conversation_id
             resumed = True
+        self.audio = AudioStream(
+            self, event.sample_rate or 16000, self.app.config.speech.vad if event.vad is None else event.vad, event.language
+        )
         await self.emit(SessionStarted(conversation_id=self.conversation_id, resumed=resumed, capabilities=self.app.capabilities()))
+
+    def _stream(self, ref: str | None) -> AudioStream:
+        if self.audio is None:
+            raise ProtocolError("bad_request", "send session.start before streaming audio", ref)
+        return self.audio
 
     def _busy(self) -> bool:
         return bool(self.jobs) or any(not task.done() for task in self._turns)
@@ -152,27 +169,35 @@ class Session:
     def _spawn_turn(self, event: TurnCreate) -> None:
         if self.conversation_id is None:
             raise ProtocolError("bad_request", "send session.start before turn.create", event.event_id)
+        self._queue_turn(lambda conversation_id: run_turn(self, event, conversation_id), event.event_id)
+
+    def spawn_turn(self, turn: TurnInput, ref: str | None) -> None:
+        """Queue a turn built elsewhere (a committed utterance) behind this connection's other turns."""
+        self._queue_turn(lambda conversation_id: run_turn_input(self, turn, conversation_id, ref), ref)
+
+    def _queue_turn(self, run: Callable[[str], Awaitable[None]], ref: str | None) -> None:
+        assert self.conversation_id is not None
         if not self.app.accepting_turns:
-            raise ProtocolError("unavailable", "the server is shutting down", event.event_id)
+            raise ProtocolError("unavailable", "the server is shutting down", ref)
         limit = self.app.config.server.max_queued_turns
         if len(self._turns) >= limit:
-            raise ProtocolError("rate_limited", f"{limit} turns are already waiting on this connection", event.event_id)
-        task = asyncio.create_task(self._turn(event, self.conversation_id))
+            raise ProtocolError("rate_limited", f"{limit} turns are already waiting on this connection", ref)
+        task = asyncio.create_task(self._turn(run, self.conversation_id, ref))
         for tasks in (self._turns, self.app.turns):
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    async def _turn(self, event: TurnCreate, conversation_id: str) -> None:
+    async def _turn(self, run: Callable[[str], Awaitable[None]], conversation_id: str, ref: str | None) -> None:
         async with self._turn_lock:
             try:
                 if not self.app.accepting_turns:  # queued before shutdown began, never started
-                    raise ProtocolError("unavailable", "the server is shutting down", event.event_id)
-                await run_turn(self, event, conversation_id)
+                    raise ProtocolError("unavailable", "the server is shutting down", ref)
+                await run(conversation_id)
             except ProtocolError as exc:
                 await self.emit(error_event(exc))
             except Exception as exc:
                 log.exception("turn failed")
-                await self.emit(Error(code="internal", message=f"the turn failed: {type(exc).__name__}", ref=event.event_id))
+                await self.emit(Error(code="internal", message=f"the turn failed: {type(exc).__name__}", ref=ref))
 
     def _cancel(self, event: ResponseCancel) -> None:
         for reply in self.app.replies:

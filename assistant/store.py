@@ -290,12 +290,17 @@ class Store:
         with Session(self.engine) as db:
             return db.scalar(select(Conversation.last_seq).where(Conversation.id == conversation_id))
 
-    def add_user_turn(self, conversation_id: str, parts: list[PartRecord], attachments: list[tuple[str, bytes]] = ()) -> str:
-        """Commit a user turn with its parts and attachments ((mime, bytes), stored once by sha256)."""
+    def add_user_turn(
+        self, conversation_id: str, parts: list[PartRecord], attachments: list[tuple[str, bytes]] = (), turn_id: str | None = None
+    ) -> str:
+        """Commit a user turn with its parts and attachments ((mime, bytes), stored once by sha256).
+
+        `turn_id` stores it under an id chosen in advance (streamed speech names it in partial transcripts).
+        """
         with self.engine.begin() as conn:
             for mime, data in attachments:
                 self._put_attachment(conn, mime, data)
-            return self._insert_turn(conn, conversation_id, "user", "completed", parts)
+            return self._insert_turn(conn, conversation_id, "user", "completed", parts, turn_id=turn_id)
 
     def add_parts(self, turn_id: str, parts: list[PartRecord]) -> None:
         """Append parts to a stored turn (a transcript to its audio turn)."""
@@ -331,10 +336,10 @@ class Store:
 
     def _insert_turn(
         self, conn: Any, conversation_id: str, role: str, status: str, parts: list[PartRecord],
-        reply_to: str | None = None, touch: bool = True,
+        reply_to: str | None = None, touch: bool = True, turn_id: str | None = None,
     ) -> str:
         now = _now()
-        turn_id = new_id()
+        turn_id = turn_id or new_id()
         pk = conn.execute(_INSERT_TURN, {
             "id": turn_id, "conversation_id": conversation_id, "role": role, "status": status, "reply_to": reply_to,
             "created_at": now, "finished_at": None if status == "in_progress" else now, "error": None, "usage": None,

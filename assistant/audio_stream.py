@@ -1,0 +1,139 @@
+"""One connection's streamed audio: PCM16 chunks in, speech events, partial transcripts, turns out.
+
+Chunks arrive by `audio.append` (base64) or binary frames at the session's sample rate. They are
+resampled to 16 kHz as they come. With server VAD on, Silero VAD marks where speech starts
+(`speech.started`) and ends (`speech.stopped`), and the end commits the utterance as a turn by
+itself; with it off, `audio.commit` does. While speech goes on, a `transcript.delta` with the
+growing hypothesis is sent every `[speech] partial_interval_s` of new audio. A committed
+utterance becomes an ordinary turn: stored (audio as WAV), transcribed, answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from assistant import audio
+from assistant.engines import AsrEngine
+from assistant.pipeline import TurnInput
+from assistant.protocol import ProtocolError, SpeechStarted, SpeechStopped, TranscriptDelta
+from assistant.store import PartRecord, new_id
+
+if TYPE_CHECKING:
+    from assistant.session import Session
+
+log = logging.getLogger("assistant.audio_stream")
+
+PRE_ROLL_S = 0.5  # audio kept from before speech starts, so the first word is not clipped
+
+
+class AudioStream:
+    """Buffers one utterance at a time for a session."""
+
+    def __init__(self, session: Session, sample_rate: int, vad: bool, language: str | None) -> None:
+        self.session = session
+        speech = session.app.config.speech
+        self.resampler = audio.StreamResampler(sample_rate)
+        self.vad = session.app.vad.stream(speech.vad_threshold, speech.vad_min_silence_ms) if vad and session.app.vad else None
+        self.language = language or speech.language
+        self._partial: asyncio.Task[None] | None = None
+        self._reset_utterance()
+
+    def _reset_utterance(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._samples = 0
+        self._bytes = 0
+        self._heard_speech = False
+        self._partial_at = 0
+        self.turn_id: str | None = None
+
+    @property
+    def buffered_s(self) -> float:
+        """Seconds of audio waiting in the current utterance."""
+        return self._samples / audio.SAMPLE_RATE
+
+    async def append(self, pcm: bytes, ref: str | None) -> None:
+        """Add a chunk; may emit speech events, start a partial transcript, or commit the utterance."""
+        app = self.session.app
+        if not isinstance(app.engines.get("asr"), AsrEngine):
+            raise ProtocolError("unavailable", "streamed audio needs an ASR engine ([engines] asr)", ref)
+        speech = app.config.speech
+        if self._bytes + len(pcm) > speech.max_buffer_bytes:
+            self.clear()
+            raise ProtocolError("too_large", f"more than {speech.max_buffer_bytes} bytes of audio buffered; the buffer was cleared", ref)
+        try:
+            samples = self.resampler.push(pcm)
+        except audio.AudioError as exc:
+            raise ProtocolError("bad_request", str(exc), ref) from None
+        if self.turn_id is None:
+            self.turn_id = new_id()
+        self._chunks.append(samples)
+        self._samples += samples.size
+        self._bytes += len(pcm)
+        if self.buffered_s > speech.max_seconds:
+            self.clear()
+            raise ProtocolError("too_large", f"the utterance passed {speech.max_seconds:g} s; the buffer was cleared", ref)
+        if self.vad is not None:
+            for event in await app.scheduler.submit_named("vad", self.vad.feed, samples):
+                if event.kind == "start":
+                    self._heard_speech = True
+                    await self.session.emit(SpeechStarted(audio_start_ms=event.ms))
+                else:
+                    await self.session.emit(SpeechStopped(audio_end_ms=event.ms))
+                    await self.commit(ref)
+                    return
+            if not self._heard_speech:
+                self._keep_pre_roll()
+        self._maybe_partial()
+
+    def _keep_pre_roll(self) -> None:
+        keep = int(PRE_ROLL_S * audio.SAMPLE_RATE)
+        if self._samples > 2 * keep:
+            tail = np.concatenate(self._chunks)[-keep:]
+            self._chunks, self._samples = [tail], tail.size
+
+    def _maybe_partial(self) -> None:
+        interval = self.session.app.config.speech.partial_interval_s
+        speaking = self.vad.in_speech if self.vad is not None else True
+        if interval <= 0 or not speaking or (self._partial is not None and not self._partial.done()):
+            return
+        if self._samples - self._partial_at >= interval * audio.SAMPLE_RATE:
+            self._partial_at = self._samples
+            self._partial = asyncio.create_task(self._transcribe_partial(np.concatenate(self._chunks), self.turn_id))
+
+    async def _transcribe_partial(self, samples: np.ndarray, turn_id: str | None) -> None:
+        engine = self.session.app.engines.get("asr")
+        if not isinstance(engine, AsrEngine) or audio.is_silent(samples):
+            return
+        try:
+            result = await self.session.app.scheduler.submit(engine, engine.transcribe, samples, self.language)
+        except Exception:
+            log.exception("partial transcript failed")
+            return
+        if turn_id is not None and turn_id == self.turn_id and result.text:
+            await self.session.emit(TranscriptDelta(turn_id=turn_id, text=result.text))
+
+    async def commit(self, ref: str | None) -> None:
+        """Make the buffered utterance a turn (queued behind the session's other turns)."""
+        if self._samples == 0:
+            raise ProtocolError("bad_request", "no audio to commit: send audio.append first", ref)
+        samples, turn_id = np.concatenate(self._chunks), self.turn_id
+        self._reset_utterance()
+        store_audio = self.session.app.config.speech.store_audio
+        data = audio.wav_bytes(samples)
+        turn = TurnInput(
+            parts=[PartRecord(kind="audio", attachment_sha256=audio.sha256(data) if store_audio else None)],
+            attachments=[("audio/wav", data)] if store_audio else [],
+            audio=[(samples, self.language)],
+            turn_id=turn_id,
+        )
+        self.session.spawn_turn(turn, ref)
+
+    def clear(self) -> None:
+        """Drop the buffered utterance and the VAD's state."""
+        self._reset_utterance()
+        if self.vad is not None:
+            self.vad.reset()
