@@ -30,6 +30,7 @@ bench: setup
 	$(BIN)/python bench/ws_overhead.py
 	$(BIN)/python bench/dialogue_stream.py
 	$(BIN)/python bench/image_gen.py
+	$(BIN)/python bench/asr.py
 
 clean:
 	rm -rf $(VENV) .cache data

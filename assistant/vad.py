@@ -8,8 +8,9 @@ threshold, and ends after `min_silence_ms` below `threshold - 0.15`.
 
 from __future__ import annotations
 
-import importlib.resources
+import importlib.util
 import threading
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,6 +34,18 @@ class VadEvent:
         return self.sample * 1000 // SAMPLE_RATE
 
 
+def model_path() -> Path:
+    """The ONNX file inside the installed `silero-vad` package.
+
+    Found without importing the package: importing it calls torch.set_num_threads(1), which would
+    slow every other model in the process.
+    """
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the silero-vad package is not installed (pip install silero-vad)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.onnx"
+
+
 class SileroVad:
     """The Silero VAD model, loaded once; `stream()` gives each audio stream its own state."""
 
@@ -44,8 +57,7 @@ class SileroVad:
         options.intra_op_num_threads = 1
         # Full graph optimization costs ~3.5 s at first load for no measurable gain on this small model.
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        model = importlib.resources.files("silero_vad.data").joinpath("silero_vad.onnx").read_bytes()
-        self.session = onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(str(model_path()), sess_options=options, providers=["CPUExecutionProvider"])
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
 
     def stream(self, threshold: float = 0.5, min_silence_ms: int = 500, speech_pad_ms: int = 100) -> VadStream:

@@ -106,3 +106,12 @@ async def test_streaming_before_session_start_is_refused(speech_server, connect_
         await client.send({"type": "audio.append", "event_id": "a", "data": "AAAA"})
         error = await client.recv()
         assert error["code"] == "bad_request" and "session.start" in error["message"]
+
+
+async def test_loading_speech_models_leaves_torch_threads_alone(start_server, tmp_path):
+    """Starting ASR and VAD does not change PyTorch's thread count (importing silero_vad would set it to 1)."""
+    import torch
+
+    before = torch.get_num_threads()
+    server = await start_server(make_config(tmp_path, engines={"asr": "faster_whisper"}), plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
+    assert server.app.vad is not None and torch.get_num_threads() == before
