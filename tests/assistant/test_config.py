@@ -12,7 +12,7 @@ def test_shipped_config_toml_equals_the_builtin_defaults():
     """config.toml spells out exactly the built-in defaults (apart from the plugin's own table)."""
     shipped = Config.load(REPO / "config.toml")
     defaults = Config()
-    for table in ("server", "store", "models", "engines", "dialogue", "images"):
+    for table in ("server", "store", "models", "engines", "dialogue", "images", "speech"):
         assert getattr(shipped, table) == getattr(defaults, table), table
     from assistant_plugins.transformers_dialogue import DialogueSettings
 
@@ -20,6 +20,11 @@ def test_shipped_config_toml_equals_the_builtin_defaults():
     from assistant_plugins.diffusers_image import ImageSettings
 
     assert ImageSettings.model_validate(shipped.plugin_config("diffusers_image")) == ImageSettings()
+    from assistant_plugins.faster_whisper_asr import FasterWhisperSettings
+    from assistant_plugins.whisper_asr import WhisperSettings
+
+    assert FasterWhisperSettings.model_validate(shipped.plugin_config("faster_whisper_asr")) == FasterWhisperSettings()
+    assert WhisperSettings.model_validate(shipped.plugin_config("whisper_asr")) == WhisperSettings()
 
 
 @pytest.mark.parametrize(
