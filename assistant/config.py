@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -164,6 +164,20 @@ class Config(_Table):
     def plugin_config(self, plugin_name: str) -> dict[str, Any]:
         """The `[plugins.<plugin_name>]` table; a plugin reads only its own."""
         return self.plugins.table(plugin_name)
+
+
+SettingsModel = TypeVar("SettingsModel", bound=BaseModel)
+
+
+def plugin_settings(model: type[SettingsModel], plugin_name: str, table: dict[str, Any]) -> SettingsModel:
+    """A plugin's `[plugins.<plugin_name>]` table validated by its pydantic model; errors name the dotted key."""
+    try:
+        return model.model_validate(table)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"plugins.{plugin_name}{''.join('.' + str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import shutil
+import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 
 class ModelNotFound(LookupError):
@@ -23,6 +27,28 @@ class ModelSource(ABC):
     @abstractmethod
     def resolve(self, name: str, cache_dir: Path) -> Path:
         """Return a local folder for `name` (it may convert or fetch into `cache_dir`), or raise NotHere."""
+
+
+def build_once(cache_dir: Path, name: str, build: Callable[[Path], None]) -> Path:
+    """`cache_dir/name`, built by `build(folder)` the first time and reused after.
+
+    The build writes into a staging folder that is renamed into place when complete, under a file
+    lock, so concurrent processes build once and nobody ever sees a half-built model.
+    """
+    target = cache_dir / name
+    if target.is_dir():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not target.is_dir():
+            staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir))
+            try:
+                build(staging)
+                staging.rename(target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ import threading
 from typing import Any, Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from assistant import EngineError, GeneratedImage, GenerationCancelled, ImageGenerator, ImageRequest, hookimpl
-from assistant.config import ConfigError
+from assistant.config import ConfigError, plugin_settings
 from assistant.engines import Capabilities
 
 PLUGIN_NAME = "diffusers_image"
@@ -193,13 +193,7 @@ class DiffusersImageGenerator(ImageGenerator):
 
 def load_settings(table: dict[str, Any]) -> ImageSettings:
     """Validate the plugin's config table; errors name the key."""
-    try:
-        return ImageSettings.model_validate(table)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"plugins.{PLUGIN_NAME}{''.join('.' + str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    return plugin_settings(ImageSettings, PLUGIN_NAME, table)
 
 
 def create_engine(app: Any) -> DiffusersImageGenerator:

