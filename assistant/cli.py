@@ -106,30 +106,33 @@ class _ChatClient:
             print(f"{turn['role']}{status}: {text}")
 
     def turn(self, text: str) -> None:
+        """Send a text turn and print the reply as it streams; Ctrl-C cancels the reply."""
         event_id = uuid.uuid4().hex
         self._send({"type": "turn.create", "event_id": event_id, "content": [{"type": "text", "text": text}]})
-        response_id = None
+        response_id: str | None = None
+        cancel_wanted = cancel_sent = False
         while True:
             try:
-                event = self._recv()
-            except KeyboardInterrupt:
-                if response_id:
+                if cancel_wanted and response_id and not cancel_sent:
                     self._send({"type": "response.cancel", "response_id": response_id})
-                continue
-            kind = event["type"]
-            if kind == "response.created":
-                response_id = event["response_id"]
-            elif kind == "response.text.delta":
-                print(event["delta"], end="", flush=True)
-            elif kind == "response.done":
-                note = "" if event["status"] == "completed" else f"  [{event['status']}]"
-                if event.get("error"):
-                    note += f" {event['error']['message']}"
-                print(note)
-                return
-            elif kind == "error" and event.get("ref") == event_id:
-                print(f"error ({event['code']}): {event['message']}")
-                return
+                    cancel_sent = True
+                event = self._recv()
+                kind = event["type"]
+                if kind == "response.created":
+                    response_id = event["response_id"]
+                elif kind == "response.text.delta":
+                    print(event["delta"], end="", flush=True)
+                elif kind == "response.done":
+                    note = "" if event["status"] == "completed" else f"  [{event['status']}]"
+                    if event.get("error"):
+                        note += f" {event['error']['message']}"
+                    print(note)
+                    return
+                elif kind == "error" and event.get("ref") == event_id:
+                    print(f"error ({event['code']}): {event['message']}")
+                    return
+            except KeyboardInterrupt:
+                cancel_wanted = True  # wherever Ctrl-C lands, the reply is cancelled and the chat goes on
 
 
 # ---------------------------------------------------------------- plugins, models
