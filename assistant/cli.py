@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, Sequence
@@ -106,33 +108,45 @@ class _ChatClient:
             print(f"{turn['role']}{status}: {text}")
 
     def turn(self, text: str) -> None:
-        """Send a text turn and print the reply as it streams; Ctrl-C cancels the reply."""
+        """Send a text turn and print the reply as it streams; Ctrl-C cancels the reply.
+
+        While a reply streams, SIGINT only sets a flag: raising KeyboardInterrupt inside the
+        websockets client's recv() could leave the connection unusable or drop a message.
+        """
         event_id = uuid.uuid4().hex
         self._send({"type": "turn.create", "event_id": event_id, "content": [{"type": "text", "text": text}]})
+        interrupted = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda _signum, _frame: interrupted.set())
+        try:
+            self._follow_reply(event_id, interrupted)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _follow_reply(self, event_id: str, interrupted: threading.Event) -> None:
         response_id: str | None = None
-        cancel_wanted = cancel_sent = False
+        cancel_sent = False
         while True:
+            if interrupted.is_set() and response_id and not cancel_sent:
+                self._send({"type": "response.cancel", "response_id": response_id})
+                cancel_sent = True
             try:
-                if cancel_wanted and response_id and not cancel_sent:
-                    self._send({"type": "response.cancel", "response_id": response_id})
-                    cancel_sent = True
-                event = self._recv()
-                kind = event["type"]
-                if kind == "response.created":
-                    response_id = event["response_id"]
-                elif kind == "response.text.delta":
-                    print(event["delta"], end="", flush=True)
-                elif kind == "response.done":
-                    note = "" if event["status"] == "completed" else f"  [{event['status']}]"
-                    if event.get("error"):
-                        note += f" {event['error']['message']}"
-                    print(note)
-                    return
-                elif kind == "error" and event.get("ref") == event_id:
-                    print(f"error ({event['code']}): {event['message']}")
-                    return
-            except KeyboardInterrupt:
-                cancel_wanted = True  # wherever Ctrl-C lands, the reply is cancelled and the chat goes on
+                event = json.loads(self.ws.recv(timeout=0.1))
+            except TimeoutError:
+                continue
+            kind = event["type"]
+            if kind == "response.created":
+                response_id = event["response_id"]
+            elif kind == "response.text.delta":
+                print(event["delta"], end="", flush=True)
+            elif kind == "response.done":
+                note = "" if event["status"] == "completed" else f"  [{event['status']}]"
+                if event.get("error"):
+                    note += f" {event['error']['message']}"
+                print(note)
+                return
+            elif kind == "error" and event.get("ref") == event_id:
+                print(f"error ({event['code']}): {event['message']}")
+                return
 
 
 # ---------------------------------------------------------------- plugins, models

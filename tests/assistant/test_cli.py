@@ -184,6 +184,6 @@ def test_ctrl_c_in_chat_cancels_the_streaming_reply(tmp_path):
         chat.kill()
         _stop(proc)
     out = seen + out
-    assert chat.returncode == 0, err
+    assert chat.returncode == 0, f"exit {chat.returncode}\nstdout:\n{out}\nstderr:\n{err}"
     assert "[cancelled]" in out
     assert re.search(r"assistant \[cancelled\]:\s+1 2 3", out)
