@@ -114,10 +114,10 @@ class _ChatClient:
         websockets client's recv() could leave the connection unusable or drop a message.
         """
         event_id = uuid.uuid4().hex
-        self._send({"type": "turn.create", "event_id": event_id, "content": [{"type": "text", "text": text}]})
         interrupted = threading.Event()
         previous = signal.signal(signal.SIGINT, lambda _signum, _frame: interrupted.set())
         try:
+            self._send({"type": "turn.create", "event_id": event_id, "content": [{"type": "text", "text": text}]})
             self._follow_reply(event_id, interrupted)
         finally:
             signal.signal(signal.SIGINT, previous)
