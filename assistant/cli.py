@@ -244,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # websockets logs every connection and every /healthz probe at INFO
+        logging.getLogger("websockets").setLevel(logging.WARNING)
     from assistant.models import ModelNotFound
     from assistant.plugins import PluginError
 
