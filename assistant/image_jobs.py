@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from assistant.engines import EngineError, GeneratedImage, GenerationCancelled, ImageGenerator, ImageRequest
 from assistant.protocol import ErrorBody, ImageDone, ImageProgress, ImageStarted, ProtocolError
+from assistant.scheduler import Relay
 
 if TYPE_CHECKING:
     from assistant.session import Session
@@ -87,19 +88,16 @@ async def _run(engine: ImageGenerator, job: ImageJob) -> None:
     """Paint, relaying progress in order, then commit and announce how the job ended."""
     app = job.session.app
     assert app.store is not None
-    loop = asyncio.get_running_loop()
-    progress: asyncio.Queue[object] = asyncio.Queue()
+    progress: Relay[ImageProgress] = Relay()
 
     def on_step(step: int, total: int, preview: bytes | None) -> None:
-        event = ImageProgress(job_id=job.job_id, step=step, total=total,
-                              preview=base64.b64encode(preview).decode() if preview else None)
-        loop.call_soon_threadsafe(progress.put_nowait, event)
+        progress.push(ImageProgress(job_id=job.job_id, step=step, total=total,
+                                    preview=base64.b64encode(preview).decode() if preview else None))
 
     future = app.scheduler.submit(engine, engine.generate, job.request, on_step, job.cancelled)
-    future.add_done_callback(lambda _f: progress.put_nowait(_END))
     try:
-        while (event := await progress.get()) is not _END:
-            await job.session.emit(event)  # type: ignore[arg-type]
+        async for event in progress.until(future):
+            await job.session.emit(event)
     finally:
         if not future.done():  # the task itself was cancelled: stop the engine before recording the end
             job.cancel()
@@ -119,9 +117,6 @@ async def _run(engine: ImageGenerator, job: ImageJob) -> None:
             ),
             seq=done_seq,
         )
-
-
-_END = object()
 
 
 def _outcome(future: asyncio.Future[GeneratedImage], job: ImageJob) -> tuple[str, ErrorBody | None, GeneratedImage | None]:

@@ -38,14 +38,13 @@ from assistant.protocol import (
     TurnCreated,
 )
 from assistant.routes import ImageRoute, first_route
+from assistant.scheduler import Relay
 from assistant.store import PartRecord, TurnRecord
 
 if TYPE_CHECKING:
     from assistant.session import Session
 
 log = logging.getLogger("assistant.pipeline")
-
-_END = object()
 
 
 @dataclass(eq=False)
@@ -255,12 +254,7 @@ async def _stream_reply(
     """Run the engine, relay its deltas, then store and announce how the reply ended, whatever happened."""
     app = session.app
     assert app.store is not None
-    loop = asyncio.get_running_loop()
-    deltas: asyncio.Queue[object] = asyncio.Queue()
-
-    def emit(delta: str) -> None:
-        loop.call_soon_threadsafe(deltas.put_nowait, delta)
-
+    deltas: Relay[str] = Relay()
     started = time.perf_counter()
     first_token_at: float | None = None
     pieces: list[str] = []
@@ -269,10 +263,8 @@ async def _stream_reply(
         if announce_turn:
             await session.emit(TurnCreated(turn_id=turn_id))
         await session.emit(ResponseCreated(response_id=reply.response_id, turn_id=turn_id))
-        future = app.scheduler.submit(engine, engine.generate, request, emit, reply.cancelled)
-        future.add_done_callback(lambda _f: deltas.put_nowait(_END))
-        while (item := await deltas.get()) is not _END:
-            assert isinstance(item, str)
+        future = app.scheduler.submit(engine, engine.generate, request, deltas.push, reply.cancelled)
+        async for item in deltas.until(future):
             if first_token_at is None:
                 first_token_at = time.perf_counter()
             pieces.append(item)

@@ -11,12 +11,39 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 from assistant.engines import Engine
 
 T = TypeVar("T")
+
+_END = object()
+
+
+class Relay(Generic[T]):
+    """Carries items an engine pushes from its worker thread to the event loop, in order.
+
+    Hand `push` to the engine as its callback (text deltas, progress steps), then iterate
+    `until(future)`: every item pushed before the engine call returned arrives, then iteration stops.
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+
+    def push(self, item: T) -> None:
+        """Queue an item for the event loop; safe to call from any thread."""
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+
+    async def until(self, future: asyncio.Future[Any]) -> AsyncIterator[T]:
+        """The pushed items, in order, until `future` (the engine call) is done."""
+        # The future completes through call_soon_threadsafe after the worker's last push, so the
+        # end marker is queued after every item.
+        future.add_done_callback(lambda _future: self._queue.put_nowait(_END))
+        while (item := await self._queue.get()) is not _END:
+            yield item  # type: ignore[misc]
 
 
 class Scheduler:
