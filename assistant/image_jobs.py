@@ -45,11 +45,11 @@ class ImageJob:
         self.cancelled.set()
 
 
-def image_generator(session: Session) -> ImageGenerator:
-    """The configured image engine, or ProtocolError(unavailable) saying how to configure one."""
+def image_generator(session: Session, ref: str | None = None) -> ImageGenerator:
+    """The configured image engine, or ProtocolError(unavailable, about event `ref`) saying how to configure one."""
     engine = session.app.engines.get("image_generator")
     if not isinstance(engine, ImageGenerator):
-        raise ProtocolError("unavailable", HOW_TO_CONFIGURE)
+        raise ProtocolError("unavailable", HOW_TO_CONFIGURE, ref)
     return engine
 
 

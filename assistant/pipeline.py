@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
 from assistant import audio
 from assistant.engines import (
@@ -27,7 +27,6 @@ from assistant.image_jobs import image_generator, prepare, start_job
 from assistant.protocol import (
     AudioPart,
     ErrorBody,
-    ErrorCode,
     ProtocolError,
     ResponseCreated,
     ResponseDone,
@@ -36,6 +35,7 @@ from assistant.protocol import (
     TranscriptDone,
     TurnCreate,
     TurnCreated,
+    error_code,
 )
 from assistant.routes import ImageRoute, first_route
 from assistant.scheduler import Relay
@@ -135,7 +135,7 @@ async def transcribe(session: Session, turn_id: str, turn: TurnInput) -> str:
             try:
                 result = await app.scheduler.submit(engine, engine.transcribe, samples, language)
             except EngineError as exc:
-                raise ProtocolError(exc.code if exc.code in get_args(ErrorCode) else "internal", str(exc)) from None  # type: ignore[arg-type]
+                raise ProtocolError(error_code(exc.code), str(exc)) from None
         await app.store.add_parts(turn_id, [PartRecord(kind="transcript", text=result.text)])
         await session.emit(TranscriptDone(turn_id=turn_id, text=result.text, language=result.language, duration_s=round(result.duration_s, 3)))
         texts.append(result.text)
@@ -232,7 +232,7 @@ async def _run_image_route(
     """A turn claimed for an image: store it, acknowledge it as the reply, then start the job beside it."""
     app = session.app
     assert app.store is not None
-    request = prepare(image_generator(session), {"prompt": route.prompt}, ref)
+    request = prepare(image_generator(session, ref), {"prompt": route.prompt}, ref)
     session.check_job_capacity(ref)
     if user_turn_id is None:
         begun = await app.store.begin_turn(conversation_id, parts, history_limit=1)
@@ -308,8 +308,7 @@ def _outcome(
     exc = future.exception()
     if exc is not None:
         if isinstance(exc, EngineError):
-            code = exc.code if exc.code in get_args(ErrorCode) else "internal"
-            return "failed", ErrorBody(code=code, message=str(exc)), None  # type: ignore[arg-type]
+            return "failed", ErrorBody(code=error_code(exc.code), message=str(exc)), None
         log.error("dialogue engine failed", exc_info=exc)
         return "failed", ErrorBody(code="internal", message=f"the dialogue engine failed: {type(exc).__name__}: {exc}"), None
     result = future.result()

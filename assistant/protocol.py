@@ -6,7 +6,7 @@ docs/protocol.md is the reference for client authors; keep the two in step.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
 
@@ -15,6 +15,11 @@ PROTOCOL_VERSION = 1
 ErrorCode = Literal[
     "bad_request", "unauthorized", "too_large", "unsupported", "unavailable", "not_found", "rate_limited", "internal"
 ]
+
+
+def error_code(code: str) -> ErrorCode:
+    """`code` when it is a protocol error code, else `internal` (engines may report any string)."""
+    return code if code in get_args(ErrorCode) else "internal"  # type: ignore[return-value]
 
 
 class ProtocolError(Exception):

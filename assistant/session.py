@@ -148,11 +148,7 @@ class Session:
             raise ProtocolError("bad_request", "send session.start before image.generate", event.event_id)
         if not self.app.accepting_turns:
             raise ProtocolError("unavailable", "the server is shutting down", event.event_id)
-        try:
-            engine = image_generator(self)
-        except ProtocolError as exc:
-            raise ProtocolError(exc.code, exc.message, event.event_id) from None
-        request = prepare(engine, {
+        request = prepare(image_generator(self, event.event_id), {
             "prompt": event.prompt, "negative_prompt": event.negative_prompt, "width": event.width,
             "height": event.height, "steps": event.steps, "guidance": event.guidance, "seed": event.seed,
         }, event.event_id)
