@@ -12,6 +12,7 @@ from assistant.engines import (
     GeneratedImage,
     GenerationCancelled,
     GenerationOptions,
+    ImageEncoder,
     ImageGenerator,
     ImageRequest,
     Transcript,
@@ -19,6 +20,7 @@ from assistant.engines import (
 )
 from assistant.routes import ImageRoute, TurnRouter
 from assistant.hookspecs import hookimpl
+from assistant.modalities import ImageInput, Modality
 from assistant.models import ModelSource, NotHere
 
 __version__ = "0.1.0"
@@ -35,11 +37,14 @@ __all__ = [
     "GeneratedImage",
     "GenerationCancelled",
     "GenerationOptions",
+    "ImageEncoder",
     "ImageGenerator",
+    "ImageInput",
     "ImageRequest",
     "ImageRoute",
     "Transcript",
     "TurnRouter",
+    "Modality",
     "ModelSource",
     "NotHere",
     "Usage",

@@ -15,6 +15,7 @@ import pluggy
 
 from assistant.config import Config
 from assistant.engines import ENGINE_BASES, ROLES, Engine
+from assistant.modalities import RegisteredModality, load_modalities
 from assistant.models import ModelLocator
 from assistant.plugins import PluginError, Registrations, build_plugin_manager, collect_registrations
 from assistant.scheduler import Scheduler
@@ -57,6 +58,7 @@ class App:
         self.seq = SeqCounters()
         self.store: AsyncStore | None = None
         self.vad: Any = None  # vad.SileroVad, loaded at start when an ASR engine is configured
+        self.modalities: list[RegisteredModality] = []  # loaded at start when the dialogue engine only reads text
         self.replies: set[Any] = set()  # in-flight replies (pipeline.Reply), for cancel and shutdown
         self.turns: set[asyncio.Task[None]] = set()  # every turn task, queued or running, of every session
         self.image_jobs: set[Any] = set()  # image jobs queued or painting (image_jobs.ImageJob)
@@ -86,6 +88,8 @@ class App:
                 from assistant.vad import SileroVad
 
                 app.vad = await asyncio.to_thread(SileroVad)
+            if app.late_fusion:
+                app.modalities = await load_modalities(app, app.registrations.modalities)
             await app._call_lifecycle("startup")
         except BaseException:
             await app.stop(run_shutdown_hooks=False)
@@ -107,6 +111,12 @@ class App:
         if not isinstance(engine, ENGINE_BASES[role]):
             raise PluginError(f"{role} engine {name!r} from plugin {entry.plugin!r} is not a {ENGINE_BASES[role].__name__}")
         return engine
+
+    @property
+    def late_fusion(self) -> bool:
+        """True when a dialogue engine is configured and it reads only text: modalities describe images for it."""
+        dialogue = self.engines.get("dialogue")
+        return dialogue is not None and not dialogue.capabilities.accepts_images
 
     def capabilities(self) -> dict[str, str | None]:
         """Per role: the serving engine's id, or None."""
@@ -139,6 +149,12 @@ class App:
         if run_shutdown_hooks:
             await self._call_lifecycle("shutdown", tolerate_errors=True)
         await asyncio.to_thread(self.scheduler.close)
+        for entry in self.modalities:
+            try:
+                entry.modality.close()
+            except Exception:
+                log.exception("closing modality %s failed", entry.name)
+        self.modalities = []
         for engine in self.engines.values():
             try:
                 engine.close()

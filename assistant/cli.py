@@ -171,6 +171,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  model sources: {', '.join(info.model_sources)}")
         if info.routers:
             print(f"  routers: {', '.join(info.routers)}")
+        if info.modalities:
+            print(f"  modalities: {', '.join(info.modalities)}")
     return 0
 
 

@@ -50,6 +50,7 @@ class EnginesConfig(_Table):
     """`[engines]`: which registered engine serves each role (null: none)."""
 
     asr: str | None = "faster_whisper"
+    image_encoder: str | None = None
     dialogue: str | None = "transformers"
     image_generator: str | None = None
 
@@ -79,6 +80,15 @@ class ImagesConfig(_Table):
 
     concurrency: int = Field(1, ge=1, description="image jobs painting at once (they share one pipeline)")
     max_jobs_per_connection: int = Field(4, ge=1, description="jobs one connection may have queued or running")
+
+
+class ImageInputConfig(_Table):
+    """`[image_input]`: image parts users send (PNG, JPEG, WebP, GIF)."""
+
+    max_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest encoded image accepted")
+    max_pixels: int = Field(40_000_000, ge=1, description="width x height at most this (decompression bombs)")
+    max_images_per_turn: int = Field(8, ge=1)
+    context_images: int = Field(4, ge=0, description="most recent images a vision-language dialogue engine is shown")
 
 
 class PluginsConfig(BaseModel):
@@ -111,6 +121,7 @@ class Config(_Table):
     engines: EnginesConfig = Field(default_factory=EnginesConfig)
     dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
+    image_input: ImageInputConfig = Field(default_factory=ImageInputConfig)
     speech: SpeechConfig = Field(default_factory=SpeechConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

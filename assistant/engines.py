@@ -20,7 +20,7 @@ class Capabilities:
 
     streaming: bool = False
     batching: bool = False
-    accepts_image_features: bool = False
+    accepts_images: bool = False  # a dialogue engine that sees images itself (early fusion, a VLM)
     devices: tuple[str, ...] = ("cpu",)
 
 
@@ -48,10 +48,16 @@ class EngineError(Exception):
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One message of the dialogue context."""
+    """One message of the dialogue context.
+
+    `images` (decoded RGB `PIL.Image.Image`s, in the order the user sent them) are filled only for
+    engines whose capabilities say `accepts_images`; for the others the core has already turned each
+    image into text in `content` (late fusion, see `assistant.modalities`).
+    """
 
     role: Literal["system", "user", "assistant"]
     content: str
+    images: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -192,7 +198,38 @@ class AsrEngine(Engine):
         """
 
 
+class ImageEncoder(Engine):
+    """Images and texts into one embedding space (CLIP, SigLIP): unit vectors of `dim` floats."""
+
+    role = "image_encoder"
+    dim: int
+
+    @abstractmethod
+    def encode_images(self, images: list[Any]) -> Any:
+        """Encode RGB `PIL.Image.Image`s in one call: a float32 numpy array (len(images), dim), rows of unit norm.
+
+        Blocking: runs on the engine's worker thread. Row i must equal what encoding image i alone gives.
+        """
+
+    @abstractmethod
+    def encode_texts(self, texts: list[str]) -> Any:
+        """Encode texts into the same space: a float32 numpy array (len(texts), dim), rows of unit norm."""
+
+    def label_scores(self, image_features: Any, text_features: Any) -> Any:
+        """Per image row, a score in [0, 1] per text row: how well each label fits (zero-shot labels).
+
+        Default: softmax over 100 x cosine similarity, as CLIP does; engines override with their own
+        learned scale (and SigLIP's sigmoid).
+        """
+        import numpy as np
+
+        logits = 100.0 * np.asarray(image_features) @ np.asarray(text_features).T
+        logits -= logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits)
+        return weights / weights.sum(axis=1, keepdims=True)
+
+
 ENGINE_BASES: dict[str, type[Engine]] = {
-    "asr": AsrEngine, "dialogue": DialogueEngine, "image_generator": ImageGenerator,
+    "asr": AsrEngine, "image_encoder": ImageEncoder, "dialogue": DialogueEngine, "image_generator": ImageGenerator,
 }
-"""Roles the core can serve today, with their base class. Other roles land with their features."""
+"""Every role with its base class."""

@@ -51,6 +51,17 @@ def register_routes(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
+def register_modalities(register: Callable[[str, Any], None]) -> None:
+    """Register modalities: call `register(name, modality)` with an `assistant.Modality`.
+
+    The way to add a modality. Called once per app, while it starts. When the dialogue engine reads
+    only text (late fusion), each modality describes every image part of a user turn, and its text
+    reaches the engine's context as `[Image N: ...]`. Modalities are asked in hook call order.
+    Duplicate names stop startup. Returns nothing.
+    """
+
+
+@hookspec
 def startup(app: App) -> Any:
     """Called once when the app has started: engines are loaded and the store is open.
 

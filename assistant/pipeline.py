@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from assistant import audio
+from assistant.image_features import features_for, stored_image
+from assistant.image_input import DecodedImage, ImageInputError, decode_image
+from assistant.modalities import ImageInput, describe_images
 from assistant.engines import (
     AsrEngine,
     ChatMessage,
@@ -27,6 +30,7 @@ from assistant.image_jobs import image_generator, prepare, start_job
 from assistant.protocol import (
     AudioPart,
     ErrorBody,
+    ImagePart,
     ProtocolError,
     ResponseCreated,
     ResponseDone,
@@ -68,6 +72,7 @@ class TurnInput:
     parts: list[PartRecord]
     attachments: list[tuple[str, bytes]] = field(default_factory=list)
     audio: list[tuple[Any, str | None]] = field(default_factory=list)  # (16 kHz samples, language)
+    images: list[DecodedImage] = field(default_factory=list)
     turn_id: str | None = None  # chosen in advance for streamed speech (its partial transcripts name it)
     options: GenerationOptions = field(default_factory=GenerationOptions)
 
@@ -101,13 +106,31 @@ async def turn_input(session: Session, event: TurnCreate) -> TurnInput:
                 sha256 = audio.sha256(data)
             turn.parts.append(PartRecord(kind="audio", attachment_sha256=sha256))
             turn.audio.append((samples, part.language or app.config.speech.language))
-        else:
-            raise ProtocolError(
-                "unsupported", f"{where}: {part.type} parts need an engine this server does not have yet", event.event_id
-            )
-    if not turn.audio and not turn.text.strip():
+        elif isinstance(part, ImagePart):
+            image = await _image_part(session, part, where, len(turn.images), event.event_id)
+            turn.attachments.append((image.mime, image.data))
+            turn.parts.append(PartRecord(kind="image", attachment_sha256=image.sha256, mime=image.mime))
+            turn.images.append(image)
+    if not turn.audio and not turn.images and not turn.text.strip():
         raise ProtocolError("bad_request", "the turn has no text", event.event_id)
     return turn
+
+
+async def _image_part(session: Session, part: ImagePart, where: str, images_so_far: int, ref: str | None) -> DecodedImage:
+    """Decode and check one image part off the loop; ProtocolError with the part's index on any problem."""
+    app = session.app
+    limits = app.config.image_input
+    if "dialogue" not in app.engines and "image_encoder" not in app.engines:
+        raise ProtocolError("unavailable", f"{where}: images need a dialogue engine or an image encoder", ref)
+    if images_so_far >= limits.max_images_per_turn:
+        raise ProtocolError("too_large", f"{where}: at most {limits.max_images_per_turn} images per turn", ref)
+    if part.mime is not None and not part.mime.startswith("image/"):
+        raise ProtocolError("bad_request", f"{where}.mime: {part.mime!r} is not an image type", ref)
+    data = decode_base64(part.data, f"{where}.data", ref)
+    try:
+        return await asyncio.to_thread(decode_image, data, limits.max_bytes, limits.max_pixels)
+    except ImageInputError as exc:
+        raise ProtocolError(exc.code, f"{where}: {exc}", ref) from None  # type: ignore[arg-type]
 
 
 def decode_base64(data: str, what: str, ref: str | None) -> bytes:
@@ -142,22 +165,79 @@ async def transcribe(session: Session, turn_id: str, turn: TurnInput) -> str:
     return "\n".join(t for t in texts if t)
 
 
-def dialogue_context(system_prompt: str, history: list[TurnRecord]) -> list[ChatMessage]:
-    """The messages for the engine: system prompt, then stored turns that have text, oldest first.
+async def fuse_images(session: Session, turn_id: str, turn: TurnInput) -> None:
+    """Encode the turn's images (features stored once per image) and, for a text-only dialogue engine,
+    store what each modality says about each image as `image_text` parts of the turn."""
+    app = session.app
+    assert app.store is not None
+    if not turn.images:
+        return
+    try:
+        features = await features_for(app, [(image.sha256, image.image) for image in turn.images])
+    except EngineError as exc:
+        log.warning("image encoder failed; the turn goes on without image features: %s", exc)
+        features = {}
+    if not app.late_fusion or not app.modalities:
+        return
+    encoder = app.engines.get("image_encoder")
+    inputs = [
+        ImageInput(
+            index=index, sha256=image.sha256, mime=image.mime, data=image.data, image=image.image,
+            features=features.get(image.sha256), encoder_id=encoder.id if encoder is not None else None,
+        )
+        for index, image in enumerate(turn.images, start=1)
+    ]
+    described = await describe_images(app, inputs)
+    if described:
+        await app.store.add_parts(turn_id, [PartRecord(kind="image_text", text=text, attachment_sha256=sha) for sha, text in described])
+
+
+def dialogue_context(
+    system_prompt: str, history: list[TurnRecord], images: dict[str, Any] | None = None
+) -> list[ChatMessage]:
+    """The messages for the engine: system prompt, then stored turns that have something to say, oldest first.
 
     Assistant replies count when completed or cancelled (the user saw their text); failed and
-    interrupted replies are left out.
+    interrupted replies are left out. `images` (sha256 -> pixels) is given for an engine that sees
+    images: user messages then carry those images. Otherwise each user image is rendered as the text
+    the modalities stored for it (`[Image N: ...]`), before the turn's own words.
     """
     messages = [ChatMessage("system", system_prompt)] if system_prompt else []
     for turn in history:
-        text = turn.text
-        if not text:
-            continue
         if turn.role == "user":
-            messages.append(ChatMessage("user", text))
-        elif turn.role == "assistant" and turn.status in ("completed", "cancelled"):
-            messages.append(ChatMessage("assistant", text))
+            message = _user_message(turn, images)
+            if message.content or message.images:
+                messages.append(message)
+        elif turn.role == "assistant" and turn.status in ("completed", "cancelled") and turn.text:
+            messages.append(ChatMessage("assistant", turn.text))
     return messages
+
+
+def _user_message(turn: TurnRecord, images: dict[str, Any] | None) -> ChatMessage:
+    shas = [p.attachment_sha256 for p in turn.parts if p.kind == "image" and p.attachment_sha256]
+    if images is not None:
+        return ChatMessage("user", turn.text, tuple(images[sha] for sha in shas if sha in images))
+    number = {sha: index for index, sha in reversed(list(enumerate(shas, start=1)))}
+    lines = [f"[Image {number.get(p.attachment_sha256 or '', len(shas))}: {p.text}]" for p in turn.parts if p.kind == "image_text" and p.text]
+    described = {p.attachment_sha256 for p in turn.parts if p.kind == "image_text"}
+    lines += [f"[Image {number[sha]}: no description available]" for sha in dict.fromkeys(shas) if sha not in described]
+    return ChatMessage("user", "\n".join([*lines, turn.text]).strip())
+
+
+async def context_images(session: Session, history: list[TurnRecord], turn: TurnInput) -> dict[str, Any]:
+    """Pixels of the most recent user images in `history` (at most `[image_input] context_images`), by sha256."""
+    app = session.app
+    keep = app.config.image_input.context_images
+    shas = [p.attachment_sha256 for t in history if t.role == "user" for p in t.parts if p.kind == "image" and p.attachment_sha256]
+    wanted = list(dict.fromkeys(reversed(shas)))[:keep]
+    have = {image.sha256: image.image for image in turn.images}
+    try:
+        loaded = await asyncio.gather(*(stored_image(app, sha) for sha in wanted if sha not in have))
+    except Exception:  # the reply placeholder is committed: never leave it unfinished over an earlier image
+        log.exception("loading earlier images for the context failed; they are left out")
+        loaded = []
+    have.update(pair for pair in loaded if pair is not None)
+    return {sha: have[sha] for sha in wanted if sha in have}
 
 
 def generation_options(event: TurnCreate) -> GenerationOptions:
@@ -183,16 +263,21 @@ async def run_turn_input(session: Session, turn: TurnInput, conversation_id: str
     assert app.store is not None
     text = turn.text
     user_turn_id: str | None = None
-    if turn.audio:
+    if turn.audio or turn.images:
         user_turn_id = await app.store.add_user_turn(conversation_id, turn.parts, turn.attachments, turn_id=turn.turn_id)
         await session.emit(TurnCreated(turn_id=user_turn_id))
+    if turn.audio:
+        assert user_turn_id is not None
         try:
             spoken = await transcribe(session, user_turn_id, turn)
         except ProtocolError as exc:
             raise ProtocolError(exc.code, f"transcription failed: {exc.message}", ref) from None
         text = "\n".join(t for t in (text, spoken) if t.strip())
-        if not text.strip():
+        if not text.strip() and not turn.images:
             return  # only silence: the empty transcript is the answer
+    if turn.images:
+        assert user_turn_id is not None
+        await fuse_images(session, user_turn_id, turn)
     route = _route(session, text)
     if route is not None:
         await _run_image_route(session, ref, conversation_id, turn.parts, route, user_turn_id)
@@ -210,7 +295,8 @@ async def run_turn_input(session: Session, turn: TurnInput, conversation_id: str
     app.replies.add(reply)
     if app.cancelling_replies:
         reply.cancel()
-    request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, begun.history), turn.options)
+    images = await context_images(session, begun.history, turn) if engine.capabilities.accepts_images else None
+    request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, begun.history, images), turn.options)
     try:
         await _stream_reply(session, engine, request, reply, begun.user_turn_id, announce_turn=user_turn_id is None)
     finally:

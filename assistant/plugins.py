@@ -16,6 +16,7 @@ import pluggy
 from assistant import hookspecs
 from assistant.config import Config
 from assistant.engines import ENGINE_BASES, ROLES, Engine
+from assistant.modalities import Modality, RegisteredModality
 from assistant.models import ModelSource, RegisteredSource
 from assistant.routes import RegisteredRouter, TurnRouter
 
@@ -26,6 +27,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "assistant_plugins.faster_whisper_asr",
     "assistant_plugins.whisper_asr",
     "assistant_plugins.transformers_dialogue",
+    "assistant_plugins.transformers_vision",
+    "assistant_plugins.clip_image",
+    "assistant_plugins.rapid_ocr",
     "assistant_plugins.diffusers_image",
     "assistant_plugins.keyword_router",
 )
@@ -110,10 +114,11 @@ class Registrations:
     model_sources: list[RegisteredSource] = field(default_factory=list)
     source_plugins: dict[str, str] = field(default_factory=dict)
     routers: list[RegisteredRouter] = field(default_factory=list)
+    modalities: list[RegisteredModality] = field(default_factory=list)
 
 
 def collect_registrations(pm: pluggy.PluginManager) -> Registrations:
-    """Run `register_engines` and `register_model_sources`; reject duplicates and bad values."""
+    """Run every registration hook; reject duplicates and bad values."""
     found = Registrations()
 
     def engine_register(plugin: str) -> Callable[..., None]:
@@ -157,9 +162,23 @@ def collect_registrations(pm: pluggy.PluginManager) -> Registrations:
 
         return register
 
+    def modality_register(plugin: str) -> Callable[[str, Modality], None]:
+        def register(name: str, modality: Modality) -> None:
+            if not isinstance(modality, Modality):
+                raise PluginError(f"plugin {plugin!r}: modality {name!r} is not an assistant.Modality")
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"plugin {plugin!r} registered a modality without a name")
+            for other in found.modalities:
+                if other.name == name:
+                    raise PluginError(f"modality {name!r} registered twice: by {other.plugin!r} and by {plugin!r}")
+            found.modalities.append(RegisteredModality(name, modality, plugin))
+
+        return register
+
     call_per_plugin(pm, "register_engines", register=engine_register)
     call_per_plugin(pm, "register_model_sources", register=source_register)
     call_per_plugin(pm, "register_routes", register=router_register)
+    call_per_plugin(pm, "register_modalities", register=modality_register)
     return found
 
 
@@ -173,6 +192,7 @@ class PluginInfo:
     engines: list[str]
     model_sources: list[str]
     routers: list[str]
+    modalities: list[str]
 
 
 def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> list[PluginInfo]:
@@ -196,6 +216,7 @@ def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> 
                 engines=sorted(f"{e.role}:{e.name}" for e in registrations.engines.values() if e.plugin == name),
                 model_sources=sorted(s for s, p in registrations.source_plugins.items() if p == name),
                 routers=sorted(r.name for r in registrations.routers if r.plugin == name),
+                modalities=sorted(m.name for m in registrations.modalities if m.plugin == name),
             )
         )
     return infos

@@ -129,7 +129,8 @@ class ConversationGet(ClientEvent):
 
 class ConversationSearch(ClientEvent):
     type: Literal["conversation.search"]
-    query: StrictStr
+    query: StrictStr = Field(min_length=1, max_length=1000)
+    limit: StrictInt = Field(10, ge=1, le=100)
 
 
 AnyClientEvent = Annotated[
@@ -255,6 +256,23 @@ class ConversationHistory(ServerEvent):
     turns: list[dict[str, Any]]
 
 
+class SearchResult(BaseModel):
+    sha256: str
+    turn_id: str
+    role: str
+    mime: str
+    url: str
+    score: float
+
+
+class ConversationSearchResults(ServerEvent):
+    type: Literal["conversation.search.results"] = "conversation.search.results"
+    conversation_id: str
+    query: str
+    encoder: str
+    results: list[SearchResult]
+
+
 class ImageStarted(ServerEvent):
     type: Literal["image.started"] = "image.started"
     job_id: str
@@ -294,7 +312,7 @@ class Error(ServerEvent):
 
 SERVER_EVENTS: tuple[type[ServerEvent], ...] = (
     SessionStarted, TurnCreated, SpeechStarted, SpeechStopped, TranscriptDelta, TranscriptDone, ResponseCreated, ResponseTextDelta, ResponseDone,
-    ConversationHistory, ImageStarted, ImageProgress, ImageDone, Error,
+    ConversationHistory, ConversationSearchResults, ImageStarted, ImageProgress, ImageDone, Error,
 )
 
 

@@ -10,6 +10,7 @@ from websockets.exceptions import ConnectionClosed
 
 from assistant.app import App
 from assistant.audio_stream import AudioStream
+from assistant.image_features import search_images
 from assistant.image_jobs import ImageJob, image_generator, prepare, start_job
 from assistant.pipeline import TurnInput, decode_base64, run_turn, run_turn_input
 from assistant.protocol import (
@@ -19,11 +20,14 @@ from assistant.protocol import (
     ClientEvent,
     ConversationGet,
     ConversationHistory,
+    ConversationSearch,
+    ConversationSearchResults,
     Error,
     ImageCancel,
     ImageGenerate,
     ProtocolError,
     ResponseCancel,
+    SearchResult,
     ServerEvent,
     SessionStart,
     SessionStarted,
@@ -34,11 +38,6 @@ from assistant.protocol import (
 )
 
 log = logging.getLogger("assistant.session")
-
-NOT_BUILT = {
-    "conversation.search": "conversation search",
-}
-
 
 class Session:
     """Handles the frames of one websocket connection. Turns run one after another, off the read loop."""
@@ -95,6 +94,8 @@ class Session:
             self._cancel(event)
         elif isinstance(event, ConversationGet):
             await self._history(event)
+        elif isinstance(event, ConversationSearch):
+            await self._search(event)
         elif isinstance(event, ImageGenerate):
             await self._generate_image(event)
         elif isinstance(event, ImageCancel):
@@ -106,8 +107,7 @@ class Session:
         elif isinstance(event, AudioClear):
             self._stream(event.event_id).clear()
         else:
-            feature = NOT_BUILT.get(getattr(event, "type", ""), "this event")
-            raise ProtocolError("unsupported", f"{event.type}: {feature} is not supported by this server yet", event.event_id)  # type: ignore[attr-defined]
+            raise ProtocolError("unsupported", f"{event.type}: not supported by this server", event.event_id)  # type: ignore[attr-defined]
 
     async def _start(self, event: SessionStart) -> None:
         store = self.app.store
@@ -212,6 +212,19 @@ class Session:
             raise ProtocolError("not_found", f"no conversation {conversation_id!r}", event.event_id)
         turns = await store.history(conversation_id)
         await self.emit(ConversationHistory(conversation_id=conversation_id, turns=[t.to_wire() for t in turns]))
+
+    async def _search(self, event: ConversationSearch) -> None:
+        if self.conversation_id is None:
+            raise ProtocolError("bad_request", "send session.start before conversation.search", event.event_id)
+        hits = await search_images(self.app, self.conversation_id, event.query, event.limit, event.event_id)
+        encoder = self.app.engines["image_encoder"]
+        await self.emit(ConversationSearchResults(
+            conversation_id=self.conversation_id, query=event.query, encoder=encoder.id,
+            results=[
+                SearchResult(sha256=h.sha256, turn_id=h.turn_id, role=h.role, mime=h.mime, url=f"/attachments/{h.sha256}", score=h.score)
+                for h in hits
+            ],
+        ))
 
     def disconnected(self) -> None:
         """The client has gone: stop sending and cancel its image jobs. Text turns still finish and are stored."""

@@ -152,6 +152,29 @@ _INSERT_ATTACHMENT = _attachments.insert()
 _ATTACHMENT = select(_attachments.c.mime, _attachments.c.data).where(_attachments.c.sha256 == bindparam("sha"))
 
 
+_features = ImageFeatures.__table__
+_FEATURES = select(_features.c.sha256, _features.c.vector).where(
+    _features.c.sha256.in_(bindparam("shas", expanding=True)) & (_features.c.encoder_id == bindparam("enc"))
+)
+_INSERT_FEATURES = _features.insert()
+_CONVERSATION_IMAGES = (
+    select(_turns.c.id.label("turn_id"), _turns.c.role, _parts.c.attachment_sha256.label("sha256"), _attachments.c.mime)
+    .select_from(_parts.join(_turns, _parts.c.turn_pk == _turns.c.pk).join(_attachments, _parts.c.attachment_sha256 == _attachments.c.sha256))
+    .where((_turns.c.conversation_id == bindparam("cid")) & (_parts.c.kind == "image"))
+    .order_by(_turns.c.pk, _parts.c.position)
+)
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image part of a conversation: the turn it belongs to and its attachment."""
+
+    turn_id: str
+    role: str
+    sha256: str
+    mime: str
+
+
 @dataclass(frozen=True)
 class PartRecord:
     """A stored part, detached from the database session."""
@@ -196,7 +219,7 @@ class TurnRecord:
 
     @property
     def text(self) -> str:
-        """What the turn says: its text and transcript parts, joined."""
+        """What the turn says: its text and transcript parts, joined (image descriptions are not its words)."""
         return "\n".join(p.text for p in self.parts if p.kind in ("text", "transcript") and p.text)
 
     def to_wire(self) -> dict[str, Any]:
@@ -402,6 +425,28 @@ class Store:
         with self.engine.connect() as conn:
             row = conn.execute(_ATTACHMENT, {"sha": sha256}).first()
         return None if row is None else (row.mime, row.data)
+
+    def image_features(self, sha256s: list[str], encoder_id: str) -> dict[str, bytes]:
+        """Stored feature vectors (float32 bytes) of these images for `encoder_id`, by sha256; missing ones left out."""
+        if not sha256s:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(_FEATURES, {"shas": list(set(sha256s)), "enc": encoder_id})
+            return {row.sha256: row.vector for row in rows}
+
+    def put_image_features(self, encoder_id: str, vectors: dict[str, bytes], dim: int) -> None:
+        """Store feature vectors (float32 bytes of `dim` floats) by sha256 for `encoder_id`; existing ones are kept."""
+        with self.engine.begin() as conn:
+            have = {row.sha256 for row in conn.execute(_FEATURES, {"shas": list(vectors), "enc": encoder_id})}
+            rows = [{"sha256": sha, "encoder_id": encoder_id, "dim": dim, "vector": vector} for sha, vector in vectors.items() if sha not in have]
+            if rows:
+                conn.execute(_INSERT_FEATURES, rows)
+
+    def conversation_images(self, conversation_id: str) -> list[ImageRef]:
+        """Every image part of the conversation (sent or generated), oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(_CONVERSATION_IMAGES, {"cid": conversation_id}).all()
+        return [ImageRef(row.turn_id, row.role, row.sha256, row.mime) for row in rows]
 
     def begin_image_job(self, conversation_id: str, prompt: str | None, reply_to: str | None) -> tuple[str | None, str]:
         """Commit an image job's assistant turn (in_progress), after a user turn holding `prompt` if given.

@@ -123,17 +123,21 @@ class TransformersDialogue(DialogueEngine):
     def __init__(self, model_path: Path, settings: DialogueSettings, name: str | None = None) -> None:
         self.settings = settings
         self.device = pick_device(settings.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError(f"{model_path}: the tokenizer has no chat template; a chat (instruct) model is needed")
-        dtype = pick_dtype(settings.dtype, self.device)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+        self.dtype = pick_dtype(settings.dtype, self.device)
+        self.load(model_path)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self.id = f"transformers:{name or settings.model}"
         self.capabilities = Capabilities(streaming=True, devices=(self.device,))
 
-    def fit_context(self, messages: list[ChatMessage], max_new_tokens: int) -> list[int]:
-        """Prompt token ids within `context_tokens - max_new_tokens`: oldest turns dropped first."""
+    def load(self, model_path: Path) -> None:
+        """Load `self.tokenizer` and `self.model` (a causal LM with a chat template)."""
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError(f"{model_path}: the tokenizer has no chat template; a chat (instruct) model is needed")
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
+
+    def fit_context(self, messages: list[ChatMessage], max_new_tokens: int) -> Any:
+        """The encoded prompt (`encode`'s result) within `context_tokens - max_new_tokens`: oldest turns dropped first."""
         budget = self.settings.context_tokens - max_new_tokens
         if budget <= 0:
             raise EngineError(
@@ -148,19 +152,32 @@ class TransformersDialogue(DialogueEngine):
         low, high, best = 0, len(starts) - 1, None
         while low <= high:
             middle = (low + high) // 2
-            ids = self._template(system + turns[starts[middle] :])
-            if len(ids) <= budget:
+            ids = self.encode(system + turns[starts[middle] :])
+            if self.prompt_length(ids) <= budget:
                 best, high = ids, middle - 1
             else:
                 low = middle + 1
         if best is None:
-            needed = len(self._template(system + turns[-1:]))
+            needed = self.prompt_length(self.encode(system + turns[-1:]))
             raise EngineError(
                 f"the message needs {needed} prompt tokens but only {budget} fit in the context "
                 f"({self.settings.context_tokens} tokens, {max_new_tokens} kept for the reply)",
                 code="too_large",
             )
         return best
+
+    def encode(self, messages: list[ChatMessage]) -> Any:
+        """The prompt for these messages, encoded: token ids here; model inputs for a vision model."""
+        return self._template(messages)
+
+    def prompt_length(self, encoded: Any) -> int:
+        """Tokens in an encoded prompt."""
+        return len(encoded)
+
+    def model_inputs(self, encoded: Any) -> dict[str, Any]:
+        """`generate` keywords for an encoded prompt, on the engine's device."""
+        input_ids = torch.tensor([encoded], device=self.device)
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
     def _template(self, messages: list[ChatMessage]) -> list[int]:
         encoded = self.tokenizer.apply_chat_template(
@@ -192,23 +209,23 @@ class TransformersDialogue(DialogueEngine):
         kwargs = self.generation_kwargs(request)
         prompt = self.fit_context(request.messages, kwargs["max_new_tokens"])
         streamer = DeltaStreamer(self.tokenizer, emit)
-        input_ids = torch.tensor([prompt], device=self.device)
+        inputs = self.model_inputs(prompt)
+        prompt_length = int(inputs["input_ids"].shape[1])
         with torch.inference_mode():
             output = self.model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
+                **inputs,
                 streamer=streamer,
                 stopping_criteria=StoppingCriteriaList([StopWhenCancelled(cancelled)]),
                 **kwargs,
             )
-        new_ids = output[0, len(prompt) :].tolist()
+        new_ids = output[0, prompt_length:].tolist()
         if cancelled.is_set():
             reason = "cancelled"
         elif new_ids and new_ids[-1] in self.eos_ids:
             reason = "stop"
         else:
             reason = "length" if len(new_ids) >= kwargs["max_new_tokens"] else "stop"
-        return DialogueResult(streamer.text, Usage(len(prompt), len(new_ids)), reason)  # type: ignore[arg-type]
+        return DialogueResult(streamer.text, Usage(prompt_length, len(new_ids)), reason)  # type: ignore[arg-type]
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -23,12 +23,17 @@ MODEL_CACHE = REPO / ".cache" / "models"  # shared by test runs so offline packs
 
 
 def make_config(tmp_path: Path, **tables: dict[str, Any]) -> Config:
-    """A config on port 0 with a database under tmp_path, fake dialogue engine, no ASR; tables overridden."""
+    """A config on port 0 with a database under tmp_path, fake dialogue engine, no ASR; tables overridden.
+
+    The built-in modalities (OCR, zero-shot labels) are denied so that core tests start fast and see
+    only the modalities they register; tests of those plugins set `plugins={"deny": []}`.
+    """
     data: dict[str, Any] = {
         "server": {"port": 0, "shutdown_grace_s": 5},
         "store": {"url": f"sqlite:///{tmp_path / 'assistant.db'}"},
         "models": {"cache_dir": str(MODEL_CACHE)},
         "engines": {"dialogue": "fake", "asr": ""},
+        "plugins": {"deny": ["rapid_ocr", "clip_image"]},
     }
     for name, table in tables.items():
         data[name] = {**data.get(name, {}), **table}
@@ -135,3 +140,27 @@ def tiny_taesd(tmp_path_factory) -> Path:
     from tests.tiny_models import build_tiny_preview_decoder
 
     return build_tiny_preview_decoder(tmp_path_factory.mktemp("taesd") / "tiny-taesd")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    """Folder of a tiny random-weight CLIP with its processor (24-float vectors)."""
+    from tests.tiny_models import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory) -> Path:
+    """Folder of a tiny random-weight SigLIP with a sentencepiece tokenizer (32-float vectors)."""
+    from tests.tiny_models import build_tiny_siglip
+
+    return build_tiny_siglip(tmp_path_factory.mktemp("siglip") / "tiny-siglip")
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory) -> Path:
+    """Folder of a tiny random-weight LLaVA with its processor."""
+    from tests.tiny_models import build_tiny_llava
+
+    return build_tiny_llava(tmp_path_factory.mktemp("llava") / "tiny-llava")

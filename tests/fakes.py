@@ -6,11 +6,16 @@ import threading
 import time
 from typing import Callable
 
+import numpy as np
+
 from assistant import (
     Capabilities,
     DialogueEngine,
     DialogueRequest,
     DialogueResult,
+    ImageEncoder,
+    ImageInput,
+    Modality,
     Usage,
     hookimpl,
 )
@@ -32,9 +37,10 @@ class ScriptedDialogue(DialogueEngine):
         fail_times: int = 0,
         gate: threading.Event | None = None,
         engine_id: str = "fake:scripted",
+        accepts_images: bool = False,
     ) -> None:
         self.id = engine_id
-        self.capabilities = Capabilities(streaming=True)
+        self.capabilities = Capabilities(streaming=True, accepts_images=accepts_images)
         self.script = script
         self.delay_s = delay_s
         self.fail_times = fail_times
@@ -65,16 +71,80 @@ class ScriptedDialogue(DialogueEngine):
         self.closed = True
 
 
+COLOUR_WORDS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
+
+
+class ColourEncoder(ImageEncoder):
+    """An image encoder whose vector is an image's mean colour; texts naming a colour land next to it.
+
+    It counts its calls and the images it encoded, and can be told to return garbage.
+    """
+
+    dim = 3
+
+    def __init__(self, engine_id: str = "fake:colour") -> None:
+        self.id = engine_id
+        self.capabilities = Capabilities(batching=True)
+        self.image_calls: list[int] = []  # images per encode_images call
+        self.garbage = False
+
+    def encode_images(self, images):
+        """Unit mean-RGB vectors."""
+        self.image_calls.append(len(images))
+        if self.garbage:
+            return [[float("nan")] * 3]
+        vectors = np.array([np.asarray(image, dtype=np.float32).reshape(-1, 3).mean(axis=0) + 1.0 for image in images])
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+    def encode_texts(self, texts):
+        """A colour word's axis, else the grey diagonal."""
+        vectors = np.array([next((COLOUR_WORDS[w] for w in t.lower().split() if w in COLOUR_WORDS), (1.0, 1.0, 1.0)) for t in texts])
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+class ColourNamer(Modality):
+    """A modality naming an image's mean colour from its features; it records the images it saw."""
+
+    def __init__(self, fail: bool = False, garbage: bool = False) -> None:
+        self.seen: list[ImageInput] = []
+        self.fail = fail
+        self.garbage = garbage
+
+    def describe(self, image: ImageInput):
+        """`mostly red` (from the encoder's features when present, else the pixels)."""
+        self.seen.append(image)
+        if self.fail:
+            raise RuntimeError("colour namer broke")
+        if self.garbage:
+            return {"not": "text"}
+        rgb = image.features if image.features is not None else np.asarray(image.image, dtype=np.float32).reshape(-1, 3).mean(axis=0)
+        return f"mostly {('red', 'green', 'blue')[int(np.argmax(rgb))]}, {image.image.width}x{image.image.height}"
+
+
 class FakeEnginesPlugin:
-    """Registers a given dialogue engine instance under the name `fake`."""
+    """Registers a given dialogue engine instance under the name `fake`, and optionally an encoder and modalities."""
 
     __name__ = "fake_engines"
 
-    def __init__(self, engine: DialogueEngine, name: str = "fake") -> None:
+    def __init__(
+        self, engine: DialogueEngine | None, name: str = "fake", encoder: ImageEncoder | None = None,
+        modalities: dict[str, Modality] | None = None,
+    ) -> None:
         self.engine = engine
         self.name = name
+        self.encoder = encoder
+        self.modalities = modalities or {}
 
     @hookimpl
     def register_engines(self, register):
-        """Register the fake dialogue engine."""
-        register("dialogue", self.name, lambda app: self.engine)
+        """Register the fake dialogue engine (and image encoder)."""
+        if self.engine is not None:
+            register("dialogue", self.name, lambda app: self.engine)
+        if self.encoder is not None:
+            register("image_encoder", self.name, lambda app: self.encoder)
+
+    @hookimpl
+    def register_modalities(self, register):
+        """Register the given modalities."""
+        for name, modality in self.modalities.items():
+            register(name, modality)

@@ -106,12 +106,13 @@ BAD_EVENTS = [
     (json.dumps({"type": "response.cancel", "event_id": "e1"}), "bad_request", "response_id"),
     (json.dumps({"type": "audio.commit", "event_id": "e1"}), "bad_request", "no audio to commit"),
     (json.dumps({"type": "audio.append", "event_id": "e1", "data": "%%%"}), "bad_request", "base64"),
-    (json.dumps({"type": "conversation.search", "event_id": "e1", "query": "cats"}), "unsupported", "search"),
+    (json.dumps({"type": "conversation.search", "event_id": "e1", "query": "cats"}), "unavailable", "image encoder"),
+    (json.dumps({"type": "conversation.search", "event_id": "e1", "query": ""}), "bad_request", "query"),
     (json.dumps({"type": "image.generate", "event_id": "e1", "prompt": "cat"}), "unavailable", "[engines] image_generator"),
     (json.dumps({"type": "image.cancel", "event_id": "e1", "job_id": "nope"}), "not_found", "nope"),
     (json.dumps({"type": "image.generate", "event_id": "e1", "prompt": "cat", "steps": "many"}), "bad_request", "steps"),
     (json.dumps({"type": "turn.create", "event_id": "e1", "content": [
-        {"type": "image", "data": base64.b64encode(b"x").decode(), "mime": "image/png"}]}), "unsupported", "image"),
+        {"type": "image", "data": base64.b64encode(b"x").decode(), "mime": "image/png"}]}), "bad_request", "not an image"),
     (b"\x00\x01binary", "unavailable", "ASR engine"),
 ]
 

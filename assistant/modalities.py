@@ -1,0 +1,112 @@
+"""Late fusion: modality plugins turn a part into text for dialogue engines that only read.
+
+A dialogue engine whose capabilities say `accepts_images` sees the images themselves (early fusion).
+For any other engine, each registered modality describes each image part of a user turn (the text
+it reads, the labels it sees, the camera that took it...). Each description is stored as an
+`image_text` part of the turn, linked to its image by sha256, and reaches the engine's context as
+`[Image N: ...]` before the turn's text. A modality that raises or returns something other than a
+string is logged and skipped: the turn goes on with what the others said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from assistant.app import App
+
+log = logging.getLogger("assistant.modalities")
+
+MAX_DESCRIPTION_CHARS = 4000
+"""A longer description is cut: one plugin must not flood the context."""
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """An image part as a modality sees it."""
+
+    index: int  # 1-based position among the turn's images
+    sha256: str
+    mime: str
+    data: bytes  # the bytes as the client sent them (EXIF and all)
+    image: Any  # PIL.Image.Image: RGB, EXIF orientation applied
+    features: Any | None = None  # the configured image encoder's unit vector (numpy), if one is configured
+    encoder_id: str | None = None
+
+
+class Modality(ABC):
+    """Turns an image part into text for the fused context. Register with `register_modalities`."""
+
+    def load(self, app: App) -> bool:
+        """Load models once, at startup (blocking, off the event loop). Return False to sit out.
+
+        Called only when the configured dialogue engine reads text (no `accepts_images`). Default:
+        nothing to load. A modality that needs an engine that is not configured returns False.
+        """
+        return True
+
+    @abstractmethod
+    def describe(self, image: ImageInput) -> str | None:
+        """Text about the image for the dialogue engine, or None when there is nothing to say.
+
+        Blocking: runs on the modality's own worker thread, one image at a time. Keep it short; it
+        is stored with the turn and shown to the engine as `[Image N: <text>]`.
+        """
+
+    def close(self) -> None:
+        """Release what `load` took; called once at shutdown."""
+
+
+@dataclass(frozen=True)
+class RegisteredModality:
+    """A modality with the name and plugin it was registered under."""
+
+    name: str
+    modality: Modality
+    plugin: str
+
+
+async def load_modalities(app: App, registered: list[RegisteredModality]) -> list[RegisteredModality]:
+    """Load each modality off the loop; those whose `load` returns False sit out."""
+    loaded = []
+    for entry in registered:
+        if await asyncio.to_thread(entry.modality.load, app):
+            loaded.append(entry)
+            log.info("modality ready: %s (plugin %s)", entry.name, entry.plugin)
+        else:
+            log.info("modality %s sits out (what it needs is not configured)", entry.name)
+    return loaded
+
+
+async def describe_images(app: App, images: list[ImageInput]) -> list[tuple[str, str]]:
+    """(sha256, text) for every description the loaded modalities give, image by image, modality by modality.
+
+    Modalities run side by side, each on its own worker thread.
+    """
+    calls = [
+        (image, entry, app.scheduler.submit_named(f"modality-{entry.name}", entry.modality.describe, image))
+        for image in images
+        for entry in app.modalities
+    ]
+    if calls:
+        await asyncio.wait([future for _, _, future in calls])
+    found = []
+    for image, entry, future in calls:
+        exc = future.exception()
+        if exc is not None:
+            log.warning("modality %s failed on image %s: %s: %s", entry.name, image.sha256[:12], type(exc).__name__, exc)
+            continue
+        text = future.result()
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            log.warning("modality %s returned %s instead of text; ignored", entry.name, type(text).__name__)
+            continue
+        text = " ".join(text.split())
+        if text:
+            found.append((image.sha256, text[:MAX_DESCRIPTION_CHARS]))
+    return found
