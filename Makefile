@@ -31,6 +31,7 @@ bench: setup
 	$(BIN)/python bench/dialogue_stream.py
 	$(BIN)/python bench/image_gen.py
 	$(BIN)/python bench/asr.py
+	$(BIN)/python bench/image_encode.py
 
 clean:
 	rm -rf $(VENV) .cache data

@@ -36,6 +36,7 @@ def exif_rotated_jpeg(size: tuple[int, int] = (60, 20), orientation: int = 6) ->
     exif[0x0112] = orientation
     exif[0x010F] = "TestCam"  # Make
     exif[0x0110] = "Model 1"  # Model
+    exif[0x0132] = "2024:05:01 10:00:00"  # DateTime
     return encode(Image.new("RGB", size, "green"), "JPEG", exif=exif.tobytes())
 
 

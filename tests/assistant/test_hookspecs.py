@@ -187,3 +187,50 @@ def test_hook_register_routes_orders_routers_and_rejects_duplicates(tmp_path):
 
     with pytest.raises(PluginError, match="not a TurnRouter"):
         App.prepare(make_config(tmp_path), [NotARouter()])
+
+
+async def test_hook_register_modalities_loads_them_in_order_for_text_engines_only(tmp_path):
+    """Modalities are listed in hook call order, loaded only for a text-only dialogue engine, and may sit out; duplicates and non-modalities stop startup."""
+    from assistant import Modality
+    from tests.fakes import ColourNamer
+
+    class SitsOut(Modality):
+        def load(self, app):
+            return False
+
+        def describe(self, image):
+            raise AssertionError("never asked")
+
+    plugin = FakeEnginesPlugin(ScriptedDialogue(), modalities={"colour": ColourNamer(), "absent": SitsOut()})
+    app = await App.start(make_config(tmp_path), [plugin])
+    try:
+        assert [(m.name, m.plugin) for m in app.registrations.modalities] == [("colour", "fake_engines"), ("absent", "fake_engines")]
+        assert [m.name for m in app.modalities] == ["colour"]
+    finally:
+        await app.stop()
+    vlm = FakeEnginesPlugin(ScriptedDialogue(accepts_images=True), modalities={"colour": ColourNamer()})
+    app = await App.start(make_config(tmp_path), [vlm])
+    try:
+        assert app.modalities == [], "a vision-language engine sees images itself"
+    finally:
+        await app.stop()
+
+    class Again:
+        __name__ = "again"
+
+        @hookimpl
+        def register_modalities(self, register):
+            register("colour", ColourNamer())
+
+    with pytest.raises(PluginError, match="modality 'colour' registered twice"):
+        App.prepare(make_config(tmp_path), [plugin, Again()])
+
+    class NotAModality:
+        __name__ = "not_a_modality"
+
+        @hookimpl
+        def register_modalities(self, register):
+            register("bad", lambda image: "text")
+
+    with pytest.raises(PluginError, match="not an assistant.Modality"):
+        App.prepare(make_config(tmp_path), [NotAModality()])

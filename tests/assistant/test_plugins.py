@@ -15,7 +15,7 @@ def names(pm):
 
 def test_builtins_load_once_though_they_are_also_entry_points(tmp_path):
     """Built-ins register first under their entry-point names, so entry points do not load them twice."""
-    pm = build_plugin_manager(make_config(tmp_path))
+    pm = build_plugin_manager(make_config(tmp_path, plugins={"deny": []}))
     builtin = {m.rsplit(".", 1)[1] for m in BUILTIN_PLUGINS}
     assert builtin <= names(pm)
     assert len(pm.get_plugins()) == len(names(pm))

@@ -1,0 +1,48 @@
+"""The example modality package under examples/: installed with pip, found through its entry point, heard in the prompt."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import images
+from tests.conftest import REPO, make_config
+from tests.fakes import FakeEnginesPlugin
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """examples/image-metadata installed by pip (from its own pyproject.toml) into a folder of its own."""
+    source = tmp_path_factory.mktemp("src") / "image-metadata"
+    shutil.copytree(REPO / "examples" / "image-metadata", source)  # the build leaves files beside the sources
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
+        check=True, timeout=300,
+    )
+    assert list(target.glob("assistant_image_metadata-*.dist-info/entry_points.txt"))
+    return target
+
+
+async def test_the_installed_package_adds_its_modality(installed, monkeypatch, start_server, connect_client, tmp_path, engine):
+    """With the package on the path, its entry point registers `image_metadata` and its text reaches the prompt."""
+    monkeypatch.syspath_prepend(str(installed))
+    server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(engine),))
+    registered = {m.name: m.plugin for m in server.app.registrations.modalities}
+    assert registered == {"image_metadata": "image_metadata"} and [m.name for m in server.app.modalities] == ["image_metadata"]
+    async with connect_client(server) as client:
+        await client.start()
+        await client.say_parts([images.image_part(images.exif_rotated_jpeg((60, 20)), "image/jpeg"), {"type": "text", "text": "Where was I?"}])
+    assert engine.requests[-1].messages[-1].content == (
+        "[Image 1: a 20x60 JPEG image, taken with TestCam Model 1 on 2024-05-01 at 10:00]\nWhere was I?"
+    )
+
+
+async def test_without_the_package_there_is_no_such_modality(start_server, tmp_path, engine):
+    """The modality comes from the installed package alone: off the path, it is not there."""
+    server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(engine),))
+    assert "image_metadata" not in {m.name for m in server.app.registrations.modalities}
