@@ -151,34 +151,28 @@ def collect_registrations(pm: pluggy.PluginManager) -> Registrations:
 
         return register
 
-    def router_register(plugin: str) -> Callable[[str, TurnRouter], None]:
-        def register(name: str, router: TurnRouter) -> None:
-            if not isinstance(router, TurnRouter):
-                raise PluginError(f"plugin {plugin!r}: router {name!r} is not a TurnRouter")
-            for other in found.routers:
-                if other.name == name:
-                    raise PluginError(f"router {name!r} registered twice: by {other.plugin!r} and by {plugin!r}")
-            found.routers.append(RegisteredRouter(name, router, plugin))
+    def named_register(kind: str, base: type, entries: list[Any], entry_type: Callable[..., Any]) -> Callable[[str], Callable[[str, Any], None]]:
+        """A `register(name, obj)` factory for objects listed by name: routers, modalities."""
 
-        return register
+        def for_plugin(plugin: str) -> Callable[[str, Any], None]:
+            def register(name: str, obj: Any) -> None:
+                if not isinstance(obj, base):
+                    raise PluginError(f"plugin {plugin!r}: {kind} {name!r} is not an assistant.{base.__name__}")
+                if not isinstance(name, str) or not name:
+                    raise PluginError(f"plugin {plugin!r} registered a {kind} without a name")
+                for other in entries:
+                    if other.name == name:
+                        raise PluginError(f"{kind} {name!r} registered twice: by {other.plugin!r} and by {plugin!r}")
+                entries.append(entry_type(name, obj, plugin))
 
-    def modality_register(plugin: str) -> Callable[[str, Modality], None]:
-        def register(name: str, modality: Modality) -> None:
-            if not isinstance(modality, Modality):
-                raise PluginError(f"plugin {plugin!r}: modality {name!r} is not an assistant.Modality")
-            if not isinstance(name, str) or not name:
-                raise PluginError(f"plugin {plugin!r} registered a modality without a name")
-            for other in found.modalities:
-                if other.name == name:
-                    raise PluginError(f"modality {name!r} registered twice: by {other.plugin!r} and by {plugin!r}")
-            found.modalities.append(RegisteredModality(name, modality, plugin))
+            return register
 
-        return register
+        return for_plugin
 
     call_per_plugin(pm, "register_engines", register=engine_register)
     call_per_plugin(pm, "register_model_sources", register=source_register)
-    call_per_plugin(pm, "register_routes", register=router_register)
-    call_per_plugin(pm, "register_modalities", register=modality_register)
+    call_per_plugin(pm, "register_routes", register=named_register("router", TurnRouter, found.routers, RegisteredRouter))
+    call_per_plugin(pm, "register_modalities", register=named_register("modality", Modality, found.modalities, RegisteredModality))
     return found
 
 

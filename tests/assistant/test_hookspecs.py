@@ -185,7 +185,7 @@ def test_hook_register_routes_orders_routers_and_rejects_duplicates(tmp_path):
         def register_routes(self, register):
             register("bad", object())
 
-    with pytest.raises(PluginError, match="not a TurnRouter"):
+    with pytest.raises(PluginError, match="not an assistant.TurnRouter"):
         App.prepare(make_config(tmp_path), [NotARouter()])
 
 
