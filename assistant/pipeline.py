@@ -180,12 +180,13 @@ async def fuse_images(session: Session, turn_id: str, turn: TurnInput) -> None:
     if not app.late_fusion or not app.modalities:
         return
     encoder = app.engines.get("image_encoder")
-    inputs = [
+    first_seen = {image.sha256: (index, image) for index, image in reversed(list(enumerate(turn.images, start=1)))}
+    inputs = [  # an image sent twice in one turn is described once
         ImageInput(
-            index=index, sha256=image.sha256, mime=image.mime, data=image.data, image=image.image,
-            features=features.get(image.sha256), encoder_id=encoder.id if encoder is not None else None,
+            index=index, sha256=sha, mime=image.mime, data=image.data, image=image.image,
+            features=features.get(sha), encoder_id=encoder.id if encoder is not None else None,
         )
-        for index, image in enumerate(turn.images, start=1)
+        for sha, (index, image) in sorted(first_seen.items(), key=lambda item: item[1][0])
     ]
     described = await describe_images(app, inputs)
     if described:

@@ -215,3 +215,12 @@ async def test_search_encodes_images_stored_before_the_encoder_was_configured(st
             results = (await client.recv_until("conversation.search.results"))[-1]["results"]
             assert [r["sha256"] for r in results] == [sha(BLUE), sha(RED)]
     assert encoder.image_calls == [2]
+
+
+async def test_the_same_image_twice_in_a_turn_is_described_once(vision_server, connect_client, engine, namer):
+    """Two copies of one image and another image: descriptions for image 1 and image 3 only, in order."""
+    async with connect_client(vision_server) as client:
+        await client.start()
+        await client.say_parts([images.image_part(RED), images.image_part(RED), images.image_part(BLUE), {"type": "text", "text": "hm"}])
+    assert [seen.index for seen in namer.seen] == [1, 3]
+    assert engine.requests[-1].messages[-1].content == "[Image 1: mostly red, 48x40]\n[Image 3: mostly blue, 48x40]\nhm"
