@@ -6,9 +6,17 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: setup run test bench clean
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: setup browser run test bench clean
 
 setup: $(STAMP)
+
+# The browser tests drive Debian's chromium through Playwright (no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || $(SUDO) apt-get install -y --no-install-recommends chromium \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; } \
+		|| { echo "could not install Debian's chromium, which the browser tests need"; exit 1; }
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(BIN)/assistant serve --config config.toml
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -1,4 +1,4 @@
-"""Command line: `assistant serve | chat | plugins | models`."""
+"""Command line: `assistant serve | chat | plugins | models` (the chat client lives in `assistant.chat`)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
-import threading
-import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
+from assistant.chat import cmd_chat
 from assistant.config import Config, ConfigError
 
 DEFAULT_CONFIG = "config.toml"
@@ -44,109 +42,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     asyncio.run(main())
     return 0
-
-
-# ---------------------------------------------------------------- chat
-
-
-def cmd_chat(args: argparse.Namespace) -> int:
-    """A terminal client: type a line, watch the reply stream."""
-    from websockets.sync.client import connect
-
-    with connect(args.url, max_size=None, open_timeout=args.timeout) as ws:
-        client = _ChatClient(ws)
-        conversation_id = client.start(args.conversation)
-        print(f"conversation {conversation_id}  (/history, /new, /quit; Ctrl-C stops a reply)")
-        while True:
-            try:
-                line = input("> ")
-            except (EOFError, KeyboardInterrupt):
-                print()
-                return 0
-            line = line.strip()
-            if not line:
-                continue
-            if line in ("/quit", "/exit"):
-                return 0
-            if line == "/new":
-                print(f"conversation {client.start(None)}")
-            elif line == "/history":
-                client.print_history()
-            elif line.startswith("/"):
-                print("commands: /history, /new, /quit")
-            else:
-                client.turn(line)
-
-
-class _ChatClient:
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-
-    def _send(self, event: dict[str, Any]) -> None:
-        self.ws.send(json.dumps(event))
-
-    def _recv(self) -> dict[str, Any]:
-        return json.loads(self.ws.recv())
-
-    def _wait_for(self, event_type: str) -> dict[str, Any]:
-        while True:
-            event = self._recv()
-            if event["type"] == event_type:
-                return event
-            if event["type"] == "error":
-                raise SystemExit(f"error ({event['code']}): {event['message']}")
-
-    def start(self, conversation_id: str | None) -> str:
-        self._send({"type": "session.start", **({"conversation_id": conversation_id} if conversation_id else {})})
-        return self._wait_for("session.started")["conversation_id"]
-
-    def print_history(self) -> None:
-        self._send({"type": "conversation.get"})
-        for turn in self._wait_for("conversation.history")["turns"]:
-            text = "".join(p.get("text", "") for p in turn["content"])
-            status = "" if turn["status"] == "completed" else f" [{turn['status']}]"
-            print(f"{turn['role']}{status}: {text}")
-
-    def turn(self, text: str) -> None:
-        """Send a text turn and print the reply as it streams; Ctrl-C cancels the reply.
-
-        While a reply streams, SIGINT only sets a flag: raising KeyboardInterrupt inside the
-        websockets client's recv() could leave the connection unusable or drop a message.
-        """
-        event_id = uuid.uuid4().hex
-        interrupted = threading.Event()
-        previous = signal.signal(signal.SIGINT, lambda _signum, _frame: interrupted.set())
-        try:
-            self._send({"type": "turn.create", "event_id": event_id, "content": [{"type": "text", "text": text}]})
-            self._follow_reply(event_id, interrupted)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-    def _follow_reply(self, event_id: str, interrupted: threading.Event) -> None:
-        response_id: str | None = None
-        cancel_sent = False
-        while True:
-            if interrupted.is_set() and response_id and not cancel_sent:
-                self._send({"type": "response.cancel", "response_id": response_id})
-                cancel_sent = True
-            try:
-                event = json.loads(self.ws.recv(timeout=0.1))
-            except TimeoutError:
-                continue
-            kind = event["type"]
-            if kind == "response.created":
-                response_id = event["response_id"]
-            elif kind == "response.text.delta":
-                print(event["delta"], end="", flush=True)
-            elif kind == "response.done":
-                note = "" if event["status"] == "completed" else f"  [{event['status']}]"
-                if event.get("error"):
-                    note += f" {event['error']['message']}"
-                print(note)
-                return
-            elif kind == "error" and event.get("ref") == event_id:
-                print(f"error ({event['code']}): {event['message']}")
-                return
 
 
 # ---------------------------------------------------------------- plugins, models
@@ -226,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--url", default="ws://127.0.0.1:8765/ws")
     chat.add_argument("--conversation", help="resume this conversation id")
     chat.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the connection")
+    chat.add_argument("--save-dir", default="assistant-images", help="folder for generated images (default: ./assistant-images)")
     chat.set_defaults(func=cmd_chat)
 
     plugins = sub.add_parser("plugins", help="list plugins, their hooks and engines")

@@ -316,7 +316,10 @@ async def _run_image_route(
     session: Session, ref: str | None, conversation_id: str, parts: list[PartRecord], route: ImageRoute,
     user_turn_id: str | None,
 ) -> None:
-    """A turn claimed for an image: store it, acknowledge it as the reply, then start the job beside it."""
+    """A turn claimed for an image: store it, acknowledge it as the reply, and start the job beside it.
+
+    Events: turn.created, response.created, response.text.delta, image.started, response.done, then
+    the job's image.progress and image.done."""
     app = session.app
     assert app.store is not None
     request = prepare(image_generator(session, ref), {"prompt": route.prompt}, ref)
@@ -329,10 +332,14 @@ async def _run_image_route(
     response_id, text = begun.reply_id, route.acknowledgement
     await session.emit(ResponseCreated(response_id=response_id, turn_id=begun.user_turn_id))
     await session.emit(ResponseTextDelta(response_id=response_id, delta=text))
-    done_seq = app.seq.next(conversation_id)
-    await app.store.finish_reply(response_id, text=text, status="completed", last_seq=done_seq)
-    await session.emit(ResponseDone(response_id=response_id, status="completed", text=text), seq=done_seq)
-    await start_job(session, conversation_id, request, prompt_turn=False, reply_to=begun.user_turn_id)
+    try:
+        # image.started comes before the acknowledgement's response.done, so a client that follows
+        # the reply to its end knows a job is coming.
+        await start_job(session, conversation_id, request, prompt_turn=False, reply_to=begun.user_turn_id)
+    finally:
+        done_seq = app.seq.next(conversation_id)
+        await asyncio.shield(app.store.finish_reply(response_id, text=text, status="completed", last_seq=done_seq))
+        await session.emit(ResponseDone(response_id=response_id, status="completed", text=text), seq=done_seq)
 
 
 async def _stream_reply(

@@ -1,4 +1,4 @@
-"""The websockets server: `/ws` for sessions, `GET /healthz`, `GET /attachments/<sha256>`, limits, graceful shutdown."""
+"""The websockets server: `/ws` for sessions, the web client at `/`, `GET /healthz`, `GET /attachments/<sha256>`, limits, graceful shutdown."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from assistant.app import App
 from assistant.config import Config
 from assistant.session import Session
+from assistant.web import CONTENT_SECURITY_POLICY, StaticFile, load_static_files
 
 log = logging.getLogger("assistant.server")
 
@@ -32,6 +33,7 @@ class AssistantServer:
         self.ready = False
         self.stopped = False
         self._server: Server | None = None
+        self.static_files: dict[str, StaticFile] = load_static_files()
 
     @property
     def port(self) -> int:
@@ -47,8 +49,10 @@ class AssistantServer:
             if self.ready:
                 return connection.respond(HTTPStatus.OK, "ok\n")
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "not ready\n")
+        if path in self.static_files and request.headers.get("Upgrade", "").lower() != "websocket":
+            return self._static(self.static_files[path])
         if path != "/ws":
-            return connection.respond(HTTPStatus.NOT_FOUND, "not found: the websocket endpoint is /ws\n")
+            return connection.respond(HTTPStatus.NOT_FOUND, "not found: the websocket endpoint is /ws, the web client is at /\n")
         if not self.ready:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
         return None
@@ -68,6 +72,17 @@ class AssistantServer:
             ("Cache-Control", "public, max-age=31536000, immutable"),  # the name is the content's hash
         ])
         return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, body)
+
+    @staticmethod
+    def _static(file: StaticFile) -> Response:
+        """A web client file, with a policy that keeps the page to this origin."""
+        headers = Headers([
+            ("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
+            ("Content-Type", file.content_type), ("Content-Length", str(len(file.body))),
+            ("Cache-Control", "no-cache"), ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+            ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
+        ])
+        return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, file.body)
 
     async def _handle(self, connection: ServerConnection) -> None:
         session = Session(self.app, connection.send)

@@ -37,14 +37,17 @@ def fetch(server, path: str) -> tuple[int, bytes, str]:
 
 
 async def test_draw_a_red_bicycle_is_routed_acknowledged_painted_and_stored(image_server, connect_client):
-    """"draw a red bicycle" gets an acknowledging reply, then image.started, a progress per step, image.done; history and /attachments hold the PNG."""
+    """"draw a red bicycle" gets an acknowledging reply announcing image.started, then a progress per step, image.done; history and /attachments hold the PNG."""
     async with connect_client(image_server) as client:
         started = await client.start()
         assert started["capabilities"]["image_generator"].startswith("diffusers:")
         reply = await client.say("draw a red bicycle")
-        assert [e["type"] for e in reply] == ["turn.created", "response.created", "response.text.delta", "response.done"]
+        types = [e["type"] for e in reply]
+        assert types[:4] == ["turn.created", "response.created", "response.text.delta", "image.started"], types
+        assert set(types[4:-1]) <= {"image.progress"} and types[-1] == "response.done", "the job is announced inside the reply"
         assert reply[-1]["status"] == "completed" and "a red bicycle" in reply[-1]["text"]
-        events = await client.recv_until("image.done")
+        rest = await client.recv_until("image.done")
+        events = reply[3:-1] + rest
         assert events[0]["type"] == "image.started" and events[0]["prompt"] == "a red bicycle"
         assert events[0]["width"] == events[0]["height"] == 64 and events[0]["steps"] == 4
         progress = [e for e in events if e["type"] == "image.progress"]
@@ -53,7 +56,7 @@ async def test_draw_a_red_bicycle_is_routed_acknowledged_painted_and_stored(imag
         assert done["status"] == "completed" and done["mime"] == "image/png" and done["seed"] == events[0]["seed"]
         png = base64.b64decode(done["data"])
         assert Image.open(io.BytesIO(png)).size == (64, 64)
-        seqs = [e["seq"] for e in [*reply, *events]]
+        seqs = [e["seq"] for e in [*reply, *rest]]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
         await client.send({"type": "conversation.get"})

@@ -1,0 +1,532 @@
+// The web client: one websocket to /ws, speaking protocol v1 (docs/protocol.md). No build step.
+
+const $ = (id) => document.getElementById(id);
+const MAX_SIDE = 2048; // larger photos are scaled down in the browser before upload
+const MAX_UPLOAD_BYTES = 8 * 1024 * 1024;
+const RECENT_KEY = "assistant.recent";
+const LAST_KEY = "assistant.conversation";
+const ERROR_WORDS = {
+  bad_request: "That was not understood",
+  unauthorized: "Not allowed",
+  too_large: "Too large",
+  unsupported: "Not supported",
+  unavailable: "Not available",
+  not_found: "Not found",
+  rate_limited: "Too many requests at once; wait a moment",
+  internal: "Something went wrong on the server",
+};
+
+const state = {
+  ws: null,
+  conversationId: new URLSearchParams(location.search).get("c") || localStorage.getItem(LAST_KEY),
+  capabilities: {},
+  attachments: [], // {mime, base64, url}
+  pendingUser: [], // user bubbles sent, waiting for turn.created
+  turns: new Map(), // turn_id -> user bubble
+  replies: new Map(), // response_id -> assistant bubble
+  jobs: new Map(), // job_id -> image card
+  streaming: null, // response_id of the reply streaming now
+  mic: null,
+  hearing: false,
+  retry: 0,
+  counter: 0,
+};
+
+// ---------------------------------------------------------------- connection
+
+function connect() {
+  setStatus("connecting", "Connecting…");
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  state.ws = ws;
+  ws.onopen = () => {
+    state.retry = 0;
+    startSession(state.conversationId);
+  };
+  ws.onmessage = (message) => {
+    if (typeof message.data === "string") handle(JSON.parse(message.data));
+  };
+  ws.onclose = () => {
+    if (state.ws !== ws) return;
+    setStatus("disconnected", "Disconnected; reconnecting…");
+    stopMic(false);
+    endStreaming();
+    setTimeout(connect, Math.min(10000, 500 * 2 ** state.retry++));
+  };
+}
+
+function send(event) {
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) {
+    showError("Not connected to the server; try again in a moment.");
+    return false;
+  }
+  state.ws.send(JSON.stringify(event));
+  return true;
+}
+
+function startSession(conversationId) {
+  const event = { type: "session.start", event_id: "start", sample_rate: 16000 };
+  if (conversationId) event.conversation_id = conversationId;
+  send(event);
+}
+
+// ---------------------------------------------------------------- server events
+
+function handle(event) {
+  switch (event.type) {
+    case "session.started": return sessionStarted(event);
+    case "conversation.history": return renderHistory(event.turns);
+    case "turn.created": return turnCreated(event);
+    case "transcript.delta": return showLiveTranscript(event.text);
+    case "transcript.done": return transcriptDone(event);
+    case "speech.started": state.hearing = true; $("mic").classList.add("hearing"); return;
+    case "speech.stopped": state.hearing = false; $("mic").classList.remove("hearing"); return;
+    case "response.created": return responseCreated(event);
+    case "response.text.delta": return responseDelta(event);
+    case "response.done": return responseDone(event);
+    case "image.started": return imageStarted(event);
+    case "image.progress": return imageProgress(event);
+    case "image.done": return imageDone(event);
+    case "error": return serverError(event);
+  }
+}
+
+function sessionStarted(event) {
+  state.conversationId = event.conversation_id;
+  state.capabilities = event.capabilities || {};
+  localStorage.setItem(LAST_KEY, event.conversation_id);
+  history.replaceState(null, "", `?c=${encodeURIComponent(event.conversation_id)}`);
+  remember(event.conversation_id);
+  $("conversation-id").textContent = event.conversation_id;
+  const caps = Object.entries(state.capabilities).map(([role, id]) => `${role}: ${id || "none"}`);
+  $("capabilities").textContent = caps.join(" · ");
+  $("mic").disabled = !state.capabilities.asr;
+  $("mic").title = state.capabilities.asr ? "Talk (the server notices when you stop)" : "No speech recognition on this server";
+  clearMessages();
+  setStatus("connected", "Connected");
+  if (event.resumed) send({ type: "conversation.get", event_id: "history" });
+}
+
+function turnCreated(event) {
+  const bubble = state.pendingUser.shift() || addMessage("user", { text: "…" }); // a spoken turn has no bubble yet
+  bubble.dataset.turnId = event.turn_id;
+  state.turns.set(event.turn_id, bubble);
+}
+
+function showLiveTranscript(text) {
+  const live = $("live-transcript");
+  live.hidden = !text;
+  live.textContent = text ? `Hearing: ${text}` : "";
+}
+
+function transcriptDone(event) {
+  showLiveTranscript("");
+  let bubble = state.turns.get(event.turn_id);
+  if (!bubble) {
+    bubble = addMessage("user", {});
+    state.turns.set(event.turn_id, bubble);
+  }
+  const text = bubble.querySelector(".text");
+  if (text.textContent === "…") text.textContent = "";
+  const transcript = document.createElement("span");
+  transcript.className = "transcript";
+  transcript.textContent = event.text || "(nothing was heard)";
+  bubble.appendChild(transcript);
+  if (event.text) retitle(event.text);
+}
+
+function responseCreated(event) {
+  const bubble = addMessage("assistant", {});
+  bubble.classList.add("streaming");
+  bubble.dataset.responseId = event.response_id;
+  state.replies.set(event.response_id, bubble);
+  state.streaming = event.response_id;
+  $("stop").hidden = false;
+}
+
+function responseDelta(event) {
+  const bubble = state.replies.get(event.response_id);
+  if (bubble) {
+    bubble.querySelector(".text").textContent += event.delta;
+    scrollDown();
+  }
+}
+
+function responseDone(event) {
+  const bubble = state.replies.get(event.response_id);
+  if (bubble) {
+    bubble.classList.remove("streaming");
+    bubble.dataset.status = event.status;
+    bubble.querySelector(".text").textContent = event.text;
+    if (event.status === "cancelled") addNote(bubble, "Stopped.");
+    if (event.status === "failed") {
+      bubble.classList.add("failed");
+      addNote(bubble, `Failed: ${event.error ? event.error.message : "unknown error"}`);
+    }
+  }
+  if (state.streaming === event.response_id) endStreaming();
+}
+
+function endStreaming() {
+  state.streaming = null;
+  $("stop").hidden = true;
+}
+
+function imageStarted(event) {
+  const card = addMessage("assistant", { text: `Painting “${event.prompt}” (${event.width}×${event.height}, ${event.steps} steps, seed ${event.seed})` });
+  card.classList.add("image-job");
+  card.dataset.jobId = event.job_id;
+  const progress = document.createElement("progress");
+  progress.max = event.steps;
+  progress.value = 0;
+  const preview = document.createElement("img");
+  preview.alt = "preview";
+  preview.hidden = true;
+  const actions = document.createElement("div");
+  actions.className = "job-actions";
+  const cancel = document.createElement("button");
+  cancel.type = "button";
+  cancel.textContent = "Cancel";
+  cancel.className = "cancel-image";
+  cancel.onclick = () => send({ type: "image.cancel", job_id: event.job_id });
+  actions.append(cancel);
+  card.append(progress, preview, actions);
+  state.jobs.set(event.job_id, card);
+}
+
+function imageProgress(event) {
+  const card = state.jobs.get(event.job_id);
+  if (!card) return;
+  const progress = card.querySelector("progress");
+  progress.max = event.total;
+  progress.value = event.step;
+  if (event.preview) {
+    const preview = card.querySelector("img");
+    preview.src = `data:image/png;base64,${event.preview}`;
+    preview.hidden = false;
+  }
+}
+
+function imageDone(event) {
+  const card = state.jobs.get(event.job_id);
+  if (!card) return;
+  card.querySelector("progress")?.remove();
+  card.querySelector(".job-actions")?.remove();
+  card.dataset.status = event.status;
+  const preview = card.querySelector("img");
+  if (event.status === "completed") {
+    preview.src = event.sha256 ? `/attachments/${event.sha256}` : `data:${event.mime};base64,${event.data}`;
+    preview.alt = "generated image";
+    preview.className = "generated";
+    preview.hidden = false;
+  } else {
+    preview.remove();
+    addNote(card, event.status === "cancelled" ? "Cancelled." : `Failed: ${event.error ? event.error.message : "unknown error"}`);
+  }
+  state.jobs.delete(event.job_id);
+}
+
+function serverError(event) {
+  if (event.ref === "start" && event.code === "not_found") {
+    state.conversationId = null; // a conversation this server does not know: start afresh
+    startSession(null);
+    showError("That conversation no longer exists here; started a new one.");
+    return;
+  }
+  const index = state.pendingUser.findIndex((bubble) => bubble.dataset.eventId === event.ref);
+  if (index >= 0) {
+    const [bubble] = state.pendingUser.splice(index, 1);
+    bubble.classList.add("failed");
+    addNote(bubble, "Not sent.");
+  }
+  showError(`${ERROR_WORDS[event.code] || "Error"}: ${event.message}`);
+}
+
+// ---------------------------------------------------------------- messages
+
+function clearMessages() {
+  $("messages").replaceChildren();
+  state.pendingUser = [];
+  state.turns.clear();
+  state.replies.clear();
+  state.jobs.clear();
+  endStreaming();
+}
+
+function addMessage(role, { text = "", images = [] }) {
+  const bubble = document.createElement("div");
+  bubble.className = `message ${role}`;
+  for (const url of images) {
+    const img = document.createElement("img");
+    img.src = url;
+    img.alt = "image";
+    bubble.appendChild(img);
+  }
+  const span = document.createElement("span");
+  span.className = "text";
+  span.textContent = text;
+  bubble.appendChild(span);
+  $("messages").appendChild(bubble);
+  scrollDown();
+  return bubble;
+}
+
+function addNote(bubble, text) {
+  const note = document.createElement("span");
+  note.className = "note";
+  note.textContent = text;
+  bubble.appendChild(note);
+}
+
+function scrollDown() {
+  const messages = $("messages");
+  messages.scrollTop = messages.scrollHeight;
+}
+
+function renderHistory(turns) {
+  clearMessages();
+  for (const turn of turns) {
+    const texts = [];
+    const images = [];
+    const transcripts = [];
+    for (const part of turn.content) {
+      if (part.type === "text") texts.push(part.text);
+      else if (part.type === "image") images.push(part.url);
+      else if (part.type === "transcript") transcripts.push(part.text);
+      else if (part.type === "image_request") texts.push(`/imagine ${part.text}`);
+    }
+    const bubble = addMessage(turn.role, { text: texts.join("\n"), images });
+    bubble.dataset.turnId = turn.turn_id;
+    bubble.dataset.status = turn.status;
+    for (const text of transcripts) {
+      const span = document.createElement("span");
+      span.className = "transcript";
+      span.textContent = text;
+      bubble.appendChild(span);
+    }
+    if (turn.role === "assistant" && turn.status === "cancelled") addNote(bubble, "Stopped.");
+    if (turn.role === "assistant" && ["failed", "interrupted"].includes(turn.status)) {
+      bubble.classList.add("failed");
+      addNote(bubble, turn.status === "failed" ? `Failed: ${turn.error || ""}` : "Interrupted: the server stopped during this reply.");
+    }
+    if (turn.role === "assistant" && turn.status === "in_progress") addNote(bubble, "Still in progress.");
+  }
+}
+
+// ---------------------------------------------------------------- composing
+
+function submit(event) {
+  event.preventDefault();
+  const input = $("input");
+  const text = input.value.trim();
+  if (!text && !state.attachments.length) return;
+  const content = state.attachments.map((a) => ({ type: "image", data: a.base64, mime: a.mime }));
+  if (text) content.push({ type: "text", text });
+  const eventId = `turn-${++state.counter}`;
+  if (!send({ type: "turn.create", event_id: eventId, content })) return;
+  const bubble = addMessage("user", { text, images: state.attachments.map((a) => a.url) });
+  bubble.dataset.eventId = eventId;
+  state.pendingUser.push(bubble);
+  if (text) retitle(text);
+  input.value = "";
+  state.attachments = [];
+  renderAttachments();
+}
+
+async function addFiles(files) {
+  for (const file of files) {
+    if (!file.type.startsWith("image/")) {
+      showError(`Not an image: ${file.name || file.type || "that file"}`);
+      continue;
+    }
+    try {
+      const blob = await shrink(file);
+      state.attachments.push({ mime: blob.type, base64: await toBase64(blob), url: URL.createObjectURL(blob) });
+    } catch (error) {
+      showError(`Could not read ${file.name || "the image"}: ${error.message || error}`);
+    }
+  }
+  renderAttachments();
+}
+
+async function shrink(file) {
+  // Photos larger than MAX_SIDE or MAX_UPLOAD_BYTES are scaled down as JPEG; others go as they are.
+  if (file.size <= MAX_UPLOAD_BYTES && file.type !== "image/jpeg" && file.type !== "image/png") return file;
+  const bitmap = await createImageBitmap(file);
+  const scale = Math.min(1, MAX_SIDE / Math.max(bitmap.width, bitmap.height));
+  if (scale === 1 && file.size <= MAX_UPLOAD_BYTES) return file;
+  const canvas = document.createElement("canvas");
+  canvas.width = Math.round(bitmap.width * scale);
+  canvas.height = Math.round(bitmap.height * scale);
+  canvas.getContext("2d").drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  return await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.9));
+}
+
+function toBase64(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(String(reader.result).split(",", 2)[1]);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
+function renderAttachments() {
+  const box = $("attachments");
+  box.replaceChildren();
+  state.attachments.forEach((attachment, index) => {
+    const item = document.createElement("div");
+    item.className = "attachment";
+    const img = document.createElement("img");
+    img.src = attachment.url;
+    img.alt = "attached image";
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.textContent = "×";
+    remove.title = "Remove";
+    remove.onclick = () => {
+      state.attachments.splice(index, 1);
+      renderAttachments();
+    };
+    item.append(img, remove);
+    box.appendChild(item);
+  });
+}
+
+// ---------------------------------------------------------------- microphone
+
+async function toggleMic() {
+  if (state.mic) return stopMic(true);
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    showError("This browser cannot record here (a microphone needs https or localhost).");
+    return;
+  }
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true } });
+    const context = new AudioContext();
+    await context.audioWorklet.addModule("/pcm-worklet.js");
+    const source = context.createMediaStreamSource(stream);
+    const node = new AudioWorkletNode(context, "pcm-capture", { processorOptions: { targetRate: 16000 } });
+    node.port.onmessage = (message) => {
+      if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(message.data);
+    };
+    const mute = context.createGain();
+    mute.gain.value = 0; // keep the graph pulled without playing the microphone back
+    source.connect(node).connect(mute).connect(context.destination);
+    state.mic = { stream, context };
+    $("mic").setAttribute("aria-pressed", "true");
+  } catch (error) {
+    showError(`The microphone could not be opened: ${error.message || error}`);
+  }
+}
+
+function stopMic(commit) {
+  if (!state.mic) return;
+  state.mic.stream.getTracks().forEach((track) => track.stop());
+  state.mic.context.close();
+  state.mic = null;
+  $("mic").setAttribute("aria-pressed", "false");
+  $("mic").classList.remove("hearing");
+  if (commit && state.hearing) send({ type: "audio.commit" }); // the user stopped mid-sentence: answer what was said
+  state.hearing = false;
+}
+
+// ---------------------------------------------------------------- recent conversations
+
+function recent() {
+  try {
+    return JSON.parse(localStorage.getItem(RECENT_KEY)) || [];
+  } catch {
+    return [];
+  }
+}
+
+function remember(id) {
+  const list = recent();
+  if (!list.some((item) => item.id === id)) list.unshift({ id, title: "New conversation", at: Date.now() });
+  localStorage.setItem(RECENT_KEY, JSON.stringify(list.slice(0, 30)));
+  renderRecent();
+}
+
+function retitle(text) {
+  const list = recent();
+  const item = list.find((entry) => entry.id === state.conversationId);
+  if (item && item.title === "New conversation") item.title = text.slice(0, 60);
+  if (item) item.at = Date.now();
+  list.sort((a, b) => b.at - a.at);
+  localStorage.setItem(RECENT_KEY, JSON.stringify(list));
+  renderRecent();
+}
+
+function renderRecent() {
+  const ul = $("recent");
+  ul.replaceChildren();
+  for (const item of recent()) {
+    const li = document.createElement("li");
+    const a = document.createElement("a");
+    a.href = `?c=${encodeURIComponent(item.id)}`;
+    a.textContent = item.title;
+    a.title = item.id;
+    if (item.id === state.conversationId) a.className = "current";
+    a.onclick = (event) => {
+      event.preventDefault();
+      switchTo(item.id);
+    };
+    li.appendChild(a);
+    ul.appendChild(li);
+  }
+}
+
+function switchTo(id) {
+  if (state.streaming) {
+    showError("Wait for the reply to finish (or stop it) before switching conversations.");
+    return;
+  }
+  stopMic(false);
+  startSession(id);
+}
+
+// ---------------------------------------------------------------- small things
+
+function setStatus(kind, text) {
+  const status = $("status");
+  status.className = `status ${kind}`;
+  status.textContent = text;
+}
+
+function showError(text) {
+  $("error-text").textContent = text;
+  $("error").hidden = false;
+}
+
+function init() {
+  $("composer").addEventListener("submit", submit);
+  $("input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey) submit(event);
+  });
+  $("input").addEventListener("paste", (event) => {
+    const files = [...(event.clipboardData ? event.clipboardData.files : [])];
+    if (files.length) {
+      event.preventDefault();
+      addFiles(files);
+    }
+  });
+  document.addEventListener("dragover", (event) => event.preventDefault());
+  document.addEventListener("drop", (event) => {
+    event.preventDefault();
+    addFiles([...event.dataTransfer.files]);
+  });
+  $("file-input").addEventListener("change", (event) => {
+    addFiles([...event.target.files]);
+    event.target.value = "";
+  });
+  $("stop").addEventListener("click", () => {
+    if (state.streaming) send({ type: "response.cancel", response_id: state.streaming });
+  });
+  $("mic").addEventListener("click", toggleMic);
+  $("new-conversation").addEventListener("click", () => switchTo(null));
+  $("error-close").addEventListener("click", () => ($("error").hidden = true));
+  renderRecent();
+  connect();
+}
+
+init();

@@ -1,0 +1,68 @@
+"""`assistant chat` as a user runs it: a subprocess fed typed lines, against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from tests import images
+from tests.conftest import REPO, make_config
+from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
+
+
+async def chat(server, lines: list[str], cwd) -> subprocess.CompletedProcess:
+    """Run `assistant chat` with these lines on its standard input."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "assistant.cli", "chat", "--url", f"ws://127.0.0.1:{server.port}/ws", "--save-dir", "pictures"],
+        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=180, cwd=cwd,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+
+
+async def test_image_attach_imagine_and_routed_drawing(start_server, tmp_path, tiny_sd):
+    """/image goes with the next line; /imagine and "draw ..." show a progress bar and save their PNGs; bad paths are explained."""
+    engine = ScriptedDialogue()
+    config = make_config(
+        tmp_path, engines={"dialogue": "fake", "image_generator": "diffusers"},
+        plugins={"diffusers_image": {"model": str(tiny_sd), "default_steps": 5}},
+    )
+    server = await start_server(config, plugins=(FakeEnginesPlugin(engine),))
+    (tmp_path / "red.png").write_bytes(images.solid("red"))
+    (tmp_path / "notes.txt").write_text("not a picture")
+    (tmp_path / "fake.png").write_text("not a picture either")
+    result = await chat(server, [
+        "/image red.png", "What is this?", "/imagine a red bicycle", "draw a blue boat",
+        "/image missing.png", "/image notes.txt", "/image fake.png", "and this?", "/audio", "/bogus", "/quit",
+    ], tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "attached red.png (" in out
+    assert engine.requests[0].messages[-1].content == "[Image 1: no description available]\nWhat is this?"
+    saved = re.findall(r"image saved: (\S+\.png) \(seed \d+\)", out)
+    assert len(saved) == 2, out
+    for path in saved:
+        assert Image.open(tmp_path / path).size == (64, 64)
+    assert result.stderr.count("painting: 100%|") >= 2 and "5/5" in result.stderr, "a progress bar per job, left at its end"
+    assert "no such file: missing.png" in out and "not an image file: notes.txt" in out
+    assert "error (bad_request): content.0: the data is not an image" in out
+    assert "usage: /audio PATH" in out and "commands: /image PATH" in out
+    assert len(engine.requests) == 1, "the refused turn never reached the engine"
+
+
+@pytest.mark.offline_model
+async def test_audio_file_is_transcribed_and_answered(start_server, tmp_path):
+    """/audio sends a WAV; the transcript and the reply are printed."""
+    server = await start_server(make_config(tmp_path, engines={"asr": "faster_whisper"}), plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
+    wav = REPO / "tests" / "data" / "speech" / "what_is_the_capital_of_france.wav"
+    (tmp_path / "song.xyz").write_bytes(b"\x00" * 64)
+    result = await chat(server, [f"/audio {wav}", "/audio song.xyz", "/quit"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "(you said) What is the capital of France?" in result.stdout
+    assert "You said: What is the capital of France?" in result.stdout
+    assert "not a recording this client sends: song.xyz" in result.stdout

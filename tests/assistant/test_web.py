@@ -1,0 +1,209 @@
+"""The web client in a real browser: Debian's headless Chromium driven by Playwright against a server on a free port.
+
+A screenshot of each run is saved under test-artifacts/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import wave
+from pathlib import Path
+
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from tests import images
+from tests.conftest import REPO, make_config
+from tests.fakes import FakeEnginesPlugin, ScriptedDialogue, echo_script
+
+CHROMIUM = os.environ.get("ASSISTANT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+    "--disable-background-networking", "--disable-component-update",
+]
+SPEECH = REPO / "tests" / "data" / "speech" / "what_is_the_capital_of_france.wav"
+
+
+def story_or_echo(request):
+    """A long story when asked for one (to have something to stop), else the echo."""
+    if "long story" in request.messages[-1].content:
+        return [f"word{i} " for i in range(400)]
+    return echo_script(request)
+
+
+async def launch(playwright, extra_flags=()):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make setup` installs Debian's chromium package (or set ASSISTANT_CHROMIUM)")
+    return await playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_FLAGS, *extra_flags])
+
+
+async def watch_page(page):
+    """Fail on any script error; record every value the progress bars take (they may live only milliseconds)."""
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    await page.add_init_script("""
+        window.__progress = [];
+        new MutationObserver((records) => {
+          for (const r of records) if (r.target.tagName === 'PROGRESS') window.__progress.push([r.target.value, r.target.max]);
+        }).observe(document, {subtree: true, attributes: true, attributeFilter: ['value']});
+    """)
+    return errors
+
+
+async def test_chat_upload_paint_stop_and_resume_in_chromium(start_server, tmp_path, tiny_sd):
+    """Text streams in, an uploaded image shows in its turn, /imagine shows progress then the picture, Stop stops, reload restores."""
+    engine = ScriptedDialogue(script=story_or_echo, delay_s=0.03)
+    config = make_config(
+        tmp_path, engines={"dialogue": "fake", "image_generator": "diffusers"},
+        plugins={"diffusers_image": {"model": str(tiny_sd), "default_steps": 12, "max_steps": 100}},
+    )
+    server = await start_server(config, plugins=(FakeEnginesPlugin(engine),))
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        page = await browser.new_page(viewport={"width": 1100, "height": 800})
+        errors = await watch_page(page)
+        await page.goto(f"http://127.0.0.1:{server.port}/")
+        await expect(page.locator("#status")).to_have_text("Connected")
+        assistant = page.locator(".message.assistant")
+
+        await page.fill("#input", "Hello there")
+        await page.press("#input", "Enter")
+        await expect(assistant.last.locator(".text")).to_have_text("You said: Hello there")
+
+        await page.set_input_files("#file-input", files=[{"name": "red.png", "mimeType": "image/png", "buffer": images.solid("red", (120, 90))}])
+        await expect(page.locator(".attachment img")).to_have_count(1)
+        await page.fill("#input", "What is in this picture?")
+        await page.click("#send")
+        await expect(page.locator(".message.user img")).to_have_count(1)
+        await expect(page.locator(".attachment")).to_have_count(0)
+        await expect(assistant.last.locator(".text")).to_have_text("You said: [Image 1: no description available]\nWhat is in this picture?")
+
+        await page.fill("#input", "/imagine a red bicycle by the sea")
+        await page.press("#input", "Enter")
+        generated = page.locator(".image-job img.generated")
+        await expect(generated).to_be_visible(timeout=60_000)
+        assert await generated.evaluate("img => img.complete && img.naturalWidth") == 64
+        progress = await page.evaluate("window.__progress")
+        assert [value for value, _ in progress][-1] == 12 and len(progress) >= 2, progress
+
+        await page.fill("#input", "Tell me a long story")
+        await page.press("#input", "Enter")
+        await expect(page.locator("#stop")).to_be_visible()
+        await expect(assistant.last.locator(".text")).to_contain_text("word3")
+        await page.click("#stop")
+        await expect(assistant.last.locator(".note")).to_have_text("Stopped.")
+        await expect(page.locator("#stop")).to_be_hidden()
+        stopped_text = await assistant.last.locator(".text").inner_text()
+        assert 0 < len(stopped_text.split()) < 400
+
+        conversation_id = await page.locator("#conversation-id").inner_text()
+        assert f"c={conversation_id}" in page.url
+        await page.reload()
+        await expect(page.locator("#status")).to_have_text("Connected")
+        await expect(page.locator(".message")).to_have_count(9)
+        await expect(page.locator(".message.user").first.locator(".text")).to_have_text("Hello there")
+        await expect(page.locator(".message.user img")).to_have_count(1)
+        await expect(page.locator(".message.assistant img")).to_have_count(1)
+        await expect(assistant.last.locator(".note")).to_have_text("Stopped.")
+        await expect(page.locator("#recent a.current")).to_have_text("Hello there")
+        await page.screenshot(path=str(ARTIFACTS / "web-client.png"), full_page=True)
+        assert errors == []
+        await browser.close()
+    history = await server.app.store.history(conversation_id)
+    assert [t.status for t in history if t.role == "assistant"] == ["completed", "completed", "completed", "completed", "cancelled"]
+
+
+async def test_errors_are_shown_in_words(start_server, tmp_path, engine):
+    """A damaged image is refused in the page, a server error (too many images) is shown in words, and the page goes on."""
+    server = await start_server(make_config(tmp_path, image_input={"max_images_per_turn": 1}), plugins=(FakeEnginesPlugin(engine),))
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{server.port}/")
+        await expect(page.locator("#status")).to_have_text("Connected")
+        broken = images.solid("blue", (64, 64))[:-40]
+        await page.set_input_files("#file-input", files=[{"name": "broken.png", "mimeType": "image/png", "buffer": broken}])
+        await expect(page.locator("#error-text")).to_have_text("Could not read broken.png: The source image could not be decoded.")
+        await expect(page.locator(".attachment")).to_have_count(0)
+        await page.click("#error-close")
+        await expect(page.locator("#error")).to_be_hidden()
+        two = [{"name": f"{c}.png", "mimeType": "image/png", "buffer": images.solid(c)} for c in ("red", "green")]
+        await page.set_input_files("#file-input", files=two)
+        await page.fill("#input", "look")
+        await page.press("#input", "Enter")
+        await expect(page.locator("#error-text")).to_have_text("Too large: content.1: at most 1 images per turn")
+        await expect(page.locator(".message.user .note")).to_have_text("Not sent.")
+        await page.fill("#input", "still here?")
+        await page.press("#input", "Enter")
+        await expect(page.locator(".message.assistant .text")).to_have_text("You said: still here?")
+        await browser.close()
+
+
+def padded_speech(target: Path) -> Path:
+    """The spoken capital question with silence around it (so the server's VAD hears it end), as 16-bit WAV."""
+    with wave.open(str(SPEECH), "rb") as source:
+        rate, width, frames = source.getframerate(), source.getsampwidth(), source.readframes(source.getnframes())
+    silence = lambda seconds: b"\x00" * int(rate * seconds) * width  # noqa: E731
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(width)
+        out.setframerate(rate)
+        out.writeframes(silence(0.8) + frames + silence(3.0))
+    target.write_bytes(buffer.getvalue())
+    return target
+
+
+@pytest.mark.offline_model
+async def test_microphone_speech_shows_its_transcript(start_server, tmp_path):
+    """With Chromium's fake microphone playing a WAV, the page streams PCM16, the server's VAD commits, and the transcript appears."""
+    engine = ScriptedDialogue()
+    server = await start_server(make_config(tmp_path, engines={"asr": "faster_whisper"}), plugins=(FakeEnginesPlugin(engine),))
+    wav = padded_speech(tmp_path / "speech.wav")
+    flags = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", f"--use-file-for-fake-audio-capture={wav}"]
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, flags)
+        page = await browser.new_page()
+        errors = await watch_page(page)
+        await page.goto(f"http://127.0.0.1:{server.port}/")
+        await expect(page.locator("#status")).to_have_text("Connected")
+        await expect(page.locator("#mic")).to_be_enabled()
+        await page.click("#mic")
+        await expect(page.locator("#mic")).to_have_attribute("aria-pressed", "true")
+        transcript = page.locator(".message.user .transcript").first
+        await expect(transcript).to_have_text("What is the capital of France?", timeout=60_000)
+        await expect(page.locator(".message.assistant .text").first).to_have_text("You said: What is the capital of France?")
+        await page.click("#mic")
+        await page.screenshot(path=str(ARTIFACTS / "web-client-microphone.png"))
+        assert errors == []
+        await browser.close()
+
+
+def _get(port: int, path: str):
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+async def test_the_page_and_its_files_are_served_with_a_strict_policy(server):
+    """/ serves the page, its files come with their types and a same-origin Content-Security-Policy; unknown paths 404."""
+    import asyncio
+
+    status, headers, body = await asyncio.to_thread(_get, server.port, "/")
+    assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8" and b'src="/app.js"' in body
+    assert "default-src 'self'" in headers["Content-Security-Policy"] and headers["X-Content-Type-Options"] == "nosniff"
+    for path, kind in [("/app.js", "text/javascript"), ("/pcm-worklet.js", "text/javascript"), ("/style.css", "text/css"), ("/icon.svg", "image/svg+xml")]:
+        status, headers, body = await asyncio.to_thread(_get, server.port, path)
+        assert status == 200 and headers["Content-Type"].startswith(kind) and body
+    status, _, _ = await asyncio.to_thread(_get, server.port, "/secrets.txt")
+    assert status == 404
