@@ -99,6 +99,9 @@ function sessionStarted(event) {
   $("conversation-id").textContent = event.conversation_id;
   const caps = Object.entries(state.capabilities).map(([role, id]) => `${role}: ${id || "none"}`);
   $("capabilities").textContent = caps.join(" · ");
+  $("input").placeholder = state.capabilities.image_generator
+    ? "Message, or paste an image. /imagine a prompt paints one."
+    : "Message, or paste an image.";
   $("mic").disabled = !state.capabilities.asr;
   $("mic").title = state.capabilities.asr ? "Talk (the server notices when you stop)" : "No speech recognition on this server";
   clearMessages();
@@ -319,6 +322,10 @@ function submit(event) {
   const input = $("input");
   const text = input.value.trim();
   if (!text && !state.attachments.length) return;
+  if (/^\/imagine\b/i.test(text) && !state.capabilities.image_generator) {
+    showError("Not available: this server has no image generator (see [engines] image_generator in its config.toml).");
+    return;
+  }
   const content = state.attachments.map((a) => ({ type: "image", data: a.base64, mime: a.mime }));
   if (text) content.push({ type: "text", text });
   const eventId = `turn-${++state.counter}`;
