@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import pluggy
 
+from assistant.channels import Channels
 from assistant.config import Config
 from assistant.engines import ENGINE_BASES, ROLES, Engine
 from assistant.modalities import RegisteredModality, load_modalities
@@ -22,27 +23,6 @@ from assistant.scheduler import Scheduler
 from assistant.store import AsyncStore, Store
 
 log = logging.getLogger("assistant")
-
-
-class SeqCounters:
-    """The `seq` of server events, increasing per conversation (resumed from the store)."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, int] = {}
-
-    def seed(self, conversation_id: str, stored_last_seq: int) -> None:
-        """Start counting after the stored value unless this process already counts further."""
-        self._last[conversation_id] = max(self._last.get(conversation_id, 0), stored_last_seq)
-
-    def next(self, conversation_id: str) -> int:
-        """The next seq for the conversation."""
-        value = self._last.get(conversation_id, 0) + 1
-        self._last[conversation_id] = value
-        return value
-
-    def last(self, conversation_id: str) -> int:
-        """The last seq handed out for the conversation."""
-        return self._last.get(conversation_id, 0)
 
 
 class App:
@@ -55,7 +35,7 @@ class App:
         self.models = ModelLocator(registrations.model_sources, config.model_cache_dir)
         self.engines: dict[str, Engine] = {}
         self.scheduler = Scheduler({"image_generator": config.images.concurrency})
-        self.seq = SeqCounters()
+        self.channels = Channels(config.server.replay_events, config.server.replay_ttl_s, self._persist_last_seq)
         self.store: AsyncStore | None = None
         self.vad: Any = None  # vad.SileroVad, loaded at start when an ASR engine is configured
         self.modalities: list[RegisteredModality] = []  # loaded at start when the dialogue engine only reads text
@@ -128,6 +108,10 @@ class App:
         for work in [*self.replies, *self.image_jobs]:
             work.cancel()
 
+    async def _persist_last_seq(self, conversation_id: str, seq: int) -> None:
+        if self.store is not None:
+            await self.store.raise_last_seq(conversation_id, seq)
+
     def plugin_config(self, plugin_name: str) -> dict[str, Any]:
         """The `[plugins.<plugin_name>]` table."""
         return self.config.plugin_config(plugin_name)
@@ -149,6 +133,9 @@ class App:
         if run_shutdown_hooks:
             await self._call_lifecycle("shutdown", tolerate_errors=True)
         await asyncio.to_thread(self.scheduler.close)
+        if self.store is not None:
+            for channel in self.channels.live():
+                await self.store.raise_last_seq(channel.conversation_id, channel.last_delivered)
         for entry in self.modalities:
             try:
                 entry.modality.close()

@@ -32,6 +32,8 @@ class ServerConfig(_Table):
     ping_timeout_s: float | None = Field(20.0, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0)
     max_queued_turns: int = Field(8, ge=1, description="turns one connection may have waiting or running")
+    replay_events: int = Field(1000, ge=0, description="events kept per conversation for clients that reconnect")
+    replay_ttl_s: float = Field(300.0, ge=0, description="how long a conversation nobody follows keeps its replay buffer")
 
 
 class StoreConfig(_Table):

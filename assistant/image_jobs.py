@@ -105,18 +105,24 @@ async def _run(engine: ImageGenerator, job: ImageJob) -> None:
         app.image_jobs.discard(job)
         job.session.jobs.discard(job)
         status, error, result = _outcome(future, job)
-        done_seq = app.seq.next(job.conversation_id)
-        sha256 = await asyncio.shield(app.store.finish_reply(
-            job.job_id, text="", status=status, error=error.message if error else None, last_seq=done_seq,
-            image=("image/png", result.png) if result else None,
-        ))
-        await job.session.emit(
-            ImageDone(
-                job_id=job.job_id, status=status, seed=job.request.seed, error=error, sha256=sha256,
-                mime="image/png" if result else None, data=base64.b64encode(result.png).decode() if result else None,
-            ),
-            seq=done_seq,
-        )
+        done_seq = app.channels.reserve(job.conversation_id)
+        sha256 = None
+        try:
+            sha256 = await asyncio.shield(app.store.finish_reply(
+                job.job_id, text="", status=status, error=error.message if error else None, last_seq=done_seq,
+                image=("image/png", result.png) if result else None,
+            ))
+        except Exception:
+            log.exception("storing image job %s failed", job.job_id)
+            status, error, result = "failed", ErrorBody(code="internal", message="the image could not be stored"), None
+        finally:  # the reserved seq is always published, or the conversation's later events would wait for it
+            await job.session.emit(
+                ImageDone(
+                    job_id=job.job_id, status=status, seed=job.request.seed, error=error, sha256=sha256,
+                    mime="image/png" if result else None, data=base64.b64encode(result.png).decode() if result else None,
+                ),
+                seq=done_seq,
+            )
 
 
 def _outcome(future: asyncio.Future[GeneratedImage], job: ImageJob) -> tuple[str, ErrorBody | None, GeneratedImage | None]:

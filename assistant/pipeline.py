@@ -337,9 +337,11 @@ async def _run_image_route(
         # the reply to its end knows a job is coming.
         await start_job(session, conversation_id, request, prompt_turn=False, reply_to=begun.user_turn_id)
     finally:
-        done_seq = app.seq.next(conversation_id)
-        await asyncio.shield(app.store.finish_reply(response_id, text=text, status="completed", last_seq=done_seq))
-        await session.emit(ResponseDone(response_id=response_id, status="completed", text=text), seq=done_seq)
+        done_seq = app.channels.reserve(conversation_id)
+        try:
+            await asyncio.shield(app.store.finish_reply(response_id, text=text, status="completed", last_seq=done_seq))
+        finally:
+            await session.emit(ResponseDone(response_id=response_id, status="completed", text=text), seq=done_seq)
 
 
 async def _stream_reply(
@@ -378,17 +380,22 @@ async def _stream_reply(
             timings["time_to_first_token_ms"] = round((first_token_at - started) * 1000, 3)
         if usage and usage.get("completion_tokens") and elapsed > 0:
             timings["tokens_per_s"] = round(usage["completion_tokens"] / elapsed, 3)
-        done_seq = app.seq.next(reply.conversation_id)
-        await asyncio.shield(
-            app.store.finish_reply(
-                reply.response_id, text=text, status=status, error=error.message if error else None,
-                usage=usage, last_seq=done_seq,
+        done_seq = app.channels.reserve(reply.conversation_id)
+        try:
+            await asyncio.shield(
+                app.store.finish_reply(
+                    reply.response_id, text=text, status=status, error=error.message if error else None,
+                    usage=usage, last_seq=done_seq,
+                )
             )
-        )
-        await session.emit(
-            ResponseDone(response_id=reply.response_id, status=status, text=text, usage=usage, timings=timings, error=error),
-            seq=done_seq,
-        )
+        except Exception:
+            log.exception("storing reply %s failed", reply.response_id)
+            status, error = "failed", ErrorBody(code="internal", message="the reply could not be stored")
+        finally:  # the reserved seq is always published, or the conversation's later events would wait for it
+            await session.emit(
+                ResponseDone(response_id=reply.response_id, status=status, text=text, usage=usage, timings=timings, error=error),
+                seq=done_seq,
+            )
 
 
 def _outcome(

@@ -6,7 +6,7 @@ docs/protocol.md is the reference for client authors; keep the two in step.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
 
@@ -80,6 +80,8 @@ class SessionStart(ClientEvent):
     sample_rate: StrictInt | None = Field(None, ge=8000, le=48000, description="rate of streamed PCM16 audio")
     vad: StrictBool | None = Field(None, description="server VAD for streamed audio; unset: [speech] vad")
     language: StrictStr | None = Field(None, max_length=16, description="spoken language of streamed audio")
+    last_seq: StrictInt | None = Field(None, ge=0, description="resuming: the last seq this client received; missed events are replayed")
+    token: StrictStr | None = Field(None, max_length=400, description="an access token, for clients that cannot send an Authorization header")
 
 
 class TurnCreate(ClientEvent):
@@ -182,16 +184,28 @@ def _describe(exc: ValidationError) -> str:
 
 class ServerEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # A conversation event takes the conversation's next seq and is replayed after a reconnect; the
+    # others answer one client's request and carry the seq of the conversation's last event.
+    conversation_event: ClassVar[bool] = True
     type: str
     seq: int = 0
 
 
+class Replay(BaseModel):
+    after_seq: int
+    events: int
+    complete: bool
+
+
 class SessionStarted(ServerEvent):
+    conversation_event: ClassVar[bool] = False
     type: Literal["session.started"] = "session.started"
     conversation_id: str
     resumed: bool
     protocol: int = PROTOCOL_VERSION
     capabilities: dict[str, str | None]
+    principal: str | None = None
+    replay: Replay | None = None
 
 
 class TurnCreated(ServerEvent):
@@ -251,6 +265,7 @@ class TranscriptDone(ServerEvent):
 
 
 class ConversationHistory(ServerEvent):
+    conversation_event: ClassVar[bool] = False
     type: Literal["conversation.history"] = "conversation.history"
     conversation_id: str
     turns: list[dict[str, Any]]
@@ -266,6 +281,7 @@ class SearchResult(BaseModel):
 
 
 class ConversationSearchResults(ServerEvent):
+    conversation_event: ClassVar[bool] = False
     type: Literal["conversation.search.results"] = "conversation.search.results"
     conversation_id: str
     query: str
@@ -304,6 +320,7 @@ class ImageDone(ServerEvent):
 
 
 class Error(ServerEvent):
+    conversation_event: ClassVar[bool] = False
     type: Literal["error"] = "error"
     code: ErrorCode
     message: str

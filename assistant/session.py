@@ -26,6 +26,7 @@ from assistant.protocol import (
     ImageCancel,
     ImageGenerate,
     ProtocolError,
+    Replay,
     ResponseCancel,
     SearchResult,
     ServerEvent,
@@ -51,18 +52,34 @@ class Session:
         self._turns: set[asyncio.Task[None]] = set()
         self.jobs: set[ImageJob] = set()  # this connection's image jobs, queued or painting
         self.audio: AudioStream | None = None  # streamed speech, from session.start on
+        self._catching_up: list[tuple[int, str]] | None = None  # live events arriving during a replay
 
     async def emit(self, event: ServerEvent, seq: int | None = None) -> None:
-        """Send a server event stamped with the conversation's next seq (0 before a conversation).
+        """Send a server event.
 
-        After the client has gone, events are dropped; the work behind them (storing a reply) goes on.
+        A conversation event is published on this session's conversation: numbered (or given its
+        reserved `seq`), buffered for replay and delivered to every connection following the
+        conversation, this one included, even after this client has gone. Other events (answers to
+        this client's own requests) go to this connection only, with the conversation's last seq.
         """
-        if seq is None:
-            seq = self.app.seq.next(self.conversation_id) if self.conversation_id else 0
+        if event.conversation_event and self.conversation_id is not None:
+            await self.app.channels.publish(self.conversation_id, lambda number: serialize(event, number), seq)
+            return
+        last = self.app.channels.last_seq(self.conversation_id) if self.conversation_id else 0
+        await self._send_frame(serialize(event, last))
+
+    async def deliver(self, seq: int, frame: str) -> None:
+        """A numbered conversation event for this client (held back while a replay is being sent)."""
+        if self._catching_up is not None:
+            self._catching_up.append((seq, frame))
+            return
+        await self._send_frame(frame)
+
+    async def _send_frame(self, frame: str) -> None:
         if not self.connected:
             return
         try:
-            await self._send(serialize(event, seq))
+            await self._send(frame)
         except ConnectionClosed:
             self.connected = False
 
@@ -114,20 +131,45 @@ class Session:
         assert store is not None
         if self._busy():
             raise ProtocolError("bad_request", "cannot switch conversations while a turn is in progress", event.event_id)
+        if event.last_seq is not None and event.conversation_id is None:
+            raise ProtocolError("bad_request", "last_seq needs the conversation_id it belongs to", event.event_id)
         if event.conversation_id is None:
-            self.conversation_id = await store.create_conversation()
-            resumed = False
+            conversation_id, stored_last_seq, resumed = await store.create_conversation(), 0, False
         else:
-            last_seq = await store.conversation_last_seq(event.conversation_id)
-            if last_seq is None:
+            stored_last_seq = await store.conversation_last_seq(event.conversation_id)
+            if stored_last_seq is None:
                 raise ProtocolError("not_found", f"no conversation {event.conversation_id!r}", event.event_id)
-            self.app.seq.seed(event.conversation_id, last_seq)
-            self.conversation_id = event.conversation_id
-            resumed = True
+            conversation_id, resumed = event.conversation_id, True
+        self._unfollow()
+        self.conversation_id = conversation_id
         self.audio = AudioStream(
             self, event.sample_rate or 16000, self.app.config.speech.vad if event.vad is None else event.vad, event.language
         )
-        await self.emit(SessionStarted(conversation_id=self.conversation_id, resumed=resumed, capabilities=self.app.capabilities()))
+        self._catching_up = []
+        try:
+            channel = self.app.channels.follow(conversation_id, self, stored_last_seq)
+            replay, frames = None, []
+            if event.last_seq is not None:
+                frames, complete = channel.since(event.last_seq)
+                replay = Replay(after_seq=event.last_seq, events=len(frames), complete=complete)
+            await self.emit(SessionStarted(
+                conversation_id=conversation_id, resumed=resumed, capabilities=self.app.capabilities(), replay=replay,
+            ))
+            sent = event.last_seq or 0
+            for seq, frame in frames:
+                await self._send_frame(frame)
+                sent = seq
+            while self._catching_up:  # events published meanwhile, in order, none twice
+                seq, frame = self._catching_up.pop(0)
+                if seq > sent:
+                    await self._send_frame(frame)
+                    sent = seq
+        finally:
+            self._catching_up = None
+
+    def _unfollow(self) -> None:
+        if self.conversation_id is not None:
+            self.app.channels.unfollow(self.conversation_id, self)
 
     def _stream(self, ref: str | None) -> AudioStream:
         if self.audio is None:
@@ -229,5 +271,6 @@ class Session:
     def disconnected(self) -> None:
         """The client has gone: stop sending and cancel its image jobs. Text turns still finish and are stored."""
         self.connected = False
+        self._unfollow()
         for job in list(self.jobs):
             job.cancel()

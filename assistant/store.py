@@ -426,6 +426,15 @@ class Store:
             row = conn.execute(_ATTACHMENT, {"sha": sha256}).first()
         return None if row is None else (row.mime, row.data)
 
+    def raise_last_seq(self, conversation_id: str, seq: int) -> None:
+        """Record that the conversation's events reached `seq` (never lowers the stored value)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                _conversations.update()
+                .where((_conversations.c.id == conversation_id) & (_conversations.c.last_seq < seq))
+                .values(last_seq=seq)
+            )
+
     def image_features(self, sha256s: list[str], encoder_id: str) -> dict[str, bytes]:
         """Stored feature vectors (float32 bytes) of these images for `encoder_id`, by sha256; missing ones left out."""
         if not sha256s:

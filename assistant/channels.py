@@ -1,0 +1,159 @@
+"""Conversation channels: a conversation's events, numbered without gaps, sent to every connection that
+follows it, and kept in a bounded buffer so a client that reconnects gets what it missed.
+
+A conversation event (turn.created, transcript.*, speech.*, response.*, image.*) takes the next
+`seq` of its conversation. A seq may be reserved before its event exists (a reply's `response.done`
+is numbered before the reply is stored, so the store knows the conversation's last seq); frames are
+delivered strictly in seq order, a later one waiting for a reserved one. Events in flight keep being
+published after their client has gone: they are buffered and reach whoever follows the conversation
+next. A channel nobody follows is dropped `ttl_s` after its last follower left, its last seq kept in
+the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Awaitable, Callable, Protocol
+
+log = logging.getLogger("assistant.channels")
+
+STALL_S = 10.0
+"""A reserved seq not published within this long is skipped (a bug elsewhere), so delivery never stalls for good."""
+
+
+class Follower(Protocol):
+    """A connection following a conversation."""
+
+    async def deliver(self, seq: int, frame: str) -> None:
+        """Send one numbered frame to the client (ignoring a closed connection)."""
+
+
+class Channel:
+    """One conversation's numbering, buffer and followers."""
+
+    def __init__(self, conversation_id: str, last_seq: int, capacity: int) -> None:
+        self.conversation_id = conversation_id
+        self.last_reserved = last_seq
+        self.last_delivered = last_seq
+        self.buffer: deque[tuple[int, str]] = deque(maxlen=capacity)
+        self.pending: dict[int, tuple[str, float]] = {}
+        self.followers: set[Follower] = set()
+        self.left_at: float | None = time.monotonic()
+
+    def reserve(self) -> int:
+        """The next seq, to be published later."""
+        self.last_reserved += 1
+        return self.last_reserved
+
+    def since(self, last_seq: int) -> tuple[list[tuple[int, str]], bool]:
+        """Buffered frames after `last_seq`, and whether they are all the client missed."""
+        frames = [(seq, frame) for seq, frame in self.buffer if seq > last_seq]
+        oldest = self.buffer[0][0] if self.buffer else self.last_delivered + 1
+        complete = oldest - 1 <= last_seq <= self.last_delivered
+        return frames, complete
+
+    def ready(self) -> list[tuple[int, str]]:
+        """Frames now deliverable in order, moved from pending to the buffer."""
+        out = []
+        if self.pending and (self.last_delivered + 1) not in self.pending:
+            oldest_wait = min(at for _, at in self.pending.values())
+            if time.monotonic() - oldest_wait > STALL_S:
+                skip_to = min(self.pending) - 1
+                log.error("conversation %s: seq %d..%d never published; skipped", self.conversation_id, self.last_delivered + 1, skip_to)
+                self.last_delivered = skip_to
+        while (self.last_delivered + 1) in self.pending:
+            self.last_delivered += 1
+            frame, _ = self.pending.pop(self.last_delivered)
+            self.buffer.append((self.last_delivered, frame))
+            out.append((self.last_delivered, frame))
+        return out
+
+
+class Channels:
+    """Every live conversation channel of the process."""
+
+    def __init__(self, capacity: int, ttl_s: float, persist_last_seq: Callable[[str, int], Awaitable[None]] | None = None) -> None:
+        self.capacity = capacity
+        self.ttl_s = ttl_s
+        self.persist_last_seq = persist_last_seq
+        self._channels: dict[str, Channel] = {}
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def live(self) -> list[Channel]:
+        """Every channel held now."""
+        return list(self._channels.values())
+
+    def get(self, conversation_id: str, stored_last_seq: int = 0) -> Channel:
+        """The conversation's channel, created (counting on from `stored_last_seq`) if it is not live."""
+        channel = self._channels.get(conversation_id)
+        if channel is None:
+            self.sweep()
+            channel = self._channels[conversation_id] = Channel(conversation_id, stored_last_seq, self.capacity)
+        return channel
+
+    def reserve(self, conversation_id: str) -> int:
+        """Reserve the conversation's next seq; the caller must publish an event with it."""
+        return self.get(conversation_id).reserve()
+
+    def last_seq(self, conversation_id: str) -> int:
+        """The seq of the conversation's last delivered event (0 if the channel is not live)."""
+        channel = self._channels.get(conversation_id)
+        return channel.last_delivered if channel is not None else 0
+
+    async def publish(self, conversation_id: str, render: Callable[[int], str], seq: int | None = None) -> int:
+        """Number an event (or use its reserved `seq`), buffer it and deliver it in order; returns its seq.
+
+        `render(seq)` makes the frame. Delivery to each follower is awaited in turn.
+        """
+        channel = self.get(conversation_id)
+        if seq is None:
+            seq = channel.reserve()
+        channel.pending[seq] = (render(seq), time.monotonic())
+        for ready_seq, frame in channel.ready():
+            for follower in list(channel.followers):
+                await follower.deliver(ready_seq, frame)
+        return seq
+
+    def follow(self, conversation_id: str, follower: Follower, stored_last_seq: int = 0) -> Channel:
+        """Start delivering the conversation's events to `follower`."""
+        channel = self.get(conversation_id, stored_last_seq)
+        channel.followers.add(follower)
+        channel.left_at = None
+        return channel
+
+    def unfollow(self, conversation_id: str, follower: Follower) -> None:
+        """Stop delivering to `follower`; the channel lingers `ttl_s` for a reconnect."""
+        channel = self._channels.get(conversation_id)
+        if channel is not None:
+            channel.followers.discard(follower)
+            if not channel.followers:
+                channel.left_at = time.monotonic()
+        self.sweep()
+
+    def sweep(self, now: float | None = None) -> int:
+        """Drop channels nobody has followed for `ttl_s` and with nothing pending; returns how many."""
+        now = time.monotonic() if now is None else now
+        dropped = [
+            channel for channel in self._channels.values()
+            if not channel.followers and not channel.pending and channel.last_reserved == channel.last_delivered
+            and channel.left_at is not None and now - channel.left_at >= self.ttl_s
+        ]
+        for channel in dropped:
+            del self._channels[channel.conversation_id]
+            if self.persist_last_seq is not None and channel.last_delivered:
+                self._persist(channel)
+        return len(dropped)
+
+    def _persist(self, channel: Channel) -> None:
+        import asyncio
+
+        assert self.persist_last_seq is not None
+        try:
+            task = asyncio.get_running_loop().create_task(self.persist_last_seq(channel.conversation_id, channel.last_delivered))
+        except RuntimeError:  # no loop (shutting down): the store's value may lag; resumed seqs still increase past it
+            return
+        task.add_done_callback(lambda t: t.exception() and log.error("storing last seq failed", exc_info=t.exception()))
