@@ -13,9 +13,11 @@ from typing import Any, Iterable
 
 import pluggy
 
+from assistant.auth import Authenticator, ConfiguredToken, TokenFile
 from assistant.channels import Channels
 from assistant.config import Config
 from assistant.engines import ENGINE_BASES, ROLES, Engine
+from assistant.limits import SessionCount, TurnRate
 from assistant.modalities import RegisteredModality, load_modalities
 from assistant.models import ModelLocator
 from assistant.plugins import PluginError, Registrations, build_plugin_manager, collect_registrations
@@ -36,6 +38,9 @@ class App:
         self.engines: dict[str, Engine] = {}
         self.scheduler = Scheduler({"image_generator": config.images.concurrency})
         self.channels = Channels(config.server.replay_events, config.server.replay_ttl_s, self._persist_last_seq)
+        self.auth = Authenticator([ConfiguredToken(t.principal, t.sha256) for t in config.auth.tokens], TokenFile(config.tokens_path))
+        self.turn_rate = TurnRate(config.limits.turns_per_minute)
+        self.sessions = SessionCount(config.limits.sessions_per_principal)
         self.store: AsyncStore | None = None
         self.vad: Any = None  # vad.SileroVad, loaded at start when an ASR engine is configured
         self.modalities: list[RegisteredModality] = []  # loaded at start when the dialogue engine only reads text

@@ -26,7 +26,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
     """Run the terminal client against `args.url` until /quit or end of input."""
     from websockets.sync.client import connect
 
-    with connect(args.url, max_size=None, open_timeout=args.timeout) as ws:
+    from websockets.exceptions import InvalidStatus
+
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
+    try:
+        ws = connect(args.url, max_size=None, open_timeout=args.timeout, additional_headers=headers)
+    except InvalidStatus as exc:
+        print(f"assistant: the server refused the connection: {exc.response.status_code} {exc.response.body.decode(errors='replace').strip()}",
+              file=sys.stderr)
+        return 1
+    with ws:
         client = ChatClient(ws, Path(args.save_dir))
         conversation_id = client.start(args.conversation)
         print(f"conversation {conversation_id}  ({HELP.removeprefix('commands: ')}; Ctrl-C stops a reply)")

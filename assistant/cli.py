@@ -1,4 +1,4 @@
-"""Command line: `assistant serve | chat | plugins | models` (the chat client lives in `assistant.chat`)."""
+"""Command line: `assistant serve | chat | tokens | plugins | models` (the chat client lives in `assistant.chat`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -105,6 +106,33 @@ def cmd_models(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- main
 
 
+def cmd_tokens(args: argparse.Namespace) -> int:
+    """Create, list or revoke access tokens in the configured token file (stored hashed)."""
+    from assistant.auth import TokenFile
+
+    config = _load_config(args.config)
+    tokens = TokenFile(config.tokens_path)
+    if args.action == "create":
+        record, token = tokens.create(args.name)
+        print(f"created {record.id} for {record.principal} in {tokens.path}")
+        print(f"token (shown once; keep it secret): {token}")
+    elif args.action == "list":
+        records = tokens.read()
+        if not records:
+            print(f"no tokens in {tokens.path}")
+        for record in records:
+            state = f"revoked {record.revoked_at}" if record.revoked_at else "active"
+            print(f"{record.id}  {record.principal:20s}  created {record.created_at}  {state}")
+    else:
+        revoked = tokens.revoke(args.name)
+        if not revoked:
+            print(f"no active token with id or principal {args.name!r}", file=sys.stderr)
+            return 1
+        for record in revoked:
+            print(f"revoked {record.id} ({record.principal})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all subcommands."""
     parser = argparse.ArgumentParser(prog="assistant", description="Self-hosted multimodal assistant backend")
@@ -121,8 +149,17 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--url", default="ws://127.0.0.1:8765/ws")
     chat.add_argument("--conversation", help="resume this conversation id")
     chat.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the connection")
+    chat.add_argument("--token", default=os.environ.get("ASSISTANT_TOKEN"), help="access token (default: $ASSISTANT_TOKEN)")
     chat.add_argument("--save-dir", default="assistant-images", help="folder for generated images (default: ./assistant-images)")
     chat.set_defaults(func=cmd_chat)
+
+    tokens = sub.add_parser("tokens", help="create, list or revoke access tokens")
+    tokens.add_argument("--config")
+    token_actions = tokens.add_subparsers(dest="action", required=True)
+    token_actions.add_parser("create", help="a new token for a principal (printed once)").add_argument("name", help="the principal")
+    token_actions.add_parser("list", help="every token: id, principal, created, revoked")
+    token_actions.add_parser("revoke", help="revoke a token by id, or every token of a principal").add_argument("name", help="token id or principal")
+    tokens.set_defaults(func=cmd_tokens)
 
     plugins = sub.add_parser("plugins", help="list plugins, their hooks and engines")
     plugins.add_argument("--config")
@@ -144,12 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:  # websockets logs every connection and every /healthz probe at INFO
         logging.getLogger("websockets").setLevel(logging.WARNING)
+    from assistant.auth import AuthError
     from assistant.models import ModelNotFound
     from assistant.plugins import PluginError
+    from assistant.server import UnsafeListen
 
     try:
         return args.func(args)
-    except (ConfigError, PluginError, ModelNotFound) as exc:
+    except (ConfigError, PluginError, ModelNotFound, AuthError, UnsafeListen) as exc:
         print(f"assistant: {exc}", file=sys.stderr)
         return 2
     except (ConnectionRefusedError, OSError) as exc:

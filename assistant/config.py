@@ -34,6 +34,34 @@ class ServerConfig(_Table):
     max_queued_turns: int = Field(8, ge=1, description="turns one connection may have waiting or running")
     replay_events: int = Field(1000, ge=0, description="events kept per conversation for clients that reconnect")
     replay_ttl_s: float = Field(300.0, ge=0, description="how long a conversation nobody follows keeps its replay buffer")
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="browser origins allowed besides the server's own (\"*\": any; not recommended)"
+    )
+
+
+class ConfiguredTokenTable(_Table):
+    """`[[auth.tokens]]`: a principal and the sha256 (hex) of its token."""
+
+    principal: str = Field(min_length=1, max_length=100)
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+
+
+class AuthConfig(_Table):
+    """`[auth]`: access tokens. With none anywhere, auth is off and the server stays on loopback."""
+
+    tokens_file: str = Field("data/tokens.json", description="hashed tokens managed by `assistant tokens`")
+    tokens: list[ConfiguredTokenTable] = Field(default_factory=list)
+    allow_unauthenticated_remote: bool = Field(False, description="listen beyond loopback with no tokens (anyone may connect)")
+
+
+class LimitsConfig(_Table):
+    """`[limits]`: what one principal or one turn may use."""
+
+    turns_per_minute: int = Field(60, ge=1, description="turns (and image.generate) per principal per minute")
+    sessions_per_principal: int = Field(16, ge=1, description="connections one principal may have in a session at once")
+    idle_timeout_s: float = Field(900.0, gt=0, description="a connection silent this long, with nothing in progress, is closed")
+    max_turn_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="decoded bytes of all parts of one turn")
+    engine_timeout_s: float = Field(120.0, gt=0, description="an engine call with no progress this long fails its turn")
 
 
 class StoreConfig(_Table):
@@ -124,6 +152,8 @@ class Config(_Table):
     dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     image_input: ImageInputConfig = Field(default_factory=ImageInputConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     speech: SpeechConfig = Field(default_factory=SpeechConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -173,6 +203,11 @@ class Config(_Table):
     def model_cache_dir(self) -> Path:
         """Absolute folder for cached model files."""
         return self.resolve_path(self.models.cache_dir)
+
+    @property
+    def tokens_path(self) -> Path:
+        """Absolute path of the token file."""
+        return self.resolve_path(self.auth.tokens_file)
 
     def plugin_config(self, plugin_name: str) -> dict[str, Any]:
         """The `[plugins.<plugin_name>]` table; a plugin reads only its own."""

@@ -86,6 +86,10 @@ async def turn_input(session: Session, event: TurnCreate) -> TurnInput:
     """Validate and decode every part; raises ProtocolError (nothing is stored for a refused turn)."""
     app = session.app
     turn = TurnInput(parts=[], options=generation_options(event))
+    limit = app.config.limits.max_turn_bytes
+    size = sum(len(p.text.encode()) if isinstance(p, TextPart) else len(p.data) * 3 // 4 for p in event.content)
+    if size > limit:  # checked before decoding anything: base64 is 4 characters per 3 bytes
+        raise ProtocolError("too_large", f"the turn's parts are about {size} bytes; at most {limit} are accepted ([limits] max_turn_bytes)", event.event_id)
     for index, part in enumerate(event.content):
         where = f"content.{index}"
         if isinstance(part, TextPart):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import logging
 import re
 import signal
+import weakref
 from http import HTTPStatus
 from typing import Any, Iterable
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Request, Response, Server, ServerConnection, serve
 from websockets.datastructures import Headers
@@ -25,6 +28,27 @@ ATTACHMENTS_PREFIX = "/attachments/"
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
+class UnsafeListen(RuntimeError):
+    """The server would accept anyone beyond this machine: no tokens and a non-loopback address."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (not for "" or 0.0.0.0, which listen everywhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
+    value = request.headers.get("Authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 class AssistantServer:
     """Serves one App over websockets. `start()`, then `shutdown()` (or `run_until_signal()`)."""
 
@@ -34,6 +58,8 @@ class AssistantServer:
         self.stopped = False
         self._server: Server | None = None
         self.static_files: dict[str, StaticFile] = load_static_files()
+        # The handshake's bearer token, per connection (weak: a handshake that fails later leaves nothing).
+        self._tokens: weakref.WeakKeyDictionary[ServerConnection, str | None] = weakref.WeakKeyDictionary()
 
     @property
     def port(self) -> int:
@@ -44,7 +70,7 @@ class AssistantServer:
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path.startswith(ATTACHMENTS_PREFIX):
-            return await self._attachment(connection, path[len(ATTACHMENTS_PREFIX):])
+            return await self._attachment(connection, request, path[len(ATTACHMENTS_PREFIX):])
         if path == "/healthz":
             if self.ready:
                 return connection.respond(HTTPStatus.OK, "ok\n")
@@ -55,13 +81,39 @@ class AssistantServer:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found: the websocket endpoint is /ws, the web client is at /\n")
         if not self.ready:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
+        origin = request.headers.get("Origin")
+        if origin is not None and not self._origin_allowed(origin, request.headers.get("Host")):
+            log.warning("refused a websocket from origin %s", origin)
+            return connection.respond(HTTPStatus.FORBIDDEN, f"origin {origin} may not connect (see [server] allowed_origins)\n")
+        token = bearer_token(request)
+        if token is not None and await asyncio.to_thread(self.app.auth.principal, token) is None:
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "invalid or revoked token\n")
+        self._tokens[connection] = token
         return None
 
-    async def _attachment(self, connection: ServerConnection, sha256: str) -> Response:
-        """GET /attachments/<sha256>: a stored attachment's bytes with its content type."""
+    def _origin_allowed(self, origin: str, host: str | None) -> bool:
+        """A browser page may connect from the server's own origin, or one listed in [server] allowed_origins."""
+        allowed = self.app.config.server.allowed_origins
+        if "*" in allowed or origin in allowed:
+            return True
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and host is not None and parts.netloc.lower() == host.lower()
+
+    async def _attachment(self, connection: ServerConnection, request: Request, sha256: str) -> Response:
+        """GET /attachments/<sha256>: a stored attachment's bytes with its content type.
+
+        With auth on, the request needs `Authorization: Bearer <token>` and the attachment must be in
+        one of that principal's conversations (else 404, as for an unknown one).
+        """
         if not SHA256.fullmatch(sha256):
             return connection.respond(HTTPStatus.BAD_REQUEST, "an attachment is named by its lowercase hex sha256\n")
         store = self.app.store
+        if store is not None and self.app.auth.enabled:
+            principal = await asyncio.to_thread(self.app.auth.principal, bearer_token(request))
+            if principal is None:
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "this server needs Authorization: Bearer <token>\n")
+            if not await store.owns_attachment(principal, sha256):
+                return connection.respond(HTTPStatus.NOT_FOUND, "no such attachment\n")
         found = await store.attachment(sha256) if store is not None and self.ready else None
         if found is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "no such attachment\n")
@@ -85,9 +137,17 @@ class AssistantServer:
         return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, file.body)
 
     async def _handle(self, connection: ServerConnection) -> None:
-        session = Session(self.app, connection.send)
+        session = Session(self.app, connection.send, token=self._tokens.pop(connection, None), close=connection.close)
+        idle = self.app.config.limits.idle_timeout_s
         try:
-            async for frame in connection:
+            while True:
+                try:
+                    frame = await asyncio.wait_for(connection.recv(), timeout=idle)
+                except TimeoutError:
+                    if session.busy():
+                        continue  # a long reply or picture is no reason to hang up
+                    await connection.close(1000, "idle timeout")
+                    break
                 await session.handle_frame(frame)
         except ConnectionClosed:
             pass
@@ -95,8 +155,20 @@ class AssistantServer:
             session.disconnected()
 
     async def start(self) -> None:
-        """Listen on the configured host and port."""
+        """Listen on the configured host and port (loopback only when no token is configured, unless allowed)."""
         cfg = self.app.config.server
+        if self.app.auth.enabled:
+            log.info("auth: on (tokens from [auth] tokens and %s)", self.app.config.tokens_path)
+        elif is_loopback(cfg.host):
+            log.warning("auth: off (no tokens configured): anyone on this machine may connect; "
+                        "create one with `assistant tokens create NAME` before listening beyond loopback")
+        elif self.app.config.auth.allow_unauthenticated_remote:
+            log.warning("auth: off and listening on %s: ANYONE who can reach this address may use the server", cfg.host)
+        else:
+            raise UnsafeListen(
+                f"refusing to listen on {cfg.host!r} with no tokens configured: anyone could connect. Create a token "
+                "(`assistant tokens create NAME`), listen on 127.0.0.1, or set [auth] allow_unauthenticated_remote = true"
+            )
         self._server = await serve(
             self._handle,
             cfg.host,

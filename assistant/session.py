@@ -43,9 +43,15 @@ log = logging.getLogger("assistant.session")
 class Session:
     """Handles the frames of one websocket connection. Turns run one after another, off the read loop."""
 
-    def __init__(self, app: App, send: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(
+        self, app: App, send: Callable[[str], Awaitable[None]], token: str | None = None,
+        close: Callable[[int, str], Awaitable[None]] | None = None,
+    ) -> None:
         self.app = app
         self._send = send
+        self._close = close
+        self._token = token  # from the Authorization header (checked at the handshake) or session.start
+        self.principal: str | None = None  # set by a successful session.start
         self.conversation_id: str | None = None
         self.connected = True
         self._turn_lock = asyncio.Lock()
@@ -94,6 +100,8 @@ class Session:
             await self.emit(error_event(exc))
             return
         try:
+            if not isinstance(event, SessionStart):
+                self._check_principal(event.event_id)
             await self.dispatch(event)
         except ProtocolError as exc:
             await self.emit(error_event(exc))
@@ -126,17 +134,55 @@ class Session:
         else:
             raise ProtocolError("unsupported", f"{event.type}: not supported by this server", event.event_id)  # type: ignore[attr-defined]
 
+    def _check_principal(self, ref: str | None) -> None:
+        """With auth on: the session has a principal whose token is still valid (a revoked token stops
+        working at once); else unauthorized. With auth off, handlers say what is missing themselves."""
+        if not self.app.auth.enabled:
+            return
+        if self.principal is None:
+            raise ProtocolError("unauthorized", "send session.start first (with a token: this server needs one)", ref)
+        if self.app.auth.principal(self._token) != self.principal:
+            self._leave()
+            raise ProtocolError("unauthorized", "the token was revoked; start a session with a valid one", ref)
+
+    def _authenticate(self, event: SessionStart) -> str:
+        """The principal for a session.start: its token, else the handshake's; counts the session."""
+        token = event.token if event.token is not None else self._token
+        principal = self.app.auth.principal(token)
+        if principal is None:
+            why = "invalid or revoked token" if token else "this server needs a token (Authorization: Bearer, or token in session.start)"
+            raise ProtocolError("unauthorized", why, event.event_id)
+        if principal != self.principal:
+            if not self.app.sessions.enter(principal):
+                limit = self.app.config.limits.sessions_per_principal
+                raise ProtocolError("rate_limited", f"{principal} already has {limit} sessions open", event.event_id)
+            self._leave()
+        self.principal, self._token = principal, token
+        return principal
+
+    def _leave(self) -> None:
+        if self.principal is not None:
+            self.app.sessions.leave(self.principal)
+            self.principal = None
+
     async def _start(self, event: SessionStart) -> None:
         store = self.app.store
         assert store is not None
-        if self._busy():
+        if self.busy():
             raise ProtocolError("bad_request", "cannot switch conversations while a turn is in progress", event.event_id)
         if event.last_seq is not None and event.conversation_id is None:
             raise ProtocolError("bad_request", "last_seq needs the conversation_id it belongs to", event.event_id)
+        try:
+            principal = self._authenticate(event)
+        except ProtocolError as exc:
+            if exc.code == "rate_limited" and self._close is not None:
+                await self.emit(error_event(exc))
+                await self._close(1013, "too many sessions")
+            raise
         if event.conversation_id is None:
-            conversation_id, stored_last_seq, resumed = await store.create_conversation(), 0, False
+            conversation_id, stored_last_seq, resumed = await store.create_conversation(principal), 0, False
         else:
-            stored_last_seq = await store.conversation_last_seq(event.conversation_id)
+            stored_last_seq = await store.conversation_last_seq(event.conversation_id, owner=principal)
             if stored_last_seq is None:
                 raise ProtocolError("not_found", f"no conversation {event.conversation_id!r}", event.event_id)
             conversation_id, resumed = event.conversation_id, True
@@ -154,6 +200,7 @@ class Session:
                 replay = Replay(after_seq=event.last_seq, events=len(frames), complete=complete)
             await self.emit(SessionStarted(
                 conversation_id=conversation_id, resumed=resumed, capabilities=self.app.capabilities(), replay=replay,
+                principal=principal,
             ))
             sent = event.last_seq or 0
             for seq, frame in frames:
@@ -176,7 +223,8 @@ class Session:
             raise ProtocolError("bad_request", "send session.start before streaming audio", ref)
         return self.audio
 
-    def _busy(self) -> bool:
+    def busy(self) -> bool:
+        """True while this connection has a turn or an image job queued or running."""
         return bool(self.jobs) or any(not task.done() for task in self._turns)
 
     def check_job_capacity(self, ref: str | None) -> None:
@@ -195,7 +243,16 @@ class Session:
             "height": event.height, "steps": event.steps, "guidance": event.guidance, "seed": event.seed,
         }, event.event_id)
         self.check_job_capacity(event.event_id)
+        self._take_turn(event.event_id)
         await start_job(self, self.conversation_id, request, prompt_turn=True)
+
+    def _take_turn(self, ref: str | None) -> None:
+        """Count a turn against the principal's per-minute allowance; rate_limited past it."""
+        assert self.principal is not None
+        wait = self.app.turn_rate.take(self.principal)
+        if wait is not None:
+            per_minute = self.app.config.limits.turns_per_minute
+            raise ProtocolError("rate_limited", f"at most {per_minute} turns per minute; try again in {wait:.0f} s", ref)
 
     def _cancel_image(self, event: ImageCancel) -> None:
         for job in self.app.image_jobs:
@@ -220,6 +277,7 @@ class Session:
         limit = self.app.config.server.max_queued_turns
         if len(self._turns) >= limit:
             raise ProtocolError("rate_limited", f"{limit} turns are already waiting on this connection", ref)
+        self._take_turn(ref)
         task = asyncio.create_task(self._turn(run, self.conversation_id, ref))
         for tasks in (self._turns, self.app.turns):
             tasks.add(task)
@@ -250,7 +308,7 @@ class Session:
         conversation_id = event.conversation_id or self.conversation_id
         if conversation_id is None:
             raise ProtocolError("bad_request", "no conversation: give conversation_id or send session.start first", event.event_id)
-        if await store.conversation_last_seq(conversation_id) is None:
+        if await store.conversation_last_seq(conversation_id, owner=self.principal) is None:
             raise ProtocolError("not_found", f"no conversation {conversation_id!r}", event.event_id)
         turns = await store.history(conversation_id)
         await self.emit(ConversationHistory(conversation_id=conversation_id, turns=[t.to_wire() for t in turns]))
@@ -272,5 +330,6 @@ class Session:
         """The client has gone: stop sending and cancel its image jobs. Text turns still finish and are stored."""
         self.connected = False
         self._unfollow()
+        self._leave()
         for job in list(self.jobs):
             job.cancel()

@@ -33,7 +33,9 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine as SqlEngine
@@ -66,6 +68,7 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    owner: Mapped[str] = mapped_column(String(100), default="local", index=True)
     turns: Mapped[list[Turn]] = relationship(back_populates="conversation", order_by="Turn.pk")
 
 
@@ -285,6 +288,15 @@ class Store:
     def __init__(self, url: str) -> None:
         self.engine = open_engine(url)
         Base.metadata.create_all(self.engine)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a database made by an earlier version up to date (columns added since)."""
+        columns = {column["name"] for column in inspect(self.engine).get_columns("conversations")}
+        if "owner" not in columns:
+            with self.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE conversations ADD COLUMN owner VARCHAR(100) NOT NULL DEFAULT 'local'"))
+                conn.execute(text("CREATE INDEX IF NOT EXISTS ix_conversations_owner ON conversations (owner)"))
 
     def close(self) -> None:
         """Release database connections."""
@@ -300,18 +312,32 @@ class Store:
             )
             return result.rowcount or 0
 
-    def create_conversation(self) -> str:
-        """A new, empty conversation; returns its id."""
+    def create_conversation(self, owner: str = "local") -> str:
+        """A new, empty conversation belonging to `owner`; returns its id."""
         with Session(self.engine) as db, db.begin():
-            conversation = Conversation()
+            conversation = Conversation(owner=owner)
             db.add(conversation)
             db.flush()
             return conversation.id
 
-    def conversation_last_seq(self, conversation_id: str) -> int | None:
-        """The conversation's stored last event seq, or None if it does not exist."""
+    def conversation_last_seq(self, conversation_id: str, owner: str | None = None) -> int | None:
+        """The conversation's stored last event seq, or None if it does not exist (or belongs to another owner)."""
+        query = select(Conversation.last_seq).where(Conversation.id == conversation_id)
+        if owner is not None:
+            query = query.where(Conversation.owner == owner)
         with Session(self.engine) as db:
-            return db.scalar(select(Conversation.last_seq).where(Conversation.id == conversation_id))
+            return db.scalar(query)
+
+    def owns_attachment(self, owner: str, sha256: str) -> bool:
+        """True when one of `owner`'s conversations holds this attachment."""
+        query = (
+            select(_parts.c.id)
+            .select_from(_parts.join(_turns, _parts.c.turn_pk == _turns.c.pk).join(_conversations, _turns.c.conversation_id == _conversations.c.id))
+            .where((_parts.c.attachment_sha256 == sha256) & (_conversations.c.owner == owner))
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def add_user_turn(
         self, conversation_id: str, parts: list[PartRecord], attachments: list[tuple[str, bytes]] = (), turn_id: str | None = None

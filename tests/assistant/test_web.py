@@ -210,3 +210,36 @@ async def test_the_page_and_its_files_are_served_with_a_strict_policy(server):
         assert status == 200 and headers["Content-Type"].startswith(kind) and body
     status, _, _ = await asyncio.to_thread(_get, server.port, "/secrets.txt")
     assert status == 404
+
+
+async def test_a_server_with_tokens_asks_for_one_and_shows_stored_images_with_it(start_server, tmp_path):
+    """The page asks for the token, remembers it, and loads stored images with it after a reload."""
+    from assistant.auth import TokenFile
+
+    _, token = TokenFile(tmp_path / "data" / "tokens.json").create("alice")
+    server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        page = await browser.new_page()
+        errors = await watch_page(page)
+        await page.goto(f"http://127.0.0.1:{server.port}/")
+        await expect(page.locator("#token-form")).to_be_visible()
+        await expect(page.locator("#error-text")).to_have_text("This server needs an access token.")
+        await page.fill("#token-input", "ast_wrong")
+        await page.click("#token-form button")
+        await expect(page.locator("#error-text")).to_contain_text("was refused")
+        await page.fill("#token-input", token)
+        await page.click("#token-form button")
+        await expect(page.locator("#status")).to_have_text("Connected")
+        await expect(page.locator("#token-form")).to_be_hidden()
+        await page.set_input_files("#file-input", files=[{"name": "red.png", "mimeType": "image/png", "buffer": images.solid("red", (50, 40))}])
+        await page.fill("#input", "mine")
+        await page.press("#input", "Enter")
+        await expect(page.locator(".message.assistant .text")).to_have_text("You said: [Image 1: no description available]\nmine")
+        await page.reload()
+        await expect(page.locator("#status")).to_have_text("Connected")
+        stored = page.locator(".message.user img")
+        await expect(stored).to_have_count(1)
+        await page.wait_for_function("img => img.complete && img.naturalWidth === 50", arg=await stored.element_handle())
+        assert errors == []
+        await browser.close()

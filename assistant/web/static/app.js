@@ -5,6 +5,7 @@ const MAX_SIDE = 2048; // larger photos are scaled down in the browser before up
 const MAX_UPLOAD_BYTES = 8 * 1024 * 1024;
 const RECENT_KEY = "assistant.recent";
 const LAST_KEY = "assistant.conversation";
+const TOKEN_KEY = "assistant.token";
 const ERROR_WORDS = {
   bad_request: "That was not understood",
   unauthorized: "Not allowed",
@@ -20,12 +21,14 @@ const state = {
   ws: null,
   conversationId: new URLSearchParams(location.search).get("c") || localStorage.getItem(LAST_KEY),
   capabilities: {},
+  token: localStorage.getItem(TOKEN_KEY), // sent in session.start: browsers cannot set Authorization on a websocket
   attachments: [], // {mime, base64, url}
   pendingUser: [], // user bubbles sent, waiting for turn.created
   turns: new Map(), // turn_id -> user bubble
   replies: new Map(), // response_id -> assistant bubble
   jobs: new Map(), // job_id -> image card
   streaming: null, // response_id of the reply streaming now
+  lastSeq: null, // seq of the last conversation event seen, for a replay after reconnecting
   mic: null,
   hearing: false,
   retry: 0,
@@ -40,7 +43,7 @@ function connect() {
   state.ws = ws;
   ws.onopen = () => {
     state.retry = 0;
-    startSession(state.conversationId);
+    startSession(state.conversationId, state.lastSeq);
   };
   ws.onmessage = (message) => {
     if (typeof message.data === "string") handle(JSON.parse(message.data));
@@ -63,15 +66,20 @@ function send(event) {
   return true;
 }
 
-function startSession(conversationId) {
+function startSession(conversationId, lastSeq = null) {
   const event = { type: "session.start", event_id: "start", sample_rate: 16000 };
   if (conversationId) event.conversation_id = conversationId;
+  if (conversationId && lastSeq !== null) event.last_seq = lastSeq; // reconnecting: replay what was missed
+  if (state.token) event.token = state.token;
   send(event);
 }
 
 // ---------------------------------------------------------------- server events
 
+const ANSWERS = new Set(["session.started", "conversation.history", "conversation.search.results", "error"]);
+
 function handle(event) {
+  if (!ANSWERS.has(event.type)) state.lastSeq = event.seq; // a conversation event: numbered without gaps
   switch (event.type) {
     case "session.started": return sessionStarted(event);
     case "conversation.history": return renderHistory(event.turns);
@@ -104,8 +112,12 @@ function sessionStarted(event) {
     : "Message, or paste an image.";
   $("mic").disabled = !state.capabilities.asr;
   $("mic").title = state.capabilities.asr ? "Talk (the server notices when you stop)" : "No speech recognition on this server";
-  clearMessages();
   setStatus("connected", "Connected");
+  $("token-form").hidden = true;
+  if (state.token) localStorage.setItem(TOKEN_KEY, state.token);
+  if (event.replay && event.replay.complete) return; // reconnected: the missed events follow, the page stays
+  clearMessages();
+  state.lastSeq = event.seq;
   if (event.resumed) send({ type: "conversation.get", event_id: "history" });
 }
 
@@ -217,7 +229,7 @@ function imageDone(event) {
   card.dataset.status = event.status;
   const preview = card.querySelector("img");
   if (event.status === "completed") {
-    preview.src = event.sha256 ? `/attachments/${event.sha256}` : `data:${event.mime};base64,${event.data}`;
+    preview.src = `data:${event.mime};base64,${event.data}`;
     preview.alt = "generated image";
     preview.className = "generated";
     preview.hidden = false;
@@ -229,6 +241,12 @@ function imageDone(event) {
 }
 
 function serverError(event) {
+  if (event.code === "unauthorized") {
+    $("token-form").hidden = false;
+    $("token-input").focus();
+    showError(state.token ? "The access token was refused (wrong or revoked). Enter another." : "This server needs an access token.");
+    return;
+  }
   if (event.ref === "start" && event.code === "not_found") {
     state.conversationId = null; // a conversation this server does not know: start afresh
     startSession(null);
@@ -255,12 +273,24 @@ function clearMessages() {
   endStreaming();
 }
 
+function showImage(img, url) {
+  // With a token, stored images are fetched with it (an <img> cannot send an Authorization header).
+  if (!state.token || !url.startsWith("/attachments/")) {
+    img.src = url;
+    return;
+  }
+  fetch(url, { headers: { Authorization: `Bearer ${state.token}` } })
+    .then((response) => (response.ok ? response.blob() : Promise.reject(new Error(response.statusText))))
+    .then((blob) => (img.src = URL.createObjectURL(blob)))
+    .catch(() => (img.alt = "image (could not be loaded)"));
+}
+
 function addMessage(role, { text = "", images = [] }) {
   const bubble = document.createElement("div");
   bubble.className = `message ${role}`;
   for (const url of images) {
     const img = document.createElement("img");
-    img.src = url;
+    showImage(img, url);
     img.alt = "image";
     bubble.appendChild(img);
   }
@@ -489,6 +519,7 @@ function switchTo(id) {
     return;
   }
   stopMic(false);
+  state.lastSeq = null;
   startSession(id);
 }
 
@@ -532,6 +563,13 @@ function init() {
   $("mic").addEventListener("click", toggleMic);
   $("new-conversation").addEventListener("click", () => switchTo(null));
   $("error-close").addEventListener("click", () => ($("error").hidden = true));
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.token = $("token-input").value.trim();
+    $("token-input").value = "";
+    $("error").hidden = true;
+    startSession(state.conversationId);
+  });
   renderRecent();
   connect();
 }
