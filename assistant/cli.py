@@ -36,12 +36,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.port is not None:
         config.server.port = args.port
 
-    async def main() -> None:
+    async def main() -> bool:
         server = await serve_app(config)
         print(f"assistant: listening on ws://{config.server.host}:{server.port}/ws (Ctrl-C to stop)", flush=True)
         await server.run_until_signal()
+        return server.app.scheduler.stuck_threads() > 0
 
-    asyncio.run(main())
+    if asyncio.run(main()):
+        # An engine call that never returned still holds a worker thread; Python would wait for it forever.
+        logging.getLogger("assistant").warning("exiting with engine calls still hung")
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 

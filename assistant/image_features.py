@@ -47,7 +47,11 @@ async def features_for(app: App, images: list[tuple[str, Any]]) -> dict[str, np.
         if sha not in found:
             missing.setdefault(sha, image)
     if missing:
-        vectors = await app.scheduler.submit(encoder, encoder.encode_images, list(missing.values()))
+        timeout = app.config.limits.engine_timeout_s
+        try:
+            vectors = await app.scheduler.call(encoder, timeout, encoder.encode_images, list(missing.values()))
+        except TimeoutError:
+            raise EngineError(f"image encoder {encoder.id} did not answer within {timeout:g} s", code="internal") from None
         encoded = dict(zip(missing, _checked(encoder, vectors, len(missing))))
         await app.store.put_image_features(encoder.id, {sha: v.tobytes() for sha, v in encoded.items()}, encoder.dim)
         found.update(encoded)
@@ -100,7 +104,9 @@ async def search_images(app: App, conversation_id: str, query: str, limit: int, 
     try:
         vectors = await features_for(app, pixels)
         vectors.update({sha: np.frombuffer(v, dtype=np.float32) for sha, v in stored.items()})
-        text = _checked(encoder, await app.scheduler.submit(encoder, encoder.encode_texts, [query]), 1)[0]
+        text = _checked(encoder, await app.scheduler.call(encoder, app.config.limits.engine_timeout_s, encoder.encode_texts, [query]), 1)[0]
+    except TimeoutError:
+        raise ProtocolError("internal", "search failed: the image encoder did not answer in time", ref) from None
     except EngineError as exc:
         raise ProtocolError("internal", f"search failed: {exc}", ref) from None
     hits = [

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from assistant.engines import EngineError, GeneratedImage, GenerationCancelled, ImageGenerator, ImageRequest
 from assistant.protocol import ErrorBody, ImageDone, ImageProgress, ImageStarted, ProtocolError
-from assistant.scheduler import Relay
+from assistant.scheduler import NoProgress, Relay
 
 if TYPE_CHECKING:
     from assistant.session import Session
@@ -95,16 +95,28 @@ async def _run(engine: ImageGenerator, job: ImageJob) -> None:
                                     preview=base64.b64encode(preview).decode() if preview else None))
 
     future = app.scheduler.submit(engine, engine.generate, job.request, on_step, job.cancelled)
+    timeout = app.config.limits.engine_timeout_s
+    stalled = False
     try:
-        async for event in progress.until(future):
+        async for event in progress.until(future, timeout):
             await job.session.emit(event)
+    except NoProgress:
+        stalled = True
+        log.error("image job %s: no step for %g s; given up", job.job_id, timeout)
+        job.cancel()
+        await asyncio.wait([future], timeout=1.0)
+        if not future.done():
+            app.scheduler.abandon(engine)
     finally:
         if not future.done():  # the task itself was cancelled: stop the engine before recording the end
             job.cancel()
             await asyncio.wait([future])
         app.image_jobs.discard(job)
         job.session.jobs.discard(job)
-        status, error, result = _outcome(future, job)
+        if stalled:
+            status, error, result = "failed", ErrorBody(code="internal", message=f"the image generator made no progress for {timeout:g} s"), None
+        else:
+            status, error, result = _outcome(future, job)
         done_seq = app.channels.reserve(job.conversation_id)
         sha256 = None
         try:
@@ -131,7 +143,10 @@ def _outcome(future: asyncio.Future[GeneratedImage], job: ImageJob) -> tuple[str
         return "cancelled", None, None
     exc = future.exception()
     if exc is None:
-        return "completed", None, future.result()
+        result = future.result()
+        if not isinstance(result, GeneratedImage):
+            return "failed", ErrorBody(code="internal", message=f"the image generator returned {type(result).__name__} instead of a GeneratedImage"), None
+        return "completed", None, result
     if isinstance(exc, GenerationCancelled):
         return "cancelled", None, None
     if isinstance(exc, EngineError):

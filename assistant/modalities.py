@@ -4,8 +4,9 @@ A dialogue engine whose capabilities say `accepts_images` sees the images themse
 For any other engine, each registered modality describes each image part of a user turn (the text
 it reads, the labels it sees, the camera that took it...). Each description is stored as an
 `image_text` part of the turn, linked to its image by sha256, and reaches the engine's context as
-`[Image N: ...]` before the turn's text. A modality that raises or returns something other than a
-string is logged and skipped: the turn goes on with what the others said.
+`[Image N: ...]` before the turn's text. A modality that raises, returns something other than a
+string, or takes longer than `[limits] engine_timeout_s` is logged and skipped: the turn goes on with
+what the others said.
 """
 
 from __future__ import annotations
@@ -92,10 +93,15 @@ async def describe_images(app: App, images: list[ImageInput]) -> list[tuple[str,
         for image in images
         for entry in app.modalities
     ]
+    timeout = app.config.limits.engine_timeout_s
     if calls:
-        await asyncio.wait([future for _, _, future in calls])
+        await asyncio.wait([future for _, _, future in calls], timeout=timeout)
     found = []
     for image, entry, future in calls:
+        if not future.done():
+            log.warning("modality %s gave nothing for image %s within %g s; skipped", entry.name, image.sha256[:12], timeout)
+            app.scheduler.abandon(key=f"modality-{entry.name}")
+            continue
         exc = future.exception()
         if exc is not None:
             log.warning("modality %s failed on image %s: %s: %s", entry.name, image.sha256[:12], type(exc).__name__, exc)

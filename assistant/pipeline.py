@@ -42,10 +42,11 @@ from assistant.protocol import (
     error_code,
 )
 from assistant.routes import ImageRoute, first_route
-from assistant.scheduler import Relay
+from assistant.scheduler import NoProgress, Relay
 from assistant.store import PartRecord, TurnRecord
 
 if TYPE_CHECKING:
+    from assistant.app import App
     from assistant.session import Session
 
 log = logging.getLogger("assistant.pipeline")
@@ -159,10 +160,15 @@ async def transcribe(session: Session, turn_id: str, turn: TurnInput) -> str:
         if audio.is_silent(samples):
             result = Transcript("", None, audio.duration_s(samples))
         else:
+            timeout = app.config.limits.engine_timeout_s
             try:
-                result = await app.scheduler.submit(engine, engine.transcribe, samples, language)
+                result = await app.scheduler.call(engine, timeout, engine.transcribe, samples, language)
             except EngineError as exc:
                 raise ProtocolError(error_code(exc.code), str(exc)) from None
+            except TimeoutError:
+                raise ProtocolError("internal", f"the ASR engine did not answer within {timeout:g} s") from None
+            if not isinstance(result, Transcript):
+                raise ProtocolError("internal", f"the ASR engine returned {type(result).__name__} instead of a Transcript")
         await app.store.add_parts(turn_id, [PartRecord(kind="transcript", text=result.text)])
         await session.emit(TranscriptDone(turn_id=turn_id, text=result.text, language=result.language, duration_s=round(result.duration_s, 3)))
         texts.append(result.text)
@@ -359,12 +365,16 @@ async def _stream_reply(
     first_token_at: float | None = None
     pieces: list[str] = []
     future: asyncio.Future[DialogueResult] | None = None
+    broken: str | None = None  # why the engine's call was given up on (hung, or emitted something that is not text)
+    timeout = app.config.limits.engine_timeout_s
     try:
         if announce_turn:
             await session.emit(TurnCreated(turn_id=turn_id))
         await session.emit(ResponseCreated(response_id=reply.response_id, turn_id=turn_id))
         future = app.scheduler.submit(engine, engine.generate, request, deltas.push, reply.cancelled)
-        async for item in deltas.until(future):
+        async for item in deltas.until(future, timeout):
+            if not isinstance(item, str):
+                raise TypeError(f"the dialogue engine emitted {type(item).__name__} instead of text")
             if first_token_at is None:
                 first_token_at = time.perf_counter()
             pieces.append(item)
@@ -375,9 +385,16 @@ async def _stream_reply(
         if future is not None:
             await asyncio.wait([future])
         raise
+    except (NoProgress, TypeError) as exc:
+        broken = f"the dialogue engine made no progress for {timeout:g} s" if isinstance(exc, NoProgress) else str(exc)
+        log.error("reply %s: %s", reply.response_id, broken)
+        await _give_up(app, engine, reply, future)
     finally:
         text = "".join(pieces)
-        status, error, usage = _outcome(future, reply)
+        if broken is not None:
+            status, error, usage = "failed", ErrorBody(code="internal", message=broken), None
+        else:
+            status, error, usage = _outcome(future, reply)
         elapsed = time.perf_counter() - started
         timings = {"total_ms": round(elapsed * 1000, 3)}
         if first_token_at is not None:
@@ -402,6 +419,15 @@ async def _stream_reply(
             )
 
 
+async def _give_up(app: App, engine: DialogueEngine, reply: Reply, future: asyncio.Future[Any] | None) -> None:
+    """Cancel a broken engine call; if it does not stop within a second, abandon its worker thread."""
+    reply.cancel()
+    if future is not None:
+        await asyncio.wait([future], timeout=1.0)
+        if not future.done():
+            app.scheduler.abandon(engine)
+
+
 def _outcome(
     future: asyncio.Future[DialogueResult] | None, reply: Reply
 ) -> tuple[str, ErrorBody | None, dict[str, int] | None]:
@@ -417,6 +443,8 @@ def _outcome(
         log.error("dialogue engine failed", exc_info=exc)
         return "failed", ErrorBody(code="internal", message=f"the dialogue engine failed: {type(exc).__name__}: {exc}"), None
     result = future.result()
+    if not isinstance(result, DialogueResult):
+        return "failed", ErrorBody(code="internal", message=f"the dialogue engine returned {type(result).__name__} instead of a DialogueResult"), None
     usage = {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens}
     status = "cancelled" if result.finish_reason == "cancelled" or reply.cancelled.is_set() else "completed"
     return status, None, usage

@@ -22,6 +22,10 @@ T = TypeVar("T")
 _END = object()
 
 
+class NoProgress(Exception):
+    """An engine call pushed nothing for longer than its idle timeout."""
+
+
 class Relay(Generic[T]):
     """Carries items an engine pushes from its worker thread to the event loop, in order.
 
@@ -37,12 +41,21 @@ class Relay(Generic[T]):
         """Queue an item for the event loop; safe to call from any thread."""
         self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
 
-    async def until(self, future: asyncio.Future[Any]) -> AsyncIterator[T]:
-        """The pushed items, in order, until `future` (the engine call) is done."""
+    async def until(self, future: asyncio.Future[Any], idle_timeout_s: float | None = None) -> AsyncIterator[T]:
+        """The pushed items, in order, until `future` (the engine call) is done.
+
+        Raises NoProgress when nothing arrives for `idle_timeout_s` (a hung engine).
+        """
         # The future completes through call_soon_threadsafe after the worker's last push, so the
         # end marker is queued after every item.
         future.add_done_callback(lambda _future: self._queue.put_nowait(_END))
-        while (item := await self._queue.get()) is not _END:
+        while True:
+            try:
+                item = await asyncio.wait_for(self._queue.get(), idle_timeout_s)
+            except TimeoutError:
+                raise NoProgress(f"no progress for {idle_timeout_s} s") from None
+            if item is _END:
+                return
             yield item  # type: ignore[misc]
 
 
@@ -53,6 +66,7 @@ class Scheduler:
         self.workers_per_role = dict(workers_per_role or {})
         self._workers: dict[int, ThreadPoolExecutor] = {}
         self._named: dict[str, ThreadPoolExecutor] = {}
+        self._abandoned: list[ThreadPoolExecutor] = []
 
     def _worker(self, engine: Engine) -> ThreadPoolExecutor:
         key = id(engine)
@@ -72,8 +86,32 @@ class Scheduler:
             self._named[key] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=key)
         return asyncio.get_running_loop().run_in_executor(self._named[key], functools.partial(fn, *args))
 
+    def abandon(self, engine: Engine | None = None, key: str | None = None) -> None:
+        """Give up on a hung worker: later calls get a fresh one; the stuck thread is left to finish (or not).
+
+        Python cannot stop a thread; this keeps one engine call that never returns from holding up
+        every later call to that engine.
+        """
+        worker = self._workers.pop(id(engine), None) if engine is not None else self._named.pop(key or "", None)
+        if worker is not None:
+            worker.shutdown(wait=False, cancel_futures=False)
+            self._abandoned.append(worker)
+
+    def stuck_threads(self) -> int:
+        """Threads of abandoned workers still running an engine call."""
+        return sum(1 for worker in self._abandoned for thread in getattr(worker, "_threads", ()) if thread.is_alive())
+
+    async def call(self, engine: Engine, timeout_s: float, fn: Callable[..., T], *args: Any) -> T:
+        """`submit` and await the result; TimeoutError (and the worker abandoned) past `timeout_s`."""
+        future = self.submit(engine, fn, *args)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            self.abandon(engine)
+            raise
+
     def close(self) -> None:
-        """Wait for queued work to end and stop the workers."""
+        """Wait for queued work to end and stop the workers (abandoned ones are not waited for)."""
         for worker in [*self._workers.values(), *self._named.values()]:
             worker.shutdown(wait=True)
         self._workers.clear()
