@@ -58,7 +58,7 @@ class LimitsConfig(_Table):
     """`[limits]`: what one principal or one turn may use."""
 
     turns_per_minute: int = Field(60, ge=1, description="turns (and image.generate) per principal per minute")
-    sessions_per_principal: int = Field(16, ge=1, description="connections one principal may have in a session at once")
+    sessions_per_principal: int = Field(32, ge=1, description="connections one principal may have in a session at once")
     idle_timeout_s: float = Field(900.0, gt=0, description="a connection silent this long, with nothing in progress, is closed")
     max_turn_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="decoded bytes of all parts of one turn")
     engine_timeout_s: float = Field(120.0, gt=0, description="an engine call with no progress this long fails its turn")

@@ -38,6 +38,7 @@ class ScriptedDialogue(DialogueEngine):
         gate: threading.Event | None = None,
         engine_id: str = "fake:scripted",
         accepts_images: bool = False,
+        record: bool = True,
     ) -> None:
         self.id = engine_id
         self.capabilities = Capabilities(streaming=True, accepts_images=accepts_images)
@@ -46,11 +47,13 @@ class ScriptedDialogue(DialogueEngine):
         self.fail_times = fail_times
         self.gate = gate
         self.requests: list[DialogueRequest] = []
+        self.record = record  # off for load tests: the list would hold every context ever sent
         self.closed = False
 
     def generate(self, request, emit, cancelled) -> DialogueResult:
         """Emit the scripted deltas, honouring cancel between them."""
-        self.requests.append(request)
+        if self.record:
+            self.requests.append(request)
         if self.gate is not None:
             self.gate.wait(timeout=30)
         if self.fail_times > 0:

@@ -7,22 +7,14 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from assistant.cli import main
-from tests.conftest import MODEL_CACHE, REPO, make_config
-
-
-def write_config(tmp_path, body: str = "", server: str = "") -> str:
-    """A config file on port 0 with its database in tmp_path; `server` adds [server] keys, `body` more tables."""
-    path = tmp_path / "config.toml"
-    path.write_text(
-        f'[server]\nport = 0\n{server}[store]\nurl = "sqlite:///{tmp_path}/db.sqlite"\n'
-        f'[models]\ncache_dir = "{MODEL_CACHE}"\n' + body
-    )
-    return str(path)
+from tests.conftest import REPO, make_config
+from tests.processes import serve as _serve
+from tests.processes import stop as _stop
+from tests.processes import write_config
 
 
 SLOW_COUNTER = '[engines]\ndialogue = "slow-counter"\n[plugins]\nmodules = ["tests.sample_plugin"]\n'
@@ -70,24 +62,6 @@ def test_chat_reports_an_unreachable_server(capsys):
     assert "cannot reach" in capsys.readouterr().err
 
 
-def _serve(config: str) -> tuple[subprocess.Popen, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "assistant.cli", "serve", "--config", config],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=REPO,
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        match = re.search(r"listening on (ws://\S+/ws)", line)
-        if match:
-            return proc, match.group(1)
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError("the server did not start")
-
-
 def _chat(url: str, lines: list[str], *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "assistant.cli", "chat", "--url", url, *args],
@@ -95,11 +69,6 @@ def _chat(url: str, lines: list[str], *args: str) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-def _stop(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGTERM)
-    return proc.wait(timeout=60)
 
 
 @pytest.mark.offline_model

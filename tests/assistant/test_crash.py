@@ -1,0 +1,90 @@
+"""A crash: `assistant serve` killed with SIGKILL in the middle of replies, then restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+
+from websockets.asyncio.client import connect
+
+from tests.conftest import Client
+from tests.processes import serve, stop, write_config
+
+CLIENTS = 6
+CONFIG = '[engines]\ndialogue = "slow-counter"\nasr = ""\n[plugins]\nmodules = ["tests.sample_plugin"]\ndeny = ["rapid_ocr"]\n'
+
+
+async def quick_turn(url: str) -> dict:
+    """A client with one completed reply."""
+    client = Client(await connect(url))
+    conversation_id = (await client.start())["conversation_id"]
+    quick = await client.say("quick")
+    return {"client": client, "conversation_id": conversation_id, "completed": (quick[0]["turn_id"], quick[-1]["response_id"])}
+
+
+async def long_turn(session: dict) -> None:
+    """Start a long reply; return once it is committed and announced."""
+    client = session["client"]
+    await client.send({"type": "turn.create", "content": [{"type": "text", "text": "count"}]})
+    events = [await client.recv(), await client.recv()]
+    assert [e["type"] for e in events] == ["turn.created", "response.created"]
+    session["in_flight"] = (events[0]["turn_id"], events[1]["response_id"])
+
+
+async def read_deltas(session: dict, count: int) -> None:
+    """Wait for `count` more deltas of the session's reply."""
+    while count > 0:
+        count -= (await session["client"].recv())["type"] == "response.text.delta"
+
+
+def database(tmp_path) -> sqlite3.Connection:
+    return sqlite3.connect(tmp_path / "db.sqlite")
+
+
+async def test_sigkill_mid_reply_loses_no_committed_turn_and_marks_replies_interrupted(tmp_path):
+    """Every user turn committed before the kill survives, in-flight replies become interrupted, and the database is intact."""
+    config = write_config(tmp_path, CONFIG)
+    proc, url = serve(config)
+    try:
+        sessions = await asyncio.gather(*(quick_turn(url) for _ in range(CLIENTS)))
+        await long_turn(sessions[0])
+        await read_deltas(sessions[0], 3)  # streaming on the engine's worker
+        await asyncio.gather(*(long_turn(session) for session in sessions[1:]))  # committed, waiting for the worker
+        await read_deltas(sessions[0], 10)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    for session in sessions:
+        session["client"].ws.transport.abort()
+
+    db = database(tmp_path)
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    states = dict(db.execute("SELECT id, status FROM turns").fetchall())
+    for session in sessions:
+        for turn_id, _ in (session["completed"], session["in_flight"]):
+            assert states[turn_id] == "completed", "a user turn acknowledged with turn.created was committed"
+        assert states[session["completed"][1]] == "completed"
+        assert states[session["in_flight"][1]] == "in_progress", "killed mid-reply: nothing marked it yet"
+    db.close()
+
+    proc, url = serve(config)
+    try:
+        async with connect(url) as ws:
+            client = Client(ws)
+            for session in sessions:
+                await client.start(session["conversation_id"])
+                await client.send({"type": "conversation.get"})
+                turns = (await client.recv_until("conversation.history"))[-1]["turns"]
+                assert [(t["role"], t["status"]) for t in turns] == [
+                    ("user", "completed"), ("assistant", "completed"), ("user", "completed"), ("assistant", "interrupted")]
+                assert turns[1]["content"][0]["text"] == "done" and turns[2]["content"][0]["text"] == "count"
+            assert (await client.say("quick"))[-1]["status"] == "completed", "the restarted server serves turns"
+    finally:
+        assert stop(proc) == 0
+    db = database(tmp_path)
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert db.execute("SELECT count(*) FROM turns WHERE status = 'in_progress'").fetchone() == (0,)
+    print(f"\ncrash: SIGKILL with 1 reply streaming and {CLIENTS - 1} waiting for the engine; {len(states)} turns before, all there after; "
+          f"{CLIENTS} replies interrupted, integrity_check ok")
