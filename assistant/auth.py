@@ -2,8 +2,8 @@
 
 Tokens come from `[auth] tokens` in config.toml (as sha256 hashes) and from the token file that
 `assistant tokens create|list|revoke` manages (`[auth] tokens_file`). Only a token's sha256 is ever
-stored; the token itself is shown once, when it is created. The file is re-read when it changes, so a
-revoked token is refused from the next request on, without a restart. With no token configured
+stored; the token itself is shown once, when it is created. The file is re-read when it changes (checked at
+most once a second), so a revoked token is refused within a second, without a restart. With no token configured
 anywhere, authentication is off: every client is the principal `local`, and the server listens on
 loopback only unless the config says otherwise.
 """
@@ -17,11 +17,14 @@ import os
 import secrets
 import tempfile
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 LOCAL_PRINCIPAL = "local"
+RECHECK_S = 1.0
+"""The token file is looked at (one stat) at most this often: a revocation takes effect within it."""
 TOKEN_PREFIX = "ast_"
 
 
@@ -124,12 +127,17 @@ class Authenticator:
         self._file_state: tuple[float, int] | None = None
         self._file_tokens: dict[str, str] = {}
         self._file_has_records = False
+        self._checked_at = -RECHECK_S
         self._reload()
         self._enabled = bool(self.configured) or self._file_has_records
 
     def _reload(self) -> None:
         if self.token_file is None:
             return
+        now = time.monotonic()
+        if now - self._checked_at < RECHECK_S:
+            return
+        self._checked_at = now
         try:
             stat = self.token_file.path.stat()
             state: tuple[float, int] | None = (stat.st_mtime, stat.st_size)

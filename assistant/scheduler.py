@@ -51,7 +51,8 @@ class Relay(Generic[T]):
         future.add_done_callback(lambda _future: self._queue.put_nowait(_END))
         while True:
             try:
-                item = await asyncio.wait_for(self._queue.get(), idle_timeout_s)
+                async with asyncio.timeout(idle_timeout_s):  # no task per item, unlike wait_for
+                    item = await self._queue.get()
             except TimeoutError:
                 raise NoProgress(f"no progress for {idle_timeout_s} s") from None
             if item is _END:

@@ -142,7 +142,8 @@ class AssistantServer:
         try:
             while True:
                 try:
-                    frame = await asyncio.wait_for(connection.recv(), timeout=idle)
+                    async with asyncio.timeout(idle):  # no task per frame, unlike wait_for
+                        frame = await connection.recv()
                 except TimeoutError:
                     if session.busy():
                         continue  # a long reply or picture is no reason to hang up
