@@ -190,13 +190,13 @@ async def fuse_images(session: Session, turn_id: str, turn: TurnInput) -> None:
     if not app.late_fusion or not app.modalities:
         return
     encoder = app.engines.get("image_encoder")
-    first_seen = {image.sha256: (index, image) for index, image in reversed(list(enumerate(turn.images, start=1)))}
+    by_sha = {image.sha256: image for image in reversed(turn.images)}
     inputs = [  # an image sent twice in one turn is described once
         ImageInput(
-            index=index, sha256=sha, mime=image.mime, data=image.data, image=image.image,
+            index=index, sha256=sha, mime=by_sha[sha].mime, data=by_sha[sha].data, image=by_sha[sha].image,
             features=features.get(sha), encoder_id=encoder.id if encoder is not None else None,
         )
-        for sha, (index, image) in sorted(first_seen.items(), key=lambda item: item[1][0])
+        for sha, index in image_numbers([image.sha256 for image in turn.images]).items()
     ]
     described = await describe_images(app, inputs)
     if described:
@@ -224,14 +224,22 @@ def dialogue_context(
     return messages
 
 
+def image_numbers(shas: list[str]) -> dict[str, int]:
+    """Each distinct image's number in its turn: the 1-based position where it first appears, in order."""
+    numbers: dict[str, int] = {}
+    for index, sha in enumerate(shas, start=1):
+        numbers.setdefault(sha, index)
+    return numbers
+
+
 def _user_message(turn: TurnRecord, images: dict[str, Any] | None) -> ChatMessage:
     shas = [p.attachment_sha256 for p in turn.parts if p.kind == "image" and p.attachment_sha256]
     if images is not None:
         return ChatMessage("user", turn.text, tuple(images[sha] for sha in shas if sha in images))
-    number = {sha: index for index, sha in reversed(list(enumerate(shas, start=1)))}
+    number = image_numbers(shas)
     lines = [f"[Image {number.get(p.attachment_sha256 or '', len(shas))}: {p.text}]" for p in turn.parts if p.kind == "image_text" and p.text]
     described = {p.attachment_sha256 for p in turn.parts if p.kind == "image_text"}
-    lines += [f"[Image {number[sha]}: no description available]" for sha in dict.fromkeys(shas) if sha not in described]
+    lines += [f"[Image {index}: no description available]" for sha, index in number.items() if sha not in described]
     return ChatMessage("user", "\n".join([*lines, turn.text]).strip())
 
 

@@ -136,7 +136,7 @@ class Session:
 
     def _check_principal(self, ref: str | None) -> None:
         """With auth on: the session has a principal whose token is still valid (a revoked token stops
-        working at once); else unauthorized. With auth off, handlers say what is missing themselves."""
+        working within a second); else unauthorized. With auth off, handlers say what is missing themselves."""
         if not self.app.auth.enabled:
             return
         if self.principal is None:
