@@ -18,6 +18,7 @@ from assistant.channels import Channels
 from assistant.config import Config
 from assistant.engines import ENGINE_BASES, ROLES, Engine
 from assistant.limits import SessionCount, TurnRate
+from assistant.metrics import Metrics
 from assistant.modalities import RegisteredModality, load_modalities
 from assistant.models import ModelLocator
 from assistant.plugins import PluginError, Registrations, build_plugin_manager, collect_registrations
@@ -36,7 +37,8 @@ class App:
         self.registrations = registrations
         self.models = ModelLocator(registrations.model_sources, config.model_cache_dir)
         self.engines: dict[str, Engine] = {}
-        self.scheduler = Scheduler({"image_generator": config.images.concurrency})
+        self.metrics = Metrics()
+        self.scheduler = Scheduler({"image_generator": config.images.concurrency}, self.metrics)
         self.channels = Channels(config.server.replay_events, config.server.replay_ttl_s, self._persist_last_seq)
         self.auth = Authenticator([ConfiguredToken(t.principal, t.sha256) for t in config.auth.tokens], TokenFile(config.tokens_path))
         self.turn_rate = TurnRate(config.limits.turns_per_minute)

@@ -49,7 +49,7 @@ async def features_for(app: App, images: list[tuple[str, Any]]) -> dict[str, np.
     if missing:
         timeout = app.config.limits.engine_timeout_s
         try:
-            vectors = await app.scheduler.call(encoder, timeout, encoder.encode_images, list(missing.values()))
+            vectors = await app.scheduler.call(encoder, timeout, encoder.encode_images, list(missing.values()), batch=len(missing))
         except TimeoutError:
             raise EngineError(f"image encoder {encoder.id} did not answer within {timeout:g} s", code="internal") from None
         encoded = dict(zip(missing, _checked(encoder, vectors, len(missing))))

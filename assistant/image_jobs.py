@@ -12,6 +12,7 @@ import asyncio
 import base64
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,7 @@ async def _run(engine: ImageGenerator, job: ImageJob) -> None:
         progress.push(ImageProgress(job_id=job.job_id, step=step, total=total,
                                     preview=base64.b64encode(preview).decode() if preview else None))
 
+    began = time.perf_counter()
     future = app.scheduler.submit(engine, engine.generate, job.request, on_step, job.cancelled)
     timeout = app.config.limits.engine_timeout_s
     stalled = False
@@ -117,6 +119,7 @@ async def _run(engine: ImageGenerator, job: ImageJob) -> None:
             status, error, result = "failed", ErrorBody(code="internal", message=f"the image generator made no progress for {timeout:g} s"), None
         else:
             status, error, result = _outcome(future, job)
+        app.metrics.image_job_seconds.labels(status).observe(time.perf_counter() - began)
         done_seq = app.channels.reserve(job.conversation_id)
         sha256 = None
         try:

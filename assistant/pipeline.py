@@ -161,6 +161,7 @@ async def transcribe(session: Session, turn_id: str, turn: TurnInput) -> str:
             result = Transcript("", None, audio.duration_s(samples))
         else:
             timeout = app.config.limits.engine_timeout_s
+            began = time.perf_counter()
             try:
                 result = await app.scheduler.call(engine, timeout, engine.transcribe, samples, language)
             except EngineError as exc:
@@ -169,6 +170,8 @@ async def transcribe(session: Session, turn_id: str, turn: TurnInput) -> str:
                 raise ProtocolError("internal", f"the ASR engine did not answer within {timeout:g} s") from None
             if not isinstance(result, Transcript):
                 raise ProtocolError("internal", f"the ASR engine returned {type(result).__name__} instead of a Transcript")
+            if result.duration_s > 0:
+                app.metrics.asr_real_time_factor.observe((time.perf_counter() - began) / result.duration_s)
         await app.store.add_parts(turn_id, [PartRecord(kind="transcript", text=result.text)])
         await session.emit(TranscriptDone(turn_id=turn_id, text=result.text, language=result.language, duration_s=round(result.duration_s, 3)))
         texts.append(result.text)
@@ -409,6 +412,7 @@ async def _stream_reply(
             timings["time_to_first_token_ms"] = round((first_token_at - started) * 1000, 3)
         if usage and usage.get("completion_tokens") and elapsed > 0:
             timings["tokens_per_s"] = round(usage["completion_tokens"] / elapsed, 3)
+        _record_reply(app, status, usage, timings)
         done_seq = app.channels.reserve(reply.conversation_id)
         try:
             await asyncio.shield(
@@ -425,6 +429,18 @@ async def _stream_reply(
                 ResponseDone(response_id=reply.response_id, status=status, text=text, usage=usage, timings=timings, error=error),
                 seq=done_seq,
             )
+
+
+def _record_reply(app: App, status: str, usage: dict[str, int] | None, timings: dict[str, float]) -> None:
+    """Metrics of an ended reply."""
+    metrics = app.metrics
+    metrics.replies.labels(status).inc()
+    if usage:
+        metrics.tokens.inc(usage.get("completion_tokens", 0))
+    if "tokens_per_s" in timings:
+        metrics.tokens_per_second.observe(timings["tokens_per_s"])
+    if "time_to_first_token_ms" in timings:
+        metrics.time_to_first_token.observe(timings["time_to_first_token_ms"] / 1000)
 
 
 async def _give_up(app: App, engine: DialogueEngine, reply: Reply, future: asyncio.Future[Any] | None) -> None:

@@ -63,8 +63,9 @@ class Relay(Generic[T]):
 class Scheduler:
     """Runs blocking engine calls on per-engine worker threads."""
 
-    def __init__(self, workers_per_role: dict[str, int] | None = None) -> None:
+    def __init__(self, workers_per_role: dict[str, int] | None = None, metrics: Any = None) -> None:
         self.workers_per_role = dict(workers_per_role or {})
+        self.metrics = metrics  # assistant.metrics.Metrics, or None
         self._workers: dict[int, ThreadPoolExecutor] = {}
         self._named: dict[str, ThreadPoolExecutor] = {}
         self._abandoned: list[ThreadPoolExecutor] = []
@@ -76,10 +77,16 @@ class Scheduler:
             self._workers[key] = ThreadPoolExecutor(max_workers=count, thread_name_prefix=f"engine-{engine.role}")
         return self._workers[key]
 
-    def submit(self, engine: Engine, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Queue `fn(*args)` on the engine's worker; returns an awaitable future."""
+    def submit(self, engine: Engine, fn: Callable[..., T], *args: Any, batch: int = 1) -> asyncio.Future[T]:
+        """Queue `fn(*args)` on the engine's worker; returns an awaitable future. `batch`: requests it serves (metrics)."""
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._worker(engine), functools.partial(fn, *args))
+        future = loop.run_in_executor(self._worker(engine), functools.partial(fn, *args))
+        if self.metrics is not None:
+            depth = self.metrics.queue_depth.labels(engine.role)
+            depth.inc()
+            future.add_done_callback(lambda _future: depth.dec())
+            self.metrics.batch_size.labels(engine.role).observe(batch)
+        return future
 
     def submit_named(self, key: str, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue `fn(*args)` on a single worker thread named `key` (for small shared models such as VAD)."""
@@ -102,9 +109,9 @@ class Scheduler:
         """Threads of abandoned workers still running an engine call."""
         return sum(1 for worker in self._abandoned for thread in getattr(worker, "_threads", ()) if thread.is_alive())
 
-    async def call(self, engine: Engine, timeout_s: float, fn: Callable[..., T], *args: Any) -> T:
+    async def call(self, engine: Engine, timeout_s: float, fn: Callable[..., T], *args: Any, batch: int = 1) -> T:
         """`submit` and await the result; TimeoutError (and the worker abandoned) past `timeout_s`."""
-        future = self.submit(engine, fn, *args)
+        future = self.submit(engine, fn, *args, batch=batch)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:

@@ -75,6 +75,8 @@ class AssistantServer:
             if self.ready:
                 return connection.respond(HTTPStatus.OK, "ok\n")
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "not ready\n")
+        if path == "/metrics":
+            return await self._metrics(connection, request)
         if path in self.static_files and request.headers.get("Upgrade", "").lower() != "websocket":
             return self._static(self.static_files[path])
         if path != "/ws":
@@ -122,6 +124,17 @@ class AssistantServer:
             ("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
             ("Content-Type", mime), ("Content-Length", str(len(body))),
             ("Cache-Control", "public, max-age=31536000, immutable"),  # the name is the content's hash
+        ])
+        return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, body)
+
+    async def _metrics(self, connection: ServerConnection, request: Request) -> Response:
+        """GET /metrics: Prometheus text format; with auth on, any valid bearer token may read it."""
+        if self.app.auth.enabled and await asyncio.to_thread(self.app.auth.principal, bearer_token(request)) is None:
+            return connection.respond(HTTPStatus.UNAUTHORIZED, "this server needs Authorization: Bearer <token>\n")
+        body = self.app.metrics.render()
+        headers = Headers([
+            ("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
+            ("Content-Type", self.app.metrics.content_type), ("Content-Length", str(len(body))),
         ])
         return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, body)
 

@@ -68,6 +68,9 @@ class Session:
         conversation, this one included, even after this client has gone. Other events (answers to
         this client's own requests) go to this connection only, with the conversation's last seq.
         """
+        error = event if isinstance(event, Error) else getattr(event, "error", None)
+        if error is not None:
+            self.app.metrics.errors.labels(error.code).inc()
         if event.conversation_event and self.conversation_id is not None:
             await self.app.channels.publish(self.conversation_id, lambda number: serialize(event, number), seq)
             return
@@ -157,12 +160,14 @@ class Session:
                 limit = self.app.config.limits.sessions_per_principal
                 raise ProtocolError("rate_limited", f"{principal} already has {limit} sessions open", event.event_id)
             self._leave()
+            self.app.metrics.sessions.inc()
         self.principal, self._token = principal, token
         return principal
 
     def _leave(self) -> None:
         if self.principal is not None:
             self.app.sessions.leave(self.principal)
+            self.app.metrics.sessions.dec()
             self.principal = None
 
     async def _start(self, event: SessionStart) -> None:
