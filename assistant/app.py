@@ -39,6 +39,7 @@ class App:
         self.engines: dict[str, Engine] = {}
         self.metrics = Metrics()
         self.scheduler = Scheduler({"image_generator": config.images.concurrency}, self.metrics)
+        self.scheduler.max_queued = config.scheduler.max_queued
         self.channels = Channels(config.server.replay_events, config.server.replay_ttl_s, self._persist_last_seq)
         self.auth = Authenticator([ConfiguredToken(t.principal, t.sha256) for t in config.auth.tokens], TokenFile(config.tokens_path))
         self.turn_rate = TurnRate(config.limits.turns_per_minute)

@@ -105,6 +105,12 @@ class SpeechConfig(_Table):
     max_buffer_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="streamed PCM16 one utterance may buffer")
 
 
+class SchedulerConfig(_Table):
+    """`[scheduler]`: how engine work queues."""
+
+    max_queued: int = Field(32, ge=1, description="calls one engine may have waiting or running; more: rate_limited")
+
+
 class ImagesConfig(_Table):
     """`[images]`: how image jobs share the machine."""
 
@@ -151,6 +157,7 @@ class Config(_Table):
     engines: EnginesConfig = Field(default_factory=EnginesConfig)
     dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     image_input: ImageInputConfig = Field(default_factory=ImageInputConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)

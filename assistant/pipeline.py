@@ -42,7 +42,7 @@ from assistant.protocol import (
     error_code,
 )
 from assistant.routes import ImageRoute, first_route
-from assistant.scheduler import NoProgress, Relay
+from assistant.scheduler import NoProgress, QueueFull, Relay
 from assistant.store import PartRecord, TurnRecord
 
 if TYPE_CHECKING:
@@ -136,6 +136,14 @@ async def _image_part(session: Session, part: ImagePart, where: str, images_so_f
         return await asyncio.to_thread(decode_image, data, limits.max_bytes, limits.max_pixels)
     except ImageInputError as exc:
         raise ProtocolError(exc.code, f"{where}: {exc}", ref) from None  # type: ignore[arg-type]
+
+
+def admit(app: App, engine: Any, ref: str | None) -> None:
+    """rate_limited when the engine's queue is full ([scheduler] max_queued)."""
+    try:
+        app.scheduler.admit(engine)
+    except QueueFull as exc:
+        raise ProtocolError("rate_limited", str(exc), ref) from None
 
 
 def decode_base64(data: str, what: str, ref: str | None) -> bytes:
@@ -285,6 +293,8 @@ async def run_turn_input(session: Session, turn: TurnInput, conversation_id: str
     assert app.store is not None
     text = turn.text
     user_turn_id: str | None = None
+    if turn.audio:
+        admit(app, app.engines["asr"], ref)
     if turn.audio or turn.images:
         user_turn_id = await app.store.add_user_turn(conversation_id, turn.parts, turn.attachments, turn_id=turn.turn_id)
         await session.emit(TurnCreated(turn_id=user_turn_id))
@@ -307,6 +317,7 @@ async def run_turn_input(session: Session, turn: TurnInput, conversation_id: str
     engine = app.engines.get("dialogue")
     if not isinstance(engine, DialogueEngine):
         raise ProtocolError("unavailable", "no dialogue engine is configured ([engines] dialogue)", ref)
+    admit(app, engine, ref)
 
     limit = app.config.dialogue.history_turns
     if user_turn_id is None:

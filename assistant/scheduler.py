@@ -22,6 +22,10 @@ T = TypeVar("T")
 _END = object()
 
 
+class QueueFull(Exception):
+    """An engine already has as many calls waiting or running as the scheduler allows."""
+
+
 class NoProgress(Exception):
     """An engine call pushed nothing for longer than its idle timeout."""
 
@@ -66,6 +70,8 @@ class Scheduler:
     def __init__(self, workers_per_role: dict[str, int] | None = None, metrics: Any = None) -> None:
         self.workers_per_role = dict(workers_per_role or {})
         self.metrics = metrics  # assistant.metrics.Metrics, or None
+        self.max_queued: int | None = None
+        self._in_flight: dict[int, int] = {}
         self._workers: dict[int, ThreadPoolExecutor] = {}
         self._named: dict[str, ThreadPoolExecutor] = {}
         self._abandoned: list[ThreadPoolExecutor] = []
@@ -81,12 +87,33 @@ class Scheduler:
         """Queue `fn(*args)` on the engine's worker; returns an awaitable future. `batch`: requests it serves (metrics)."""
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._worker(engine), functools.partial(fn, *args))
+        key = id(engine)
+        self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        future.add_done_callback(lambda _future: self._done(key))
         if self.metrics is not None:
             depth = self.metrics.queue_depth.labels(engine.role)
             depth.inc()
             future.add_done_callback(lambda _future: depth.dec())
             self.metrics.batch_size.labels(engine.role).observe(batch)
         return future
+
+    def _done(self, key: int) -> None:
+        self._in_flight[key] -= 1
+        if not self._in_flight[key]:
+            del self._in_flight[key]
+
+    def in_flight(self, engine: Engine) -> int:
+        """Calls of this engine waiting or running."""
+        return self._in_flight.get(id(engine), 0)
+
+    def admit(self, engine: Engine) -> None:
+        """Raise QueueFull when the engine already has `max_queued` calls waiting or running.
+
+        Checked before a turn is stored, so a refused turn leaves nothing behind; bounded queues keep
+        memory flat under overload instead of growing without end.
+        """
+        if self.max_queued is not None and self.in_flight(engine) >= self.max_queued:
+            raise QueueFull(f"the {engine.role} engine already has {self.max_queued} requests waiting or running; try again shortly")
 
     def submit_named(self, key: str, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue `fn(*args)` on a single worker thread named `key` (for small shared models such as VAD)."""

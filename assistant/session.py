@@ -12,7 +12,7 @@ from assistant.app import App
 from assistant.audio_stream import AudioStream
 from assistant.image_features import search_images
 from assistant.image_jobs import ImageJob, image_generator, prepare, start_job
-from assistant.pipeline import TurnInput, decode_base64, run_turn, run_turn_input
+from assistant.pipeline import TurnInput, admit, decode_base64, run_turn, run_turn_input
 from assistant.protocol import (
     AudioAppend,
     AudioClear,
@@ -237,6 +237,7 @@ class Session:
         limit = self.app.config.images.max_jobs_per_connection
         if len(self.jobs) >= limit:
             raise ProtocolError("rate_limited", f"{limit} image jobs are already queued or painting on this connection", ref)
+        admit(self.app, image_generator(self, ref), ref)
 
     async def _generate_image(self, event: ImageGenerate) -> None:
         if self.conversation_id is None:

@@ -93,3 +93,27 @@ async def test_a_turn_past_max_turn_bytes_is_too_large(start_server, connect_cli
         assert error["code"] == "too_large" and "max_turn_bytes" in error["message"]
         await client.send({"type": "conversation.get"})
         assert (await client.recv_until("conversation.history"))[-1]["turns"] == []
+
+
+async def test_a_full_engine_queue_answers_rate_limited_and_stores_nothing(start_server, connect_client, tmp_path):
+    """With [scheduler] max_queued = 2 and the engine held, a third concurrent turn is refused; the first two complete."""
+    import threading
+
+    gate = threading.Event()
+    engine = ScriptedDialogue(gate=gate)
+    server = await start_server(make_config(tmp_path, scheduler={"max_queued": 2}), plugins=(FakeEnginesPlugin(engine),))
+    async with connect_client(server) as a, connect_client(server) as b, connect_client(server) as c:
+        for client in (a, b, c):
+            await client.start()
+        for client in (a, b):
+            await client.send({"type": "turn.create", "content": [{"type": "text", "text": "wait"}]})
+            await client.recv_until("response.created")
+        await c.send({"type": "turn.create", "event_id": "third", "content": [{"type": "text", "text": "me too"}]})
+        error = await c.recv()
+        assert error["code"] == "rate_limited" and "2 requests waiting or running" in error["message"] and error["ref"] == "third"
+        gate.set()
+        for client in (a, b):
+            assert (await client.recv_until("response.done"))[-1]["status"] == "completed"
+        await c.send({"type": "conversation.get"})
+        assert (await c.recv_until("conversation.history"))[-1]["turns"] == [], "the refused turn was not stored"
+        assert (await c.say("now"))[-1]["status"] == "completed"
