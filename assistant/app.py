@@ -71,6 +71,8 @@ class App:
         try:
             for role, engine_name in app.selected_engines().items():
                 app.engines[role] = await asyncio.to_thread(app.build_engine, role, engine_name)
+                if app.engines[role].capabilities.max_batch > 1:  # concurrent calls are batched by the engine
+                    app.scheduler.workers_per_role[role] = app.engines[role].capabilities.max_batch
                 log.info("%s engine ready: %s", role, app.engines[role].id)
             if "asr" in app.engines:
                 from assistant.vad import SileroVad

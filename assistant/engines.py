@@ -21,6 +21,7 @@ class Capabilities:
     streaming: bool = False
     batching: bool = False
     accepts_images: bool = False  # a dialogue engine that sees images itself (early fusion, a VLM)
+    max_batch: int = 1  # calls the engine serves at once; the core gives it this many worker threads
     devices: tuple[str, ...] = ("cpu",)
 
 

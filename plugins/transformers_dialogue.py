@@ -3,6 +3,8 @@
 Configured by `[plugins.transformers_dialogue]`. Streams token by token through a streamer that
 decodes incrementally (no partial UTF-8 characters), stops at the next token when cancelled, and
 fits the history to the context budget by dropping the oldest turns (the system prompt stays).
+Concurrent replies decode together in one batch (`assistant_plugins.decode_loop`), unless
+`batching = false` (or a repetition penalty is set), which serves one request at a time.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from assistant import (
     hookimpl,
 )
 from assistant.config import plugin_settings
+from assistant_plugins.decode_loop import DecodeLoop, Row
 
 PLUGIN_NAME = "transformers_dialogue"
 
@@ -44,6 +47,8 @@ class DialogueSettings(BaseModel):
     temperature: float = Field(0.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     repetition_penalty: float = Field(1.0, gt=0)
+    batching: bool = Field(True, description="decode concurrent replies together (False: one at a time)")
+    max_batch: int = Field(8, ge=1, description="replies decoded together at most")
 
 
 def pick_device(device: str) -> str:
@@ -127,7 +132,19 @@ class TransformersDialogue(DialogueEngine):
         self.load(model_path)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self.id = f"transformers:{name or settings.model}"
-        self.capabilities = Capabilities(streaming=True, devices=(self.device,))
+        self.batch_sizes: list[int] = []  # batch size of every batched decode step (for tests and metrics)
+        self.loop: DecodeLoop | None = None
+        if settings.batching and settings.repetition_penalty == 1.0 and self.batchable:
+            self.loop = DecodeLoop(self.model, settings.max_batch, self.device, on_step=self.batch_sizes.append)
+        batch = settings.max_batch if self.loop is not None else 1
+        self.capabilities = Capabilities(streaming=True, batching=self.loop is not None, max_batch=batch, devices=(self.device,))
+
+    batchable = True  # a vision model's inputs (pixels) do not go through the text decode loop
+
+    def close(self) -> None:
+        """Stop the decode loop."""
+        if self.loop is not None:
+            self.loop.close()
 
     def load(self, model_path: Path) -> None:
         """Load `self.tokenizer` and `self.model` (a causal LM with a chat template)."""
@@ -209,6 +226,12 @@ class TransformersDialogue(DialogueEngine):
         kwargs = self.generation_kwargs(request)
         prompt = self.fit_context(request.messages, kwargs["max_new_tokens"])
         streamer = DeltaStreamer(self.tokenizer, emit)
+        if self.loop is not None:
+            row = self.loop.run(Row(
+                prompt=list(prompt), max_new_tokens=kwargs["max_new_tokens"], temperature=kwargs.get("temperature") or 0.0,
+                top_p=kwargs.get("top_p") or 1.0, streamer=streamer, cancelled=cancelled, eos_ids=self.eos_ids,
+            ))
+            return DialogueResult(streamer.text, Usage(len(prompt), len(row.generated)), row.finish_reason)  # type: ignore[arg-type]
         inputs = self.model_inputs(prompt)
         prompt_length = int(inputs["input_ids"].shape[1])
         with torch.inference_mode():

@@ -30,6 +30,8 @@ class VisionSettings(DialogueSettings):
 class TransformersVisionDialogue(TransformersDialogue):
     """A VLM loaded once; it receives each user message's images through its processor."""
 
+    batchable = False  # pixels go through `generate`, one request at a time
+
     def __init__(self, model_path: Path, settings: VisionSettings, name: str | None = None) -> None:
         super().__init__(model_path, settings, name)
         self.id = f"transformers-vision:{name or settings.model}"

@@ -58,13 +58,14 @@ def test_greedy_is_deterministic_and_options_override_per_turn(tiny_llama, tmp_p
     assert sampled.usage.completion_tokens >= 1
 
 
-def test_cancel_stops_at_the_next_token(tiny_llama, tmp_path):
-    """A cancel already set lets exactly one token through; one set mid-stream stops the reply early."""
-    engine = engine_for(tiny_llama, tmp_path, max_new_tokens=200)
+@pytest.mark.parametrize("batching", [True, False], ids=["batched", "one-at-a-time"])
+def test_cancel_stops_at_the_next_token(tiny_llama, tmp_path, batching):
+    """A cancel already set lets at most one token through; one set mid-stream stops the reply early."""
+    engine = engine_for(tiny_llama, tmp_path, max_new_tokens=200, batching=batching)
     cancelled = threading.Event()
     cancelled.set()
     result = engine.generate(ask("Hello", max_new_tokens=200), lambda d: None, cancelled)
-    assert result.finish_reason == "cancelled" and result.usage.completion_tokens == 1
+    assert result.finish_reason == "cancelled" and result.usage.completion_tokens == (0 if batching else 1)
 
     cancelled = threading.Event()
     deltas: list[str] = []
