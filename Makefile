@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python bench/image_gen.py
 	$(BIN)/python bench/asr.py
 	$(BIN)/python bench/image_encode.py
+	$(BIN)/python bench/concurrency.py
 
 clean:
 	rm -rf $(VENV) .cache data
