@@ -22,7 +22,7 @@ from assistant.metrics import Metrics
 from assistant.modalities import RegisteredModality, load_modalities
 from assistant.models import ModelLocator
 from assistant.plugins import PluginError, Registrations, build_plugin_manager, collect_registrations
-from assistant.scheduler import Scheduler
+from assistant.scheduler import LatencyGate, Scheduler
 from assistant.store import AsyncStore, Store
 
 log = logging.getLogger("assistant")
@@ -40,6 +40,7 @@ class App:
         self.metrics = Metrics()
         self.scheduler = Scheduler({"image_generator": config.images.concurrency}, self.metrics)
         self.scheduler.max_queued = config.scheduler.max_queued
+        self.scheduler.gate = LatencyGate(config.scheduler.latency_classes)
         self.channels = Channels(config.server.replay_events, config.server.replay_ttl_s, self._persist_last_seq)
         self.auth = Authenticator([ConfiguredToken(t.principal, t.sha256) for t in config.auth.tokens], TokenFile(config.tokens_path))
         self.turn_rate = TurnRate(config.limits.turns_per_minute)

@@ -109,6 +109,10 @@ class SchedulerConfig(_Table):
     """`[scheduler]`: how engine work queues."""
 
     max_queued: int = Field(32, ge=1, description="calls one engine may have waiting or running; more: rate_limited")
+    latency_classes: dict[str, int] = Field(
+        default_factory=lambda: {"asr": 0, "image_encoder": 1, "dialogue": 1, "image_generator": 2},
+        description="per role; a larger number pauses between its steps while a smaller one runs (equal: no waiting)",
+    )
 
 
 class ImagesConfig(_Table):

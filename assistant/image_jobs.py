@@ -92,6 +92,7 @@ async def _run(engine: ImageGenerator, job: ImageJob) -> None:
     progress: Relay[ImageProgress] = Relay()
 
     def on_step(step: int, total: int, preview: bytes | None) -> None:
+        app.scheduler.gate.pause_for_higher("image_generator", job.cancelled)
         progress.push(ImageProgress(job_id=job.job_id, step=step, total=total,
                                     preview=base64.b64encode(preview).decode() if preview else None))
 

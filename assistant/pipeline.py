@@ -393,7 +393,13 @@ async def _stream_reply(
         if announce_turn:
             await session.emit(TurnCreated(turn_id=turn_id))
         await session.emit(ResponseCreated(response_id=reply.response_id, turn_id=turn_id))
-        future = app.scheduler.submit(engine, engine.generate, request, deltas.push, reply.cancelled)
+        gate = app.scheduler.gate
+
+        def emit(delta: str) -> None:  # on the engine's thread, after each piece of text
+            gate.pause_for_higher("dialogue", reply.cancelled)
+            deltas.push(delta)
+
+        future = app.scheduler.submit(engine, engine.generate, request, emit, reply.cancelled)
         async for item in deltas.until(future, timeout):
             if not isinstance(item, str):
                 raise TypeError(f"the dialogue engine emitted {type(item).__name__} instead of text")

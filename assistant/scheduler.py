@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Generic, TypeVar
@@ -20,6 +21,39 @@ from assistant.engines import Engine
 T = TypeVar("T")
 
 _END = object()
+
+
+class LatencyGate:
+    """Latency classes between roles: work of a lower class (a larger number) pauses between its steps
+    (tokens, denoising steps) while work of a higher class is running, so speech is transcribed before
+    replies stream and replies stream before pictures paint. Roles in one class never wait for each other."""
+
+    def __init__(self, classes: dict[str, int]) -> None:
+        self.classes = dict(classes)
+        self._running: dict[str, int] = {}
+        self._changed = threading.Condition()
+
+    def running(self, role: str) -> None:
+        """A call of `role` started."""
+        with self._changed:
+            self._running[role] = self._running.get(role, 0) + 1
+
+    def finished(self, role: str) -> None:
+        """A call of `role` ended."""
+        with self._changed:
+            self._running[role] -= 1
+            self._changed.notify_all()
+
+    def pause_for_higher(self, role: str, cancelled: threading.Event | None = None) -> None:
+        """Block (on the worker thread) while a higher class runs; returns at once when cancelled."""
+        mine = self.classes.get(role)
+        if mine is None:
+            return
+        with self._changed:
+            while not (cancelled is not None and cancelled.is_set()) and any(
+                count > 0 and self.classes.get(other, mine) < mine for other, count in self._running.items()
+            ):
+                self._changed.wait(0.05)
 
 
 class QueueFull(Exception):
@@ -71,6 +105,7 @@ class Scheduler:
         self.workers_per_role = dict(workers_per_role or {})
         self.metrics = metrics  # assistant.metrics.Metrics, or None
         self.max_queued: int | None = None
+        self.gate = LatencyGate({})
         self._in_flight: dict[int, int] = {}
         self._workers: dict[int, ThreadPoolExecutor] = {}
         self._named: dict[str, ThreadPoolExecutor] = {}
@@ -86,7 +121,7 @@ class Scheduler:
     def submit(self, engine: Engine, fn: Callable[..., T], *args: Any, batch: int = 1) -> asyncio.Future[T]:
         """Queue `fn(*args)` on the engine's worker; returns an awaitable future. `batch`: requests it serves (metrics)."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._worker(engine), functools.partial(fn, *args))
+        future = loop.run_in_executor(self._worker(engine), self._marked, engine.role, functools.partial(fn, *args))
         key = id(engine)
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
         future.add_done_callback(lambda _future: self._done(key))
@@ -96,6 +131,14 @@ class Scheduler:
             future.add_done_callback(lambda _future: depth.dec())
             self.metrics.batch_size.labels(engine.role).observe(batch)
         return future
+
+    def _marked(self, role: str, call: Callable[[], T]) -> T:
+        """Run an engine call, known to the latency gate while it runs."""
+        self.gate.running(role)
+        try:
+            return call()
+        finally:
+            self.gate.finished(role)
 
     def _done(self, key: int) -> None:
         self._in_flight[key] -= 1

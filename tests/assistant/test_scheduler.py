@@ -53,3 +53,58 @@ async def test_idle_sessions_are_cheap_and_active_ones_share_one_model(start_ser
     assert fifty - one <= 100
     assert peak - fifty < weights_mb / 2, "a second copy of the model would add its weights"
     assert max(engine.batch_sizes) >= 4, "the replies decoded together"
+
+
+def test_latency_gate_pauses_lower_classes_only_while_higher_ones_run():
+    """Image steps wait while ASR runs; dialogue and encoder (one class) never wait for each other; cancel releases."""
+    import threading
+    import time
+
+    from assistant.scheduler import LatencyGate
+
+    gate = LatencyGate({"asr": 0, "dialogue": 1, "image_encoder": 1, "image_generator": 2})
+    gate.running("image_encoder")
+    began = time.monotonic()
+    gate.pause_for_higher("dialogue")
+    assert time.monotonic() - began < 0.05, "same class: no waiting"
+    gate.finished("image_encoder")
+    gate.running("asr")
+    threading.Timer(0.3, gate.finished, args=("asr",)).start()
+    began = time.monotonic()
+    gate.pause_for_higher("image_generator")
+    assert time.monotonic() - began >= 0.25, "waited for ASR to finish"
+    gate.running("asr")  # and it never finishes
+    cancelled = threading.Event()
+    threading.Timer(0.1, cancelled.set).start()
+    began = time.monotonic()
+    gate.pause_for_higher("image_generator", cancelled)
+    assert 0.05 <= time.monotonic() - began < 1.0, "a cancel ends the pause"
+
+
+@pytest.mark.parametrize("classes, paints_during_reply", [
+    ({"dialogue": 1, "image_generator": 2}, False),
+    ({"dialogue": 1, "image_generator": 1}, True),
+], ids=["dialogue-first", "one-class"])
+async def test_an_image_job_pauses_while_a_reply_streams(start_server, connect_client, tmp_path, tiny_sd, classes, paints_during_reply):
+    """With dialogue in a higher class, no denoising step is reported while the reply streams; in one class they interleave."""
+    from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
+
+    engine = ScriptedDialogue(script=lambda request: [f"w{i} " for i in range(30)], delay_s=0.05)
+    config = make_config(
+        tmp_path, engines={"dialogue": "fake", "image_generator": "diffusers"}, scheduler={"latency_classes": classes},
+        plugins={"diffusers_image": {"model": str(tiny_sd), "default_steps": 8}},
+    )
+    server = await start_server(config, plugins=(FakeEnginesPlugin(engine),))
+    async with connect_client(server) as client:
+        await client.start()
+        await client.send({"type": "turn.create", "content": [{"type": "text", "text": "talk"}]})
+        await client.recv_until("response.text.delta")
+        await client.send({"type": "image.generate", "prompt": "a cat", "steps": 8})
+        events = await client.recv_until("image.done")
+        if not any(e["type"] == "response.done" for e in events):
+            events += await client.recv_until("response.done")
+    types = [e["type"] for e in events]
+    last_delta = len(types) - 1 - types[::-1].index("response.text.delta")
+    progress_during_reply = types[:last_delta].count("image.progress")
+    assert (progress_during_reply > 0) is paints_during_reply, types
+    assert types.count("image.progress") == 8
