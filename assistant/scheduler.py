@@ -106,6 +106,8 @@ class Scheduler:
         self.metrics = metrics  # assistant.metrics.Metrics, or None
         self.max_queued: int | None = None
         self.gate = LatencyGate({})
+        self._running_calls: dict[int, set[object]] = {}  # engine -> its calls running now (for the gate)
+        self._calls_lock = threading.Lock()
         self._in_flight: dict[int, int] = {}
         self._workers: dict[int, ThreadPoolExecutor] = {}
         self._named: dict[str, ThreadPoolExecutor] = {}
@@ -121,7 +123,7 @@ class Scheduler:
     def submit(self, engine: Engine, fn: Callable[..., T], *args: Any, batch: int = 1) -> asyncio.Future[T]:
         """Queue `fn(*args)` on the engine's worker; returns an awaitable future. `batch`: requests it serves (metrics)."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._worker(engine), self._marked, engine.role, functools.partial(fn, *args))
+        future = loop.run_in_executor(self._worker(engine), self._marked, engine, functools.partial(fn, *args))
         key = id(engine)
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
         future.add_done_callback(lambda _future: self._done(key))
@@ -132,13 +134,24 @@ class Scheduler:
             self.metrics.batch_size.labels(engine.role).observe(batch)
         return future
 
-    def _marked(self, role: str, call: Callable[[], T]) -> T:
-        """Run an engine call, known to the latency gate while it runs."""
-        self.gate.running(role)
+    def _marked(self, engine: Engine, call: Callable[[], T]) -> T:
+        """Run an engine call, known to the latency gate while it runs (until it ends or is abandoned)."""
+        token = object()
+        with self._calls_lock:
+            self._running_calls.setdefault(id(engine), set()).add(token)
+        self.gate.running(engine.role)
         try:
             return call()
         finally:
-            self.gate.finished(role)
+            self._release(engine, token)
+
+    def _release(self, engine: Engine, token: object) -> None:
+        with self._calls_lock:
+            calls = self._running_calls.get(id(engine), set())
+            if token not in calls:
+                return  # abandoned: already released
+            calls.discard(token)
+        self.gate.finished(engine.role)
 
     def _done(self, key: int) -> None:
         self._in_flight[key] -= 1
@@ -170,6 +183,11 @@ class Scheduler:
         Python cannot stop a thread; this keeps one engine call that never returns from holding up
         every later call to that engine.
         """
+        if engine is not None:  # a hung call must not hold lower latency classes back forever
+            with self._calls_lock:
+                stuck = self._running_calls.pop(id(engine), set())
+            for _ in stuck:
+                self.gate.finished(engine.role)
         worker = self._workers.pop(id(engine), None) if engine is not None else self._named.pop(key or "", None)
         if worker is not None:
             worker.shutdown(wait=False, cancel_futures=False)
