@@ -12,6 +12,7 @@ the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -149,8 +150,6 @@ class Channels:
         return len(dropped)
 
     def _persist(self, channel: Channel) -> None:
-        import asyncio
-
         assert self.persist_last_seq is not None
         try:
             task = asyncio.get_running_loop().create_task(self.persist_last_seq(channel.conversation_id, channel.last_delivered))

@@ -106,10 +106,7 @@ async def _run(engine: ImageGenerator, job: ImageJob) -> None:
     except NoProgress:
         stalled = True
         log.error("image job %s: no step for %g s; given up", job.job_id, timeout)
-        job.cancel()
-        await asyncio.wait([future], timeout=1.0)
-        if not future.done():
-            app.scheduler.abandon(engine)
+        await app.scheduler.give_up(engine, future, job.cancel)
     finally:
         if not future.done():  # the task itself was cancelled: stop the engine before recording the end
             job.cancel()

@@ -416,7 +416,7 @@ async def _stream_reply(
     except (NoProgress, TypeError) as exc:
         broken = f"the dialogue engine made no progress for {timeout:g} s" if isinstance(exc, NoProgress) else str(exc)
         log.error("reply %s: %s", reply.response_id, broken)
-        await _give_up(app, engine, reply, future)
+        await app.scheduler.give_up(engine, future, reply.cancel)
     finally:
         text = "".join(pieces)
         if broken is not None:
@@ -458,15 +458,6 @@ def _record_reply(app: App, status: str, usage: dict[str, int] | None, timings: 
         metrics.tokens_per_second.observe(timings["tokens_per_s"])
     if "time_to_first_token_ms" in timings:
         metrics.time_to_first_token.observe(timings["time_to_first_token_ms"] / 1000)
-
-
-async def _give_up(app: App, engine: DialogueEngine, reply: Reply, future: asyncio.Future[Any] | None) -> None:
-    """Cancel a broken engine call; if it does not stop within a second, abandon its worker thread."""
-    reply.cancel()
-    if future is not None:
-        await asyncio.wait([future], timeout=1.0)
-        if not future.done():
-            app.scheduler.abandon(engine)
 
 
 def _outcome(

@@ -193,6 +193,14 @@ class Scheduler:
             worker.shutdown(wait=False, cancel_futures=False)
             self._abandoned.append(worker)
 
+    async def give_up(self, engine: Engine, future: asyncio.Future[Any] | None, cancel: Callable[[], None]) -> None:
+        """Stop a broken engine call: `cancel()`, and if it has not returned within a second, abandon its worker."""
+        cancel()
+        if future is not None:
+            await asyncio.wait([future], timeout=1.0)
+            if not future.done():
+                self.abandon(engine)
+
     def stuck_threads(self) -> int:
         """Threads of abandoned workers still running an engine call."""
         return sum(1 for worker in self._abandoned for thread in getattr(worker, "_threads", ()) if thread.is_alive())

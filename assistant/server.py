@@ -42,6 +42,15 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def ok_response(body: bytes, content_type: str, *extra: tuple[str, str]) -> Response:
+    """A 200 HTTP response with `body`, its type and length, and any extra headers."""
+    headers = Headers([
+        ("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
+        ("Content-Type", content_type), ("Content-Length", str(len(body))), *extra,
+    ])
+    return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, body)
+
+
 def bearer_token(request: Request) -> str | None:
     """The token of an `Authorization: Bearer <token>` header, or None."""
     value = request.headers.get("Authorization", "")
@@ -120,34 +129,21 @@ class AssistantServer:
         if found is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "no such attachment\n")
         mime, body = found
-        headers = Headers([
-            ("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
-            ("Content-Type", mime), ("Content-Length", str(len(body))),
-            ("Cache-Control", "public, max-age=31536000, immutable"),  # the name is the content's hash
-        ])
-        return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, body)
+        return ok_response(body, mime, ("Cache-Control", "public, max-age=31536000, immutable"))  # the name is the content's hash
 
     async def _metrics(self, connection: ServerConnection, request: Request) -> Response:
         """GET /metrics: Prometheus text format; with auth on, any valid bearer token may read it."""
         if self.app.auth.enabled and await asyncio.to_thread(self.app.auth.principal, bearer_token(request)) is None:
             return connection.respond(HTTPStatus.UNAUTHORIZED, "this server needs Authorization: Bearer <token>\n")
-        body = self.app.metrics.render()
-        headers = Headers([
-            ("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
-            ("Content-Type", self.app.metrics.content_type), ("Content-Length", str(len(body))),
-        ])
-        return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, body)
+        return ok_response(self.app.metrics.render(), self.app.metrics.content_type)
 
     @staticmethod
     def _static(file: StaticFile) -> Response:
         """A web client file, with a policy that keeps the page to this origin."""
-        headers = Headers([
-            ("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
-            ("Content-Type", file.content_type), ("Content-Length", str(len(file.body))),
-            ("Cache-Control", "no-cache"), ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+        return ok_response(
+            file.body, file.content_type, ("Cache-Control", "no-cache"), ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
             ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
-        ])
-        return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, file.body)
+        )
 
     async def _handle(self, connection: ServerConnection) -> None:
         session = Session(self.app, connection.send, token=self._tokens.pop(connection, None), close=connection.close)
