@@ -1,9 +1,9 @@
-"""One connection's streamed audio: PCM16 chunks in, speech events, partial transcripts, turns out.
+"""One client's streamed audio: PCM16 chunks in, speech events, partial transcripts, turns out.
 
-Chunks arrive by `audio.append` (base64) or binary frames at the session's sample rate. They are
+Chunks arrive from the dialect (the native one: `audio.append` or binary frames) at the client's sample rate. They are
 resampled to 16 kHz as they come. With server VAD on, Silero VAD marks where speech starts
-(`speech.started`) and ends (`speech.stopped`), and the end commits the utterance as a turn by
-itself; with it off, `audio.commit` does. While speech goes on, a `transcript.delta` with the
+(`SpeechStarted`) and ends (`SpeechStopped`), and the end commits the utterance as a turn by
+itself; with it off, the client's commit does. While speech goes on, a `TranscriptDelta` with the
 growing hypothesis is sent every `[speech] partial_interval_s` of new audio. A committed
 utterance becomes an ordinary turn: stored (audio as WAV), transcribed, answered.
 """
@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from assistant import audio
+from assistant import audio, events
 from assistant.engines import AsrEngine
-from assistant.pipeline import TurnInput
-from assistant.protocol import ProtocolError, SpeechStarted, SpeechStopped, TranscriptDelta
+from assistant.errors import AssistantError
 from assistant.store import PartRecord, new_id
+from assistant.turns import TurnInput
 
 if TYPE_CHECKING:
-    from assistant.session import Session
+    from assistant.conversation import Conversation
 
 log = logging.getLogger("assistant.audio_stream")
 
@@ -31,13 +31,14 @@ PRE_ROLL_S = 0.5  # audio kept from before speech starts, so the first word is n
 
 
 class AudioStream:
-    """Buffers one utterance at a time for a session."""
+    """Buffers one utterance at a time for a client; committed utterances become turns of its conversation."""
 
-    def __init__(self, session: Session, sample_rate: int, vad: bool, language: str | None) -> None:
-        self.session = session
-        speech = session.app.config.speech
+    def __init__(self, conversation: Conversation, sample_rate: int, vad: bool, language: str | None) -> None:
+        self.conversation = conversation
+        app = conversation.app
+        speech = app.config.speech
         self.resampler = audio.StreamResampler(sample_rate)
-        self.vad = session.app.vad.stream(speech.vad_threshold, speech.vad_min_silence_ms) if vad and session.app.vad else None
+        self.vad = app.vad.stream(speech.vad_threshold, speech.vad_min_silence_ms) if vad and app.vad else None
         self.language = language or speech.language
         self._partial: asyncio.Task[None] | None = None
         self._reset_utterance()
@@ -57,17 +58,17 @@ class AudioStream:
 
     async def append(self, pcm: bytes, ref: str | None) -> None:
         """Add a chunk; may emit speech events, start a partial transcript, or commit the utterance."""
-        app = self.session.app
+        app = self.conversation.app
         if not isinstance(app.engines.get("asr"), AsrEngine):
-            raise ProtocolError("unavailable", "streamed audio needs an ASR engine ([engines] asr)", ref)
+            raise AssistantError("unavailable", "streamed audio needs an ASR engine ([engines] asr)", ref)
         speech = app.config.speech
         if self._bytes + len(pcm) > speech.max_buffer_bytes:
             self.clear()
-            raise ProtocolError("too_large", f"more than {speech.max_buffer_bytes} bytes of audio buffered; the buffer was cleared", ref)
+            raise AssistantError("too_large", f"more than {speech.max_buffer_bytes} bytes of audio buffered; the buffer was cleared", ref)
         try:
             samples = self.resampler.push(pcm)
         except audio.AudioError as exc:
-            raise ProtocolError("bad_request", str(exc), ref) from None
+            raise AssistantError("bad_request", str(exc), ref) from None
         if self.turn_id is None:
             self.turn_id = new_id()
         self._chunks.append(samples)
@@ -75,14 +76,14 @@ class AudioStream:
         self._bytes += len(pcm)
         if self.buffered_s > speech.max_seconds:
             self.clear()
-            raise ProtocolError("too_large", f"the utterance passed {speech.max_seconds:g} s; the buffer was cleared", ref)
+            raise AssistantError("too_large", f"the utterance passed {speech.max_seconds:g} s; the buffer was cleared", ref)
         if self.vad is not None:
             for event in await app.scheduler.submit_named("vad", self.vad.feed, samples):
                 if event.kind == "start":
                     self._heard_speech = True
-                    await self.session.emit(SpeechStarted(audio_start_ms=event.ms))
+                    await self.conversation.publish(events.SpeechStarted(audio_start_ms=event.ms))
                 else:
-                    await self.session.emit(SpeechStopped(audio_end_ms=event.ms))
+                    await self.conversation.publish(events.SpeechStopped(audio_end_ms=event.ms))
                     await self.commit(ref)
                     return
             if not self._heard_speech:
@@ -96,7 +97,7 @@ class AudioStream:
             self._chunks, self._samples = [tail], tail.size
 
     def _maybe_partial(self) -> None:
-        interval = self.session.app.config.speech.partial_interval_s
+        interval = self.conversation.app.config.speech.partial_interval_s
         speaking = self.vad.in_speech if self.vad is not None else True
         if interval <= 0 or not speaking or (self._partial is not None and not self._partial.done()):
             return
@@ -105,24 +106,24 @@ class AudioStream:
             self._partial = asyncio.create_task(self._transcribe_partial(np.concatenate(self._chunks), self.turn_id))
 
     async def _transcribe_partial(self, samples: np.ndarray, turn_id: str | None) -> None:
-        engine = self.session.app.engines.get("asr")
+        engine = self.conversation.app.engines.get("asr")
         if not isinstance(engine, AsrEngine) or audio.is_silent(samples):
             return
         try:
-            result = await self.session.app.scheduler.submit(engine, engine.transcribe, samples, self.language)
+            result = await self.conversation.app.scheduler.submit(engine, engine.transcribe, samples, self.language)
         except Exception:
             log.exception("partial transcript failed")
             return
         if turn_id is not None and turn_id == self.turn_id and result.text:
-            await self.session.emit(TranscriptDelta(turn_id=turn_id, text=result.text))
+            await self.conversation.publish(events.TranscriptDelta(turn_id=turn_id, text=result.text))
 
     async def commit(self, ref: str | None) -> None:
-        """Make the buffered utterance a turn (queued behind the session's other turns)."""
+        """Make the buffered utterance a turn (queued behind the client's other turns)."""
         if self._samples == 0:
-            raise ProtocolError("bad_request", "no audio to commit: send audio.append first", ref)
+            raise AssistantError("bad_request", "no audio to commit: send audio first", ref)
         samples, turn_id = np.concatenate(self._chunks), self.turn_id
         self._reset_utterance()
-        store_audio = self.session.app.config.speech.store_audio
+        store_audio = self.conversation.app.config.speech.store_audio
         data = audio.wav_bytes(samples)
         turn = TurnInput(
             parts=[PartRecord(kind="audio", attachment_sha256=audio.sha256(data) if store_audio else None)],
@@ -130,7 +131,7 @@ class AudioStream:
             audio=[(samples, self.language)],
             turn_id=turn_id,
         )
-        self.session.spawn_turn(turn, ref)
+        self.conversation.submit_turn(turn, ref)
 
     def clear(self) -> None:
         """Drop the buffered utterance and the VAD's state."""

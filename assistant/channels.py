@@ -1,9 +1,9 @@
 """Conversation channels: a conversation's events, numbered without gaps, sent to every connection that
 follows it, and kept in a bounded buffer so a client that reconnects gets what it missed.
 
-A conversation event (turn.created, transcript.*, speech.*, response.*, image.*) takes the next
+A conversation event (a domain event from `assistant.events`) takes the next
 `seq` of its conversation. A seq may be reserved before its event exists (a reply's `response.done`
-is numbered before the reply is stored, so the store knows the conversation's last seq); frames are
+is numbered before the reply is stored, so the store knows the conversation's last seq); events are
 delivered strictly in seq order, a later one waiting for a reserved one. Events in flight keep being
 published after their client has gone: they are buffered and reach whoever follows the conversation
 next. A channel nobody follows is dropped `ttl_s` after its last follower left, its last seq kept in
@@ -18,6 +18,8 @@ import time
 from collections import deque
 from typing import Awaitable, Callable, Protocol
 
+from assistant.events import Event
+
 log = logging.getLogger("assistant.channels")
 
 STALL_S = 10.0
@@ -27,8 +29,8 @@ STALL_S = 10.0
 class Follower(Protocol):
     """A connection following a conversation."""
 
-    async def deliver(self, seq: int, frame: str) -> None:
-        """Send one numbered frame to the client (ignoring a closed connection)."""
+    async def deliver(self, seq: int, event: Event) -> None:
+        """Send one numbered event to the client in its wire's form (ignoring a closed connection)."""
 
 
 class Channel:
@@ -38,8 +40,8 @@ class Channel:
         self.conversation_id = conversation_id
         self.last_reserved = last_seq
         self.last_delivered = last_seq
-        self.buffer: deque[tuple[int, str]] = deque(maxlen=capacity)
-        self.pending: dict[int, tuple[str, float]] = {}
+        self.buffer: deque[tuple[int, Event]] = deque(maxlen=capacity)
+        self.pending: dict[int, tuple[Event, float]] = {}
         self.followers: set[Follower] = set()
         self.left_at: float | None = time.monotonic()
 
@@ -48,15 +50,15 @@ class Channel:
         self.last_reserved += 1
         return self.last_reserved
 
-    def since(self, last_seq: int) -> tuple[list[tuple[int, str]], bool]:
-        """Buffered frames after `last_seq`, and whether they are all the client missed."""
-        frames = [(seq, frame) for seq, frame in self.buffer if seq > last_seq]
+    def since(self, last_seq: int) -> tuple[list[tuple[int, Event]], bool]:
+        """Buffered events after `last_seq`, and whether they are all the client missed."""
+        events = [(seq, event) for seq, event in self.buffer if seq > last_seq]
         oldest = self.buffer[0][0] if self.buffer else self.last_delivered + 1
         complete = oldest - 1 <= last_seq <= self.last_delivered
-        return frames, complete
+        return events, complete
 
-    def ready(self) -> list[tuple[int, str]]:
-        """Frames now deliverable in order, moved from pending to the buffer."""
+    def ready(self) -> list[tuple[int, Event]]:
+        """Events now deliverable in order, moved from pending to the buffer."""
         out = []
         if self.pending and (self.last_delivered + 1) not in self.pending:
             oldest_wait = min(at for _, at in self.pending.values())
@@ -66,9 +68,9 @@ class Channel:
                 self.last_delivered = skip_to
         while (self.last_delivered + 1) in self.pending:
             self.last_delivered += 1
-            frame, _ = self.pending.pop(self.last_delivered)
-            self.buffer.append((self.last_delivered, frame))
-            out.append((self.last_delivered, frame))
+            event, _ = self.pending.pop(self.last_delivered)
+            self.buffer.append((self.last_delivered, event))
+            out.append((self.last_delivered, event))
         return out
 
 
@@ -105,18 +107,18 @@ class Channels:
         channel = self._channels.get(conversation_id)
         return channel.last_delivered if channel is not None else 0
 
-    async def publish(self, conversation_id: str, render: Callable[[int], str], seq: int | None = None) -> int:
+    async def publish(self, conversation_id: str, event: Event, seq: int | None = None) -> int:
         """Number an event (or use its reserved `seq`), buffer it and deliver it in order; returns its seq.
 
-        `render(seq)` makes the frame. Delivery to each follower is awaited in turn.
+        Delivery to each follower is awaited in turn; each follower renders it for its own wire.
         """
         channel = self.get(conversation_id)
         if seq is None:
             seq = channel.reserve()
-        channel.pending[seq] = (render(seq), time.monotonic())
-        for ready_seq, frame in channel.ready():
+        channel.pending[seq] = (event, time.monotonic())
+        for ready_seq, ready in channel.ready():
             for follower in list(channel.followers):
-                await follower.deliver(ready_seq, frame)
+                await follower.deliver(ready_seq, ready)
         return seq
 
     def follow(self, conversation_id: str, follower: Follower, stored_last_seq: int = 0) -> Channel:
@@ -156,3 +158,21 @@ class Channels:
         except RuntimeError:  # no loop (shutting down): the store's value may lag; resumed seqs still increase past it
             return
         task.add_done_callback(lambda t: t.exception() and log.error("storing last seq failed", exc_info=t.exception()))
+
+
+class ChannelEmit:
+    """The `Emit` of one conversation: publishes its events on the conversation's channel."""
+
+    __slots__ = ("channels", "conversation_id")
+
+    def __init__(self, channels: Channels, conversation_id: str) -> None:
+        self.channels = channels
+        self.conversation_id = conversation_id
+
+    def reserve(self) -> int:
+        """Reserve the conversation's next seq."""
+        return self.channels.reserve(self.conversation_id)
+
+    async def __call__(self, event: Event, seq: int | None = None) -> None:
+        """Publish `event` to every follower of the conversation."""
+        await self.channels.publish(self.conversation_id, event, seq)

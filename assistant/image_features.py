@@ -17,7 +17,7 @@ import numpy as np
 
 from assistant.engines import EngineError, ImageEncoder
 from assistant.image_input import ImageInputError, decode_image
-from assistant.protocol import ProtocolError
+from assistant.errors import AssistantError
 
 if TYPE_CHECKING:
     from assistant.app import App
@@ -91,7 +91,7 @@ async def search_images(app: App, conversation_id: str, query: str, limit: int, 
     """
     encoder = image_encoder(app)
     if encoder is None:
-        raise ProtocolError("unavailable", "searching images needs an image encoder ([engines] image_encoder)", ref)
+        raise AssistantError("unavailable", "searching images needs an image encoder ([engines] image_encoder)", ref)
     assert app.store is not None
     refs = {}
     for image_ref in await app.store.conversation_images(conversation_id):
@@ -106,9 +106,9 @@ async def search_images(app: App, conversation_id: str, query: str, limit: int, 
         vectors.update({sha: np.frombuffer(v, dtype=np.float32) for sha, v in stored.items()})
         text = _checked(encoder, await app.scheduler.call(encoder, app.config.limits.engine_timeout_s, encoder.encode_texts, [query]), 1)[0]
     except TimeoutError:
-        raise ProtocolError("internal", "search failed: the image encoder did not answer in time", ref) from None
+        raise AssistantError("internal", "search failed: the image encoder did not answer in time", ref) from None
     except EngineError as exc:
-        raise ProtocolError("internal", f"search failed: {exc}", ref) from None
+        raise AssistantError("internal", f"search failed: {exc}", ref) from None
     hits = [
         SearchHit(sha, refs[sha].turn_id, refs[sha].role, refs[sha].mime, round(float(vector @ text), 6))
         for sha, vector in vectors.items()

@@ -1,27 +1,29 @@
-"""Image jobs: from a request (an `image.generate` event or a routed turn) to a stored, streamed image.
+"""Image jobs: from a request (an image request or a routed turn) to a stored, announced image.
 
 A job is an assistant turn of its own. It is committed `in_progress` before the engine starts,
-announced with `image.started`, reports `image.progress` after every step, and ends with
-`image.done` once its PNG (or its cancelled or failed status) is committed. Jobs run on the image
-engine's own workers, so the connection's text turns go on while a job paints.
+announced with `ImageStarted`, reports `ImageProgress` after every step, and ends with `ImageDone`
+once its PNG (or its cancelled or failed status) is committed. Jobs run on the image engine's own
+workers, so the conversation's text turns go on while a job paints.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from assistant import events
 from assistant.engines import EngineError, GeneratedImage, GenerationCancelled, ImageGenerator, ImageRequest
-from assistant.protocol import ErrorBody, ImageDone, ImageProgress, ImageStarted, ProtocolError
+from assistant.errors import AssistantError
+from assistant.events import ErrorInfo
+from assistant.reply import announce_end
 from assistant.scheduler import NoProgress, Relay
 
 if TYPE_CHECKING:
-    from assistant.session import Session
+    from assistant.conversation import Conversation
 
 log = logging.getLogger("assistant.image_jobs")
 
@@ -33,49 +35,53 @@ HOW_TO_CONFIGURE = (
 
 @dataclass(eq=False)
 class ImageJob:
-    """A job in flight: what `image.cancel`, disconnects and shutdown act on."""
+    """A job in flight: what a cancel, a client leaving and shutdown act on."""
 
     job_id: str
-    conversation_id: str
-    session: Session
+    conversation: Conversation
     request: ImageRequest
     cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def conversation_id(self) -> str:
+        """The conversation the job paints for."""
+        return self.conversation.id
 
     def cancel(self) -> None:
         """Ask the engine to stop at its next step (or never start)."""
         self.cancelled.set()
 
 
-def image_generator(session: Session, ref: str | None = None) -> ImageGenerator:
-    """The configured image engine, or ProtocolError(unavailable, about event `ref`) saying how to configure one."""
-    engine = session.app.engines.get("image_generator")
+def image_generator(engines: dict[str, Any], ref: str | None = None) -> ImageGenerator:
+    """The configured image engine, or AssistantError(unavailable, about event `ref`) saying how to configure one."""
+    engine = engines.get("image_generator")
     if not isinstance(engine, ImageGenerator):
-        raise ProtocolError("unavailable", HOW_TO_CONFIGURE, ref)
+        raise AssistantError("unavailable", HOW_TO_CONFIGURE, ref)
     return engine
 
 
 def prepare(engine: ImageGenerator, params: dict[str, Any], ref: str | None) -> ImageRequest:
-    """Validated request, or ProtocolError(bad_request) naming every problem."""
+    """Validated request, or AssistantError(bad_request) naming every problem."""
     try:
         return engine.prepare(**params)
     except EngineError as exc:
-        raise ProtocolError("bad_request", str(exc), ref) from None
+        raise AssistantError("bad_request", str(exc), ref) from None
 
 
 async def start_job(
-    session: Session, conversation_id: str, request: ImageRequest, *, prompt_turn: bool, reply_to: str | None = None
+    conversation: Conversation, request: ImageRequest, *, prompt_turn: bool, reply_to: str | None = None
 ) -> ImageJob:
     """Commit the job's turn(s), announce it, and run it in the background; returns the job."""
-    app = session.app
+    app = conversation.app
     assert app.store is not None
-    engine = image_generator(session)
-    user_turn, job_id = await app.store.begin_image_job(conversation_id, request.prompt if prompt_turn else None, reply_to)
-    job = ImageJob(job_id, conversation_id, session, request)
+    engine = image_generator(app.engines)
+    user_turn, job_id = await app.store.begin_image_job(conversation.id, request.prompt if prompt_turn else None, reply_to)
+    job = ImageJob(job_id, conversation, request)
     app.image_jobs.add(job)
-    session.jobs.add(job)
+    conversation.jobs.add(job)
     if app.cancelling_replies:
         job.cancel()
-    await session.emit(ImageStarted(
+    await conversation.publish(events.ImageStarted(
         job_id=job_id, turn_id=user_turn, prompt=request.prompt, width=request.width, height=request.height,
         steps=request.steps, seed=request.seed,
     ))
@@ -87,14 +93,15 @@ async def start_job(
 
 async def _run(engine: ImageGenerator, job: ImageJob) -> None:
     """Paint, relaying progress in order, then commit and announce how the job ended."""
-    app = job.session.app
+    conversation = job.conversation
+    app = conversation.app
     assert app.store is not None
-    progress: Relay[ImageProgress] = Relay()
+    store = app.store
+    progress: Relay[events.ImageProgress] = Relay()
 
     def on_step(step: int, total: int, preview: bytes | None) -> None:
         app.scheduler.gate.pause_for_higher("image_generator", job.cancelled)
-        progress.push(ImageProgress(job_id=job.job_id, step=step, total=total,
-                                    preview=base64.b64encode(preview).decode() if preview else None))
+        progress.push(events.ImageProgress(job_id=job.job_id, step=step, total=total, preview=preview or None))
 
     began = time.perf_counter()
     future = app.scheduler.submit(engine, engine.generate, job.request, on_step, job.cancelled)
@@ -102,7 +109,7 @@ async def _run(engine: ImageGenerator, job: ImageJob) -> None:
     stalled = False
     try:
         async for event in progress.until(future, timeout):
-            await job.session.emit(event)
+            await conversation.publish(event)
     except NoProgress:
         stalled = True
         log.error("image job %s: no step for %g s; given up", job.job_id, timeout)
@@ -112,33 +119,32 @@ async def _run(engine: ImageGenerator, job: ImageJob) -> None:
             job.cancel()
             await asyncio.wait([future])
         app.image_jobs.discard(job)
-        job.session.jobs.discard(job)
+        conversation.jobs.discard(job)
         if stalled:
-            status, error, result = "failed", ErrorBody(code="internal", message=f"the image generator made no progress for {timeout:g} s"), None
+            status, error, result = "failed", ErrorInfo("internal", f"the image generator made no progress for {timeout:g} s"), None
         else:
             status, error, result = _outcome(future, job)
         app.metrics.image_job_seconds.labels(status).observe(time.perf_counter() - began)
-        done_seq = app.channels.reserve(job.conversation_id)
-        sha256 = None
-        try:
-            sha256 = await asyncio.shield(app.store.finish_reply(
-                job.job_id, text="", status=status, error=error.message if error else None, last_seq=done_seq,
-                image=("image/png", result.png) if result else None,
-            ))
-        except Exception:
-            log.exception("storing image job %s failed", job.job_id)
-            status, error, result = "failed", ErrorBody(code="internal", message="the image could not be stored"), None
-        finally:  # the reserved seq is always published, or the conversation's later events would wait for it
-            await job.session.emit(
-                ImageDone(
-                    job_id=job.job_id, status=status, seed=job.request.seed, error=error, sha256=sha256,
-                    mime="image/png" if result else None, data=base64.b64encode(result.png).decode() if result else None,
-                ),
-                seq=done_seq,
+        png = ("image/png", result.png) if result else None
+
+        def end_event(sha256: str | None, stored: bool) -> events.Event:
+            if not stored:
+                return events.ImageDone(job.job_id, "failed", job.request.seed, error=ErrorInfo("internal", "the image could not be stored"))
+            return events.ImageDone(
+                job.job_id, status, job.request.seed, mime=png[0] if png else None,  # type: ignore[arg-type]
+                data=png[1] if png else None, sha256=sha256, error=error,
             )
 
+        await announce_end(
+            conversation, f"image job {job.job_id}",
+            lambda seq: store.finish_reply(
+                job.job_id, text="", status=status, error=error.message if error else None, last_seq=seq, image=png,
+            ),
+            end_event,
+        )
 
-def _outcome(future: asyncio.Future[GeneratedImage], job: ImageJob) -> tuple[str, ErrorBody | None, GeneratedImage | None]:
+
+def _outcome(future: asyncio.Future[GeneratedImage], job: ImageJob) -> tuple[str, ErrorInfo | None, GeneratedImage | None]:
     """Final status, error and image of a finished engine call."""
     if future.cancelled():
         return "cancelled", None, None
@@ -146,12 +152,11 @@ def _outcome(future: asyncio.Future[GeneratedImage], job: ImageJob) -> tuple[str
     if exc is None:
         result = future.result()
         if not isinstance(result, GeneratedImage):
-            return "failed", ErrorBody(code="internal", message=f"the image generator returned {type(result).__name__} instead of a GeneratedImage"), None
+            return "failed", ErrorInfo("internal", f"the image generator returned {type(result).__name__} instead of a GeneratedImage"), None
         return "completed", None, result
     if isinstance(exc, GenerationCancelled):
         return "cancelled", None, None
     if isinstance(exc, EngineError):
-        code = "bad_request" if exc.code == "bad_request" else "internal"
-        return "failed", ErrorBody(code=code, message=str(exc)), None  # type: ignore[arg-type]
+        return "failed", ErrorInfo("bad_request" if exc.code == "bad_request" else "internal", str(exc)), None
     log.error("image job %s failed", job.job_id, exc_info=exc)
-    return "failed", ErrorBody(code="internal", message=f"the image generator failed: {type(exc).__name__}: {exc}"), None
+    return "failed", ErrorInfo("internal", f"the image generator failed: {type(exc).__name__}: {exc}"), None

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 
 from assistant.app import App
 from assistant.config import Config
-from assistant.session import Session
+from assistant.dialects.native.session import Session
 from assistant.web import CONTENT_SECURITY_POLICY, StaticFile, load_static_files
 
 log = logging.getLogger("assistant.server")

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 from assistant.channels import Channels
+from assistant.events import TextDelta
 from tests.conftest import make_config
 from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
 
@@ -14,7 +15,7 @@ class Recorder:
     def __init__(self) -> None:
         self.got: list[int] = []
 
-    async def deliver(self, seq: int, frame: str) -> None:
+    async def deliver(self, seq: int, event) -> None:
         self.got.append(seq)
 
 
@@ -24,10 +25,10 @@ async def test_a_reserved_seq_holds_back_later_events_until_it_is_published():
     follower = Recorder()
     channels.follow("c", follower)
     reserved = channels.reserve("c")
-    await channels.publish("c", lambda seq: f"e{seq}")
-    await channels.publish("c", lambda seq: f"e{seq}")
+    await channels.publish("c", TextDelta("r", "e"))
+    await channels.publish("c", TextDelta("r", "e"))
     assert follower.got == []
-    await channels.publish("c", lambda seq: f"e{seq}", seq=reserved)
+    await channels.publish("c", TextDelta("r", "e"), seq=reserved)
     assert follower.got == [1, 2, 3] and channels.last_seq("c") == 3
 
 
@@ -36,8 +37,8 @@ async def test_replay_is_bounded_and_says_when_it_is_incomplete():
     channels = Channels(capacity=3, ttl_s=60)
     channel = channels.follow("c", Recorder())
     for _ in range(5):
-        await channels.publish("c", lambda seq: f"e{seq}")
-    assert channel.since(3) == ([(4, "e4"), (5, "e5")], True)
+        await channels.publish("c", TextDelta("r", "e"))
+    assert channel.since(3) == ([(4, TextDelta("r", "e")), (5, TextDelta("r", "e"))], True)
     assert channel.since(2)[1] is True and channel.since(1)[1] is False
     assert channel.since(5) == ([], True) and channel.since(9)[1] is False
 
@@ -52,7 +53,7 @@ async def test_channels_nobody_follows_are_dropped_after_their_ttl():
     channels = Channels(capacity=10, ttl_s=30, persist_last_seq=persist)
     follower = Recorder()
     channels.follow("c", follower)
-    await channels.publish("c", lambda seq: "x")
+    await channels.publish("c", TextDelta("r", "x"))
     channels.unfollow("c", follower)
     assert len(channels) == 1
     channel = channels.get("c")

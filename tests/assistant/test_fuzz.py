@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from websockets.sync.client import connect
 
 from assistant import AsrEngine, Capabilities, Transcript, hookimpl
-from assistant.protocol import parse_server_event
+from assistant.dialects.native.protocol import parse_server_event
 from assistant.server import serve_app
 from tests import images
 from tests.conftest import make_config

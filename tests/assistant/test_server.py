@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from assistant.protocol import parse_server_event
+from assistant.dialects.native.protocol import parse_server_event
 from tests.conftest import make_config
 from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
 

@@ -1,4 +1,4 @@
-"""Wire protocol v1: client and server events as typed models. Parsing and serializing only, no I/O.
+"""Native wire protocol v1: client and server events as typed models. Parsing and serializing only, no I/O.
 
 docs/protocol.md is the reference for client authors; keep the two in step.
 """
@@ -6,30 +6,13 @@ docs/protocol.md is the reference for client authors; keep the two in step.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
 
+from assistant.errors import AssistantError, ErrorCode
+
 PROTOCOL_VERSION = 1
-
-ErrorCode = Literal[
-    "bad_request", "unauthorized", "too_large", "unsupported", "unavailable", "not_found", "rate_limited", "internal"
-]
-
-
-def error_code(code: str) -> ErrorCode:
-    """`code` when it is a protocol error code, else `internal` (engines may report any string)."""
-    return code if code in get_args(ErrorCode) else "internal"  # type: ignore[return-value]
-
-
-class ProtocolError(Exception):
-    """A client event that cannot be served; becomes an `error` event with `code` and `ref`."""
-
-    def __init__(self, code: ErrorCode, message: str, ref: str | None = None) -> None:
-        super().__init__(message)
-        self.code: ErrorCode = code
-        self.message = message
-        self.ref = ref
 
 
 class _Model(BaseModel):
@@ -152,23 +135,23 @@ CLIENT_EVENT_TYPES: frozenset[str] = frozenset(
 
 
 def parse_client_event(raw: str | bytes) -> ClientEvent:
-    """Parse and validate one client text frame; raises ProtocolError(bad_request) naming the problem."""
+    """Parse and validate one client text frame; raises AssistantError(bad_request) naming the problem."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError("bad_request", f"malformed JSON: {exc}") from None
+        raise AssistantError("bad_request", f"malformed JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ProtocolError("bad_request", f"an event must be a JSON object, got {type(data).__name__}")
+        raise AssistantError("bad_request", f"an event must be a JSON object, got {type(data).__name__}")
     ref = data.get("event_id") if isinstance(data.get("event_id"), str) else None
     event_type = data.get("type")
     if not isinstance(event_type, str):
-        raise ProtocolError("bad_request", "the event has no string field 'type'", ref)
+        raise AssistantError("bad_request", "the event has no string field 'type'", ref)
     if event_type not in CLIENT_EVENT_TYPES:
-        raise ProtocolError("bad_request", f"unknown event type {event_type!r}", ref)
+        raise AssistantError("bad_request", f"unknown event type {event_type!r}", ref)
     try:
         return _client_event_adapter.validate_python(data)
     except ValidationError as exc:
-        raise ProtocolError("bad_request", f"invalid {event_type}: {_describe(exc)}", ref) from None
+        raise AssistantError("bad_request", f"invalid {event_type}: {_describe(exc)}", ref) from None
 
 
 def _describe(exc: ValidationError) -> str:
@@ -337,11 +320,6 @@ def serialize(event: ServerEvent, seq: int) -> str:
     """One server event as a JSON text frame, stamped with `seq`."""
     event.seq = seq
     return event.model_dump_json(exclude_none=True)
-
-
-def error_event(exc: ProtocolError) -> Error:
-    """The `error` event for a ProtocolError."""
-    return Error(code=exc.code, message=exc.message, ref=exc.ref)
 
 
 _server_event_adapter: TypeAdapter[Any] = TypeAdapter(

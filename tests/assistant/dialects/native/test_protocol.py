@@ -7,9 +7,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from assistant.protocol import (
+from assistant.dialects.native.protocol import (
     CLIENT_EVENT_TYPES,
-    ProtocolError,
     ResponseDone,
     ResponseTextDelta,
     SessionStart,
@@ -18,6 +17,7 @@ from assistant.protocol import (
     parse_server_event,
     serialize,
 )
+from assistant.errors import AssistantError
 
 
 def test_every_client_event_type_of_the_design_parses():
@@ -60,15 +60,15 @@ def test_turn_create_parts_and_options():
     ],
 )
 def test_bad_frames_raise_bad_request_naming_the_problem(frame, needle):
-    """Every malformed frame raises ProtocolError(bad_request) with the offending field in the message."""
-    with pytest.raises(ProtocolError) as err:
+    """Every malformed frame raises AssistantError(bad_request) with the offending field in the message."""
+    with pytest.raises(AssistantError) as err:
         parse_client_event(frame)
     assert err.value.code == "bad_request" and needle in err.value.message
 
 
 def test_error_carries_the_event_id_as_ref():
     """A bad event with an event_id is answered with that id as ref."""
-    with pytest.raises(ProtocolError) as err:
+    with pytest.raises(AssistantError) as err:
         parse_client_event('{"type": "turn.create", "event_id": "abc"}')
     assert err.value.ref == "abc"
 

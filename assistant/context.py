@@ -1,0 +1,75 @@
+"""The dialogue context: stored turns -> the engine's messages (late-fused image text, or the images themselves)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from assistant.engines import ChatMessage
+from assistant.image_features import stored_image
+from assistant.store import TurnRecord
+
+if TYPE_CHECKING:
+    from assistant.app import App
+    from assistant.image_input import DecodedImage
+
+log = logging.getLogger("assistant.context")
+
+
+def dialogue_context(
+    system_prompt: str, history: list[TurnRecord], images: dict[str, Any] | None = None
+) -> list[ChatMessage]:
+    """The messages for the engine: system prompt, then stored turns that have something to say, oldest first.
+
+    Assistant replies count when completed or cancelled (the user saw their text); failed and
+    interrupted replies are left out. `images` (sha256 -> pixels) is given for an engine that sees
+    images: user messages then carry those images. Otherwise each user image is rendered as the text
+    the modalities stored for it (`[Image N: ...]`), before the turn's own words.
+    """
+    messages = [ChatMessage("system", system_prompt)] if system_prompt else []
+    for turn in history:
+        if turn.role == "user":
+            message = _user_message(turn, images)
+            if message.content or message.images:
+                messages.append(message)
+        elif turn.role == "assistant" and turn.status in ("completed", "cancelled") and turn.text:
+            messages.append(ChatMessage("assistant", turn.text))
+    return messages
+
+
+def image_numbers(shas: list[str]) -> dict[str, int]:
+    """Each distinct image's number in its turn: the 1-based position where it first appears, in order."""
+    numbers: dict[str, int] = {}
+    for index, sha in enumerate(shas, start=1):
+        numbers.setdefault(sha, index)
+    return numbers
+
+
+def _user_message(turn: TurnRecord, images: dict[str, Any] | None) -> ChatMessage:
+    shas = [p.attachment_sha256 for p in turn.parts if p.kind == "image" and p.attachment_sha256]
+    if images is not None:
+        return ChatMessage("user", turn.text, tuple(images[sha] for sha in shas if sha in images))
+    number = image_numbers(shas)
+    lines = [f"[Image {number.get(p.attachment_sha256 or '', len(shas))}: {p.text}]" for p in turn.parts if p.kind == "image_text" and p.text]
+    described = {p.attachment_sha256 for p in turn.parts if p.kind == "image_text"}
+    lines += [f"[Image {index}: no description available]" for sha, index in number.items() if sha not in described]
+    return ChatMessage("user", "\n".join([*lines, turn.text]).strip())
+
+
+async def context_images(app: App, history: list[TurnRecord], new_images: list[DecodedImage]) -> dict[str, Any]:
+    """Pixels of the most recent user images in `history` (at most `[image_input] context_images`), by sha256.
+
+    `new_images` are the turn's own, already decoded; earlier ones are loaded from the store.
+    """
+    keep = app.config.image_input.context_images
+    shas = [p.attachment_sha256 for t in history if t.role == "user" for p in t.parts if p.kind == "image" and p.attachment_sha256]
+    wanted = list(dict.fromkeys(reversed(shas)))[:keep]
+    have = {image.sha256: image.image for image in new_images}
+    try:
+        loaded = await asyncio.gather(*(stored_image(app, sha) for sha in wanted if sha not in have))
+    except Exception:  # the reply placeholder is committed: never leave it unfinished over an earlier image
+        log.exception("loading earlier images for the context failed; they are left out")
+        loaded = []
+    have.update(pair for pair in loaded if pair is not None)
+    return {sha: have[sha] for sha in wanted if sha in have}

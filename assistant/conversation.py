@@ -1,0 +1,164 @@
+"""A client's hold on one conversation: its turns in order, their cancel, its image jobs. No socket, no JSON.
+
+A dialect opens a conversation for a principal (`open_conversation`), then hands it requests: turns
+(`create_turn`, `submit_turn`), cancels, image requests, history and search. The conversation's
+events go to its `emit` (the conversation's channel, so every follower sees them); an error about a
+turn that failed in the background goes to `tell`, this client only. Turns of one client run one
+after another, off the dialect's read loop; image jobs run beside them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
+
+from assistant import events
+from assistant.engines import GenerationOptions
+from assistant.errors import AssistantError
+from assistant.image_features import SearchHit, search_images
+from assistant.image_jobs import ImageJob, image_generator, prepare, start_job
+from assistant.store import TurnRecord
+from assistant.turns import PartIn, TurnInput, admit, decode_turn, run_turn
+from assistant.types import Emit, Tell
+
+if TYPE_CHECKING:
+    from assistant.app import App
+
+log = logging.getLogger("assistant.conversation")
+
+
+async def open_conversation(app: App, principal: str, conversation_id: str | None, ref: str | None = None) -> tuple[str, int, bool]:
+    """A new conversation for `principal`, or one of theirs resumed: (id, its stored last seq, resumed).
+
+    Another principal's conversation is not_found, exactly like one that does not exist.
+    """
+    assert app.store is not None
+    if conversation_id is None:
+        return await app.store.create_conversation(principal), 0, False
+    last_seq = await app.store.conversation_last_seq(conversation_id, owner=principal)
+    if last_seq is None:
+        raise AssistantError("not_found", f"no conversation {conversation_id!r}", ref)
+    return conversation_id, last_seq, True
+
+
+async def history(app: App, principal: str | None, conversation_id: str, ref: str | None = None) -> list[TurnRecord]:
+    """Every stored turn of one of `principal`'s conversations, oldest first (None: any owner, auth off)."""
+    assert app.store is not None
+    if await app.store.conversation_last_seq(conversation_id, owner=principal) is None:
+        raise AssistantError("not_found", f"no conversation {conversation_id!r}", ref)
+    return await app.store.history(conversation_id)
+
+
+class Conversation:
+    """One client's turns, cancels and image jobs in one conversation."""
+
+    def __init__(self, app: App, conversation_id: str, principal: str, emit: Emit, tell: Tell) -> None:
+        self.app = app
+        self.id = conversation_id
+        self.principal = principal
+        self.emit = emit
+        self._tell = tell
+        self._turn_lock = asyncio.Lock()
+        self._turns: set[asyncio.Task[None]] = set()
+        self.jobs: set[ImageJob] = set()  # this client's image jobs, queued or painting
+
+    async def publish(self, event: events.Event, seq: int | None = None) -> None:
+        """Publish a conversation event (numbered next, or with its reserved `seq`) to every follower."""
+        error = getattr(event, "error", None)
+        if error is not None:
+            self.app.metrics.errors.labels(error.code).inc()
+        await self.emit(event, seq)
+
+    async def tell(self, error: AssistantError) -> None:
+        """Tell this client alone that one of its requests failed."""
+        self.app.metrics.errors.labels(error.code).inc()
+        await self._tell(events.Error(code=error.code, message=error.message, ref=error.ref))
+
+    def busy(self) -> bool:
+        """True while this client has a turn or an image job queued or running here."""
+        return bool(self.jobs) or any(not task.done() for task in self._turns)
+
+    def create_turn(self, parts: Callable[[], Sequence[PartIn]], options: GenerationOptions, ref: str | None) -> None:
+        """Queue a turn whose parts `parts()` gives (called in the turn's task, so decoding waits its turn)."""
+        self._queue(lambda: self._decode_and_run(parts, options, ref), ref)
+
+    async def _decode_and_run(self, parts: Callable[[], Sequence[PartIn]], options: GenerationOptions, ref: str | None) -> None:
+        await run_turn(self, await decode_turn(self.app, parts(), options, ref), ref)
+
+    def submit_turn(self, turn: TurnInput, ref: str | None) -> None:
+        """Queue a turn built elsewhere (a committed utterance) behind this client's other turns."""
+        self._queue(lambda: run_turn(self, turn, ref), ref)
+
+    def _queue(self, run: Callable[[], Awaitable[None]], ref: str | None) -> None:
+        if not self.app.accepting_turns:
+            raise AssistantError("unavailable", "the server is shutting down", ref)
+        limit = self.app.config.server.max_queued_turns
+        if len(self._turns) >= limit:
+            raise AssistantError("rate_limited", f"{limit} turns are already waiting on this connection", ref)
+        self.take_turn(ref)
+        task = asyncio.create_task(self._turn(run, ref))
+        for tasks in (self._turns, self.app.turns):
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def _turn(self, run: Callable[[], Awaitable[None]], ref: str | None) -> None:
+        async with self._turn_lock:
+            try:
+                if not self.app.accepting_turns:  # queued before shutdown began, never started
+                    raise AssistantError("unavailable", "the server is shutting down", ref)
+                await run()
+            except AssistantError as exc:
+                await self.tell(exc.about(ref))
+            except Exception as exc:
+                log.exception("turn failed")
+                await self.tell(AssistantError("internal", f"the turn failed: {type(exc).__name__}", ref))
+
+    def take_turn(self, ref: str | None) -> None:
+        """Count a turn against the principal's per-minute allowance; rate_limited past it."""
+        wait = self.app.turn_rate.take(self.principal)
+        if wait is not None:
+            per_minute = self.app.config.limits.turns_per_minute
+            raise AssistantError("rate_limited", f"at most {per_minute} turns per minute; try again in {wait:.0f} s", ref)
+
+    def cancel_reply(self, response_id: str, ref: str | None) -> None:
+        """Stop a reply of this conversation at its next token; not_found if none is in progress."""
+        for reply in self.app.replies:
+            if reply.response_id == response_id and reply.conversation_id == self.id:
+                reply.cancel()
+                return
+        raise AssistantError("not_found", f"no reply {response_id!r} in progress in this conversation", ref)
+
+    def check_job_capacity(self, ref: str | None) -> None:
+        """rate_limited when this client already has its most image jobs, or the image engine's queue is full."""
+        limit = self.app.config.images.max_jobs_per_connection
+        if len(self.jobs) >= limit:
+            raise AssistantError("rate_limited", f"{limit} image jobs are already queued or painting on this connection", ref)
+        admit(self.app, image_generator(self.app.engines, ref), ref)
+
+    async def generate_image(self, params: dict[str, Any], ref: str | None) -> ImageJob:
+        """Start an image job for a prompt of its own (`params`: prompt, negative_prompt, width, height, steps, guidance, seed)."""
+        if not self.app.accepting_turns:
+            raise AssistantError("unavailable", "the server is shutting down", ref)
+        request = prepare(image_generator(self.app.engines, ref), params, ref)
+        self.check_job_capacity(ref)
+        self.take_turn(ref)
+        return await start_job(self, request, prompt_turn=True)
+
+    def cancel_image(self, job_id: str, ref: str | None) -> None:
+        """Stop an image job of this conversation at its next step; not_found if none is in progress."""
+        for job in self.app.image_jobs:
+            if job.job_id == job_id and job.conversation_id == self.id:
+                job.cancel()
+                return
+        raise AssistantError("not_found", f"no image job {job_id!r} in progress in this conversation", ref)
+
+    async def search(self, query: str, limit: int, ref: str | None) -> tuple[str, list[SearchHit]]:
+        """This conversation's images ranked against `query`: (the encoder's id, hits best first)."""
+        hits = await search_images(self.app, self.id, query, limit, ref)
+        return self.app.engines["image_encoder"].id, hits
+
+    def leave(self) -> None:
+        """The client has gone: cancel its image jobs. Its text turns still finish and are stored."""
+        for job in list(self.jobs):
+            job.cancel()

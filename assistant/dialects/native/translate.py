@@ -1,0 +1,101 @@
+"""Protocol v1 <-> the core: wire parts to `assistant.turns` inputs, domain events to server events."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import TYPE_CHECKING, Callable
+
+from assistant import events
+from assistant.engines import GenerationOptions
+from assistant.errors import AssistantError
+from assistant.turns import AudioIn, ImageIn, PartIn, TextIn, check_turn_bytes
+
+from assistant.dialects.native import protocol as wire
+
+if TYPE_CHECKING:
+    from assistant.app import App
+
+
+def decode_base64(data: str, what: str, ref: str | None) -> bytes:
+    """Bytes of a base64 field; AssistantError(bad_request) naming `what` if it is not valid base64."""
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise AssistantError("bad_request", f"{what}: not valid base64", ref) from None
+
+
+def parts_in(app: App, event: wire.TurnCreate) -> list[PartIn]:
+    """The turn's parts for the core: the size limit checked on the base64 first, then each part decoded."""
+    ref = event.event_id
+    # base64 is 4 characters per 3 bytes: checked before decoding anything
+    check_turn_bytes(app, sum(len(p.text.encode()) if isinstance(p, wire.TextPart) else len(p.data) * 3 // 4 for p in event.content), ref)
+    parts: list[PartIn] = []
+    for index, part in enumerate(event.content):
+        if isinstance(part, wire.TextPart):
+            parts.append(TextIn(part.text))
+        elif isinstance(part, wire.ImagePart):
+            parts.append(ImageIn(decode_base64(part.data, f"content.{index}.data", ref), part.mime))
+        else:
+            data = decode_base64(part.data, f"content.{index}.data", ref)
+            parts.append(AudioIn(data, part.format, part.sample_rate, part.language))
+    return parts
+
+
+def generation_options(event: wire.TurnCreate) -> GenerationOptions:
+    """Per-turn overrides from the event."""
+    if event.options is None:
+        return GenerationOptions()
+    o = event.options
+    return GenerationOptions(
+        max_new_tokens=o.max_new_tokens,
+        temperature=None if o.temperature is None else float(o.temperature),
+        top_p=None if o.top_p is None else float(o.top_p),
+    )
+
+
+def _b64(data: bytes | None) -> str | None:
+    return base64.b64encode(data).decode() if data else None
+
+
+def _error_body(error: events.ErrorInfo | None) -> wire.ErrorBody | None:
+    return None if error is None else wire.ErrorBody(code=error.code, message=error.message)
+
+
+_TO_WIRE: dict[type[events.Event], Callable[[events.Event], wire.ServerEvent]] = {
+    events.TurnCreated: lambda e: wire.TurnCreated(turn_id=e.turn_id),  # type: ignore[attr-defined]
+    events.SpeechStarted: lambda e: wire.SpeechStarted(audio_start_ms=e.audio_start_ms),  # type: ignore[attr-defined]
+    events.SpeechStopped: lambda e: wire.SpeechStopped(audio_end_ms=e.audio_end_ms),  # type: ignore[attr-defined]
+    events.TranscriptDelta: lambda e: wire.TranscriptDelta(turn_id=e.turn_id, text=e.text),  # type: ignore[attr-defined]
+    events.TranscriptDone: lambda e: wire.TranscriptDone(
+        turn_id=e.turn_id, text=e.text, language=e.language, duration_s=e.duration_s,  # type: ignore[attr-defined]
+    ),
+    events.ReplyStarted: lambda e: wire.ResponseCreated(response_id=e.response_id, turn_id=e.turn_id),  # type: ignore[attr-defined]
+    events.TextDelta: lambda e: wire.ResponseTextDelta(response_id=e.response_id, delta=e.delta),  # type: ignore[attr-defined]
+    events.ReplyDone: lambda e: wire.ResponseDone(
+        response_id=e.response_id, status=e.status, text=e.text, usage=e.usage, timings=e.timings,  # type: ignore[attr-defined]
+        error=_error_body(e.error),  # type: ignore[attr-defined]
+    ),
+    events.ImageStarted: lambda e: wire.ImageStarted(
+        job_id=e.job_id, turn_id=e.turn_id, prompt=e.prompt, width=e.width, height=e.height,  # type: ignore[attr-defined]
+        steps=e.steps, seed=e.seed,  # type: ignore[attr-defined]
+    ),
+    events.ImageProgress: lambda e: wire.ImageProgress(
+        job_id=e.job_id, step=e.step, total=e.total, preview=_b64(e.preview),  # type: ignore[attr-defined]
+    ),
+    events.ImageDone: lambda e: wire.ImageDone(
+        job_id=e.job_id, status=e.status, seed=e.seed, mime=e.mime, data=_b64(e.data),  # type: ignore[attr-defined]
+        sha256=e.sha256, error=_error_body(e.error),  # type: ignore[attr-defined]
+    ),
+    events.Error: lambda e: wire.Error(code=e.code, message=e.message, ref=e.ref),  # type: ignore[attr-defined]
+}
+
+
+def to_wire(event: events.Event) -> wire.ServerEvent:
+    """The protocol v1 server event for a domain event."""
+    return _TO_WIRE[type(event)](event)
+
+
+def error_event(error: AssistantError) -> wire.Error:
+    """The `error` event for an AssistantError."""
+    return wire.Error(code=error.code, message=error.message, ref=error.ref)

@@ -1,0 +1,151 @@
+"""Domain events: what happens in a conversation, as plain data. No JSON, no wire names.
+
+The core emits these; each dialect translates them to its wire. Conversation events are numbered
+(`seq`) by the conversation's channel, kept for replay and sent to every follower; an `Error` answers
+one client's request and goes to that client only (`broadcast = False`). Binary payloads (previews,
+pictures) are bytes here; a dialect encodes them as its wire needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from assistant.errors import ErrorCode
+
+EndStatus = Literal["completed", "cancelled", "failed"]
+
+
+@dataclass(slots=True)
+class ErrorInfo:
+    """Why a reply or job failed: a code from assistant.errors and a message for people."""
+
+    code: ErrorCode
+    message: str
+
+
+@dataclass(slots=True)
+class Event:
+    """Base of every domain event."""
+
+    broadcast: ClassVar[bool] = True
+
+
+@dataclass(slots=True)
+class TurnCreated(Event):
+    """A user turn is stored (durable) and will be answered."""
+
+    turn_id: str
+
+
+@dataclass(slots=True)
+class SpeechStarted(Event):
+    """Server VAD heard speech begin in streamed audio."""
+
+    audio_start_ms: int
+
+
+@dataclass(slots=True)
+class SpeechStopped(Event):
+    """Server VAD heard speech end in streamed audio; the utterance becomes a turn."""
+
+    audio_end_ms: int
+
+
+@dataclass(slots=True)
+class TranscriptDelta(Event):
+    """The growing hypothesis of an utterance still being spoken."""
+
+    turn_id: str
+    text: str
+
+
+@dataclass(slots=True)
+class TranscriptDone(Event):
+    """An audio part's final transcript, stored with its turn."""
+
+    turn_id: str
+    text: str
+    language: str | None
+    duration_s: float
+
+
+@dataclass(slots=True)
+class ReplyStarted(Event):
+    """The assistant began answering `turn_id`; its reply is `response_id`."""
+
+    response_id: str
+    turn_id: str
+
+
+@dataclass(slots=True)
+class TextDelta(Event):
+    """The next piece of a reply's text."""
+
+    response_id: str
+    delta: str
+
+
+@dataclass(slots=True)
+class ReplyDone(Event):
+    """A reply ended and is stored with its status and (partial) text."""
+
+    response_id: str
+    status: EndStatus
+    text: str
+    usage: dict[str, int] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    error: ErrorInfo | None = None
+
+
+@dataclass(slots=True)
+class ImageStarted(Event):
+    """An image job is stored and queued; `turn_id` is its prompt's turn when it has one of its own."""
+
+    job_id: str
+    turn_id: str | None
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    seed: int
+
+
+@dataclass(slots=True)
+class ImageProgress(Event):
+    """An image job finished `step` of `total`; `preview` is a low-resolution PNG of the image so far."""
+
+    job_id: str
+    step: int
+    total: int
+    preview: bytes | None = None
+
+
+@dataclass(slots=True)
+class ImageDone(Event):
+    """An image job ended and is stored; a completed one carries its PNG."""
+
+    job_id: str
+    status: EndStatus
+    seed: int
+    mime: str | None = None
+    data: bytes | None = None
+    sha256: str | None = None
+    error: ErrorInfo | None = None
+
+
+@dataclass(slots=True)
+class Error(Event):
+    """A request of this client could not be served; for this client only, never replayed."""
+
+    broadcast: ClassVar[bool] = False
+    code: ErrorCode
+    message: str
+    ref: str | None = None
+
+
+CONVERSATION_EVENTS: tuple[type[Event], ...] = (
+    TurnCreated, SpeechStarted, SpeechStopped, TranscriptDelta, TranscriptDone, ReplyStarted, TextDelta, ReplyDone,
+    ImageStarted, ImageProgress, ImageDone,
+)
+"""Every broadcast event, for dialects that must translate them all (a test checks each is handled)."""

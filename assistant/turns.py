@@ -1,0 +1,263 @@
+"""One turn, top to bottom: decode its parts, store it, transcribe, fuse images, route, reply.
+
+Dialects hand the core a turn's parts as `TextIn`, `ImageIn` and `AudioIn` (bytes, no wire
+encoding); `decode_turn` checks and decodes them (nothing is stored for a refused turn) and
+`run_turn` answers the decoded turn. Every problem a client can act on is an `AssistantError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence, Union
+
+from assistant import audio, events
+from assistant.context import context_images, dialogue_context
+from assistant.engines import AsrEngine, DialogueEngine, DialogueRequest, EngineError, GenerationOptions, ImageGenerator, Transcript
+from assistant.errors import AssistantError, error_code
+from assistant.fusion import fuse_images
+from assistant.image_input import DecodedImage, ImageInputError, decode_image
+from assistant.image_jobs import image_generator, prepare, start_job
+from assistant.reply import Reply, announce_end, stream_reply
+from assistant.routes import ImageRoute, first_route
+from assistant.scheduler import QueueFull
+from assistant.store import PartRecord
+
+if TYPE_CHECKING:
+    from assistant.app import App
+    from assistant.conversation import Conversation
+
+log = logging.getLogger("assistant.turns")
+
+
+@dataclass(frozen=True)
+class TextIn:
+    """A text part as a client sent it."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ImageIn:
+    """An image part: the file's bytes and the type the client said it is (checked against the bytes)."""
+
+    data: bytes
+    mime: str | None = None
+
+
+@dataclass(frozen=True)
+class AudioIn:
+    """An audio part: a file (`wav`, `ogg`, `webm`, `mp3`, `flac`) or raw `pcm16` at `sample_rate`."""
+
+    data: bytes
+    format: str
+    sample_rate: int = 16000
+    language: str | None = None
+
+
+PartIn = Union[TextIn, ImageIn, AudioIn]
+
+
+@dataclass
+class TurnInput:
+    """A turn's parts as stored, the attachments they name, and decoded audio waiting for ASR."""
+
+    parts: list[PartRecord]
+    attachments: list[tuple[str, bytes]] = field(default_factory=list)
+    audio: list[tuple[Any, str | None]] = field(default_factory=list)  # (16 kHz samples, language)
+    images: list[DecodedImage] = field(default_factory=list)
+    turn_id: str | None = None  # chosen in advance for streamed speech (its partial transcripts name it)
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+
+    @property
+    def text(self) -> str:
+        """The turn's typed text."""
+        return "\n".join(p.text for p in self.parts if p.kind == "text" and p.text)
+
+
+def check_turn_bytes(app: App, size: int, ref: str | None) -> None:
+    """too_large when a turn's parts come to more than `[limits] max_turn_bytes`; dialects call it before decoding."""
+    limit = app.config.limits.max_turn_bytes
+    if size > limit:
+        raise AssistantError("too_large", f"the turn's parts are about {size} bytes; at most {limit} are accepted ([limits] max_turn_bytes)", ref)
+
+
+async def decode_turn(app: App, parts: Sequence[PartIn], options: GenerationOptions, ref: str | None) -> TurnInput:
+    """Check and decode every part off the event loop; AssistantError names the part at fault."""
+    turn = TurnInput(parts=[], options=options)
+    check_turn_bytes(app, sum(len(p.text.encode()) if isinstance(p, TextIn) else len(p.data) for p in parts), ref)
+    for index, part in enumerate(parts):
+        where = f"content.{index}"
+        if isinstance(part, TextIn):
+            turn.parts.append(PartRecord(kind="text", text=part.text))
+        elif isinstance(part, AudioIn):
+            if not isinstance(app.engines.get("asr"), AsrEngine):
+                raise AssistantError("unavailable", f"{where}: audio needs an ASR engine ([engines] asr)", ref)
+            try:
+                samples = await asyncio.to_thread(audio.decode, part.data, part.format, part.sample_rate, app.config.speech.max_seconds)
+            except audio.AudioError as exc:
+                raise AssistantError(exc.code, f"{where}: {exc}", ref) from None  # type: ignore[arg-type]
+            sha256 = None
+            if app.config.speech.store_audio:
+                turn.attachments.append((audio.MIME_TYPES[part.format], part.data))
+                sha256 = audio.sha256(part.data)
+            turn.parts.append(PartRecord(kind="audio", attachment_sha256=sha256))
+            turn.audio.append((samples, part.language or app.config.speech.language))
+        else:
+            image = await _decode_image(app, part, where, len(turn.images), ref)
+            turn.attachments.append((image.mime, image.data))
+            turn.parts.append(PartRecord(kind="image", attachment_sha256=image.sha256, mime=image.mime))
+            turn.images.append(image)
+    if not turn.audio and not turn.images and not turn.text.strip():
+        raise AssistantError("bad_request", "the turn has no text", ref)
+    return turn
+
+
+async def _decode_image(app: App, part: ImageIn, where: str, images_so_far: int, ref: str | None) -> DecodedImage:
+    """Decode and check one image part off the loop; AssistantError with the part's index on any problem."""
+    limits = app.config.image_input
+    if "dialogue" not in app.engines and "image_encoder" not in app.engines:
+        raise AssistantError("unavailable", f"{where}: images need a dialogue engine or an image encoder", ref)
+    if images_so_far >= limits.max_images_per_turn:
+        raise AssistantError("too_large", f"{where}: at most {limits.max_images_per_turn} images per turn", ref)
+    if part.mime is not None and not part.mime.startswith("image/"):
+        raise AssistantError("bad_request", f"{where}.mime: {part.mime!r} is not an image type", ref)
+    try:
+        return await asyncio.to_thread(decode_image, part.data, limits.max_bytes, limits.max_pixels)
+    except ImageInputError as exc:
+        raise AssistantError(exc.code, f"{where}: {exc}", ref) from None  # type: ignore[arg-type]
+
+
+def admit(app: App, engine: Any, ref: str | None) -> None:
+    """rate_limited when the engine's queue is full ([scheduler] max_queued)."""
+    try:
+        app.scheduler.admit(engine)
+    except QueueFull as exc:
+        raise AssistantError("rate_limited", str(exc), ref) from None
+
+
+async def transcribe(conversation: Conversation, turn_id: str, turn: TurnInput) -> str:
+    """Transcribe each audio part, store and announce each transcript; returns them joined.
+
+    A silent clip gives an empty transcript without troubling the engine.
+    """
+    app = conversation.app
+    assert app.store is not None
+    engine = app.engines["asr"]
+    assert isinstance(engine, AsrEngine)
+    texts = []
+    for samples, language in turn.audio:
+        if audio.is_silent(samples):
+            result = Transcript("", None, audio.duration_s(samples))
+        else:
+            timeout = app.config.limits.engine_timeout_s
+            began = time.perf_counter()
+            try:
+                result = await app.scheduler.call(engine, timeout, engine.transcribe, samples, language)
+            except EngineError as exc:
+                raise AssistantError(error_code(exc.code), str(exc)) from None
+            except TimeoutError:
+                raise AssistantError("internal", f"the ASR engine did not answer within {timeout:g} s") from None
+            if not isinstance(result, Transcript):
+                raise AssistantError("internal", f"the ASR engine returned {type(result).__name__} instead of a Transcript")
+            if result.duration_s > 0:
+                app.metrics.asr_real_time_factor.observe((time.perf_counter() - began) / result.duration_s)
+        await app.store.add_parts(turn_id, [PartRecord(kind="transcript", text=result.text)])
+        await conversation.publish(events.TranscriptDone(
+            turn_id=turn_id, text=result.text, language=result.language, duration_s=round(result.duration_s, 3),
+        ))
+        texts.append(result.text)
+    return "\n".join(t for t in texts if t)
+
+
+async def run_turn(conversation: Conversation, turn: TurnInput, ref: str | None) -> None:
+    """Store the user turn (transcribing its audio), then route it or stream and store the dialogue reply."""
+    app = conversation.app
+    assert app.store is not None
+    text = turn.text
+    user_turn_id: str | None = None
+    if turn.audio:
+        admit(app, app.engines["asr"], ref)
+    if turn.audio or turn.images:
+        user_turn_id = await app.store.add_user_turn(conversation.id, turn.parts, turn.attachments, turn_id=turn.turn_id)
+        await conversation.publish(events.TurnCreated(turn_id=user_turn_id))
+    if turn.audio:
+        assert user_turn_id is not None
+        try:
+            spoken = await transcribe(conversation, user_turn_id, turn)
+        except AssistantError as exc:
+            raise AssistantError(exc.code, f"transcription failed: {exc.message}", ref) from None
+        text = "\n".join(t for t in (text, spoken) if t.strip())
+        if not text.strip() and not turn.images:
+            return  # only silence: the empty transcript is the answer
+    if turn.images:
+        assert user_turn_id is not None
+        await fuse_images(app, user_turn_id, turn.images)
+    route = _route(app, text)
+    if route is not None:
+        await _run_image_route(conversation, ref, turn.parts, route, user_turn_id)
+        return
+    engine = app.engines.get("dialogue")
+    if not isinstance(engine, DialogueEngine):
+        raise AssistantError("unavailable", "no dialogue engine is configured ([engines] dialogue)", ref)
+    admit(app, engine, ref)
+
+    limit = app.config.dialogue.history_turns
+    if user_turn_id is None:
+        begun = await app.store.begin_turn(conversation.id, turn.parts, limit)
+    else:
+        begun = await app.store.begin_reply(conversation.id, user_turn_id, limit)
+    reply = Reply(begun.reply_id, conversation.id)
+    app.replies.add(reply)
+    if app.cancelling_replies:
+        reply.cancel()
+    images = await context_images(app, begun.history, turn.images) if engine.capabilities.accepts_images else None
+    request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, begun.history, images), turn.options)
+    try:
+        await stream_reply(conversation, engine, request, reply, begun.user_turn_id, announce_turn=user_turn_id is None)
+    finally:
+        app.replies.discard(reply)
+        reply.done.set()
+
+
+def _route(app: App, text: str) -> ImageRoute | None:
+    """The first router's claim on the turn; routers are asked only when an image generator is configured."""
+    if not isinstance(app.engines.get("image_generator"), ImageGenerator):
+        return None
+    return first_route(app.registrations.routers, text)
+
+
+async def _run_image_route(
+    conversation: Conversation, ref: str | None, parts: list[PartRecord], route: ImageRoute, user_turn_id: str | None,
+) -> None:
+    """A turn claimed for an image: store it, acknowledge it as the reply, and start the job beside it.
+
+    Events: TurnCreated, ReplyStarted, TextDelta, ImageStarted, ReplyDone, then the job's
+    ImageProgress and ImageDone."""
+    app = conversation.app
+    assert app.store is not None
+    store = app.store
+    request = prepare(image_generator(app.engines, ref), {"prompt": route.prompt}, ref)
+    conversation.check_job_capacity(ref)
+    if user_turn_id is None:
+        begun = await store.begin_turn(conversation.id, parts, history_limit=1)
+        await conversation.publish(events.TurnCreated(turn_id=begun.user_turn_id))
+    else:
+        begun = await store.begin_reply(conversation.id, user_turn_id, history_limit=1)
+    response_id, text = begun.reply_id, route.acknowledgement
+    await conversation.publish(events.ReplyStarted(response_id=response_id, turn_id=begun.user_turn_id))
+    await conversation.publish(events.TextDelta(response_id=response_id, delta=text))
+    try:
+        # ImageStarted comes before the acknowledgement's ReplyDone, so a client that follows the
+        # reply to its end knows a job is coming.
+        await start_job(conversation, request, prompt_turn=False, reply_to=begun.user_turn_id)
+    finally:
+        await announce_end(
+            conversation, f"reply {response_id}",
+            lambda seq: store.finish_reply(response_id, text=text, status="completed", last_seq=seq),
+            lambda _, stored: events.ReplyDone(response_id, "completed", text) if stored else events.ReplyDone(
+                response_id, "failed", text, error=events.ErrorInfo("internal", "the reply could not be stored"),
+            ),
+        )
