@@ -13,13 +13,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
-from assistant import events
 from assistant.engines import GenerationOptions
 from assistant.errors import AssistantError
 from assistant.image_features import SearchHit, search_images
-from assistant.image_jobs import ImageJob, image_generator, prepare, start_job
+from assistant.image_jobs import ImageJob, check_capacity, image_generator, prepare, start_job
+from assistant.scope import ConversationScope
 from assistant.store import TurnRecord
-from assistant.turns import PartIn, TurnInput, admit, decode_turn, run_turn
+from assistant.turns import PartIn, TurnInput, decode_turn, run_turn
 from assistant.types import Emit, Tell
 
 if TYPE_CHECKING:
@@ -50,30 +50,13 @@ async def history(app: App, principal: str | None, conversation_id: str, ref: st
     return await app.store.history(conversation_id)
 
 
-class Conversation:
+class Conversation(ConversationScope):
     """One client's turns, cancels and image jobs in one conversation."""
 
     def __init__(self, app: App, conversation_id: str, principal: str, emit: Emit, tell: Tell) -> None:
-        self.app = app
-        self.id = conversation_id
-        self.principal = principal
-        self.emit = emit
-        self._tell = tell
+        super().__init__(app, conversation_id, principal, emit, tell)
         self._turn_lock = asyncio.Lock()
         self._turns: set[asyncio.Task[None]] = set()
-        self.jobs: set[ImageJob] = set()  # this client's image jobs, queued or painting
-
-    async def publish(self, event: events.Event, seq: int | None = None) -> None:
-        """Publish a conversation event (numbered next, or with its reserved `seq`) to every follower."""
-        error = getattr(event, "error", None)
-        if error is not None:
-            self.app.metrics.errors.labels(error.code).inc()
-        await self.emit(event, seq)
-
-    async def tell(self, error: AssistantError) -> None:
-        """Tell this client alone that one of its requests failed."""
-        self.app.metrics.errors.labels(error.code).inc()
-        await self._tell(events.Error(code=error.code, message=error.message, ref=error.ref))
 
     def busy(self) -> bool:
         """True while this client has a turn or an image job queued or running here."""
@@ -129,19 +112,12 @@ class Conversation:
                 return
         raise AssistantError("not_found", f"no reply {response_id!r} in progress in this conversation", ref)
 
-    def check_job_capacity(self, ref: str | None) -> None:
-        """rate_limited when this client already has its most image jobs, or the image engine's queue is full."""
-        limit = self.app.config.images.max_jobs_per_connection
-        if len(self.jobs) >= limit:
-            raise AssistantError("rate_limited", f"{limit} image jobs are already queued or painting on this connection", ref)
-        admit(self.app, image_generator(self.app.engines, ref), ref)
-
     async def generate_image(self, params: dict[str, Any], ref: str | None) -> ImageJob:
         """Start an image job for a prompt of its own (`params`: prompt, negative_prompt, width, height, steps, guidance, seed)."""
         if not self.app.accepting_turns:
             raise AssistantError("unavailable", "the server is shutting down", ref)
         request = prepare(image_generator(self.app.engines, ref), params, ref)
-        self.check_job_capacity(ref)
+        check_capacity(self, ref)
         self.take_turn(ref)
         return await start_job(self, request, prompt_turn=True)
 

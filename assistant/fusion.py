@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
 from assistant.context import image_numbers
 from assistant.engines import EngineError
 from assistant.image_features import features_for
-from assistant.modalities import ImageInput, describe_images
+from assistant.modalities import ImageInput
 from assistant.store import PartRecord
 
 if TYPE_CHECKING:
@@ -16,6 +17,9 @@ if TYPE_CHECKING:
     from assistant.image_input import DecodedImage
 
 log = logging.getLogger("assistant.fusion")
+
+MAX_DESCRIPTION_CHARS = 4000
+"""A longer description is cut: one plugin must not flood the context."""
 
 
 async def fuse_images(app: App, turn_id: str, images: list[DecodedImage]) -> None:
@@ -43,3 +47,38 @@ async def fuse_images(app: App, turn_id: str, images: list[DecodedImage]) -> Non
     described = await describe_images(app, inputs)
     if described:
         await app.store.add_parts(turn_id, [PartRecord(kind="image_text", text=text, attachment_sha256=sha) for sha, text in described])
+
+
+async def describe_images(app: App, images: list[ImageInput]) -> list[tuple[str, str]]:
+    """(sha256, text) for every description the loaded modalities give, image by image, modality by modality.
+
+    Modalities run side by side, each on its own worker thread.
+    """
+    calls = [
+        (image, entry, app.scheduler.submit_named(f"modality-{entry.name}", entry.modality.describe, image))
+        for image in images
+        for entry in app.modalities
+    ]
+    timeout = app.config.limits.engine_timeout_s
+    if calls:
+        await asyncio.wait([future for _, _, future in calls], timeout=timeout)
+    found = []
+    for image, entry, future in calls:
+        if not future.done():
+            log.warning("modality %s gave nothing for image %s within %g s; skipped", entry.name, image.sha256[:12], timeout)
+            app.scheduler.abandon(key=f"modality-{entry.name}")
+            continue
+        exc = future.exception()
+        if exc is not None:
+            log.warning("modality %s failed on image %s: %s: %s", entry.name, image.sha256[:12], type(exc).__name__, exc)
+            continue
+        text = future.result()
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            log.warning("modality %s returned %s instead of text; ignored", entry.name, type(text).__name__)
+            continue
+        text = " ".join(text.split())
+        if text:
+            found.append((image.sha256, text[:MAX_DESCRIPTION_CHARS]))
+    return found

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import pluggy
 
 if TYPE_CHECKING:
-    from assistant.app import App
+    from assistant.types import AppView
 
 hookspec = pluggy.HookspecMarker("assistant")
 hookimpl = pluggy.HookimplMarker("assistant")
@@ -62,7 +62,7 @@ def register_modalities(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
-def startup(app: App) -> Any:
+def startup(app: AppView) -> Any:
     """Called once when the app has started: engines are loaded and the store is open.
 
     May return an awaitable, which the core awaits before the server accepts connections. An
@@ -71,7 +71,7 @@ def startup(app: App) -> Any:
 
 
 @hookspec
-def shutdown(app: App) -> Any:
+def shutdown(app: AppView) -> Any:
     """Called once when the app stops, after the last reply has ended and before engines are closed.
 
     May return an awaitable, which the core awaits. The mirror of `startup`: release what startup

@@ -23,7 +23,7 @@ from assistant.reply import announce_end
 from assistant.scheduler import NoProgress, Relay
 
 if TYPE_CHECKING:
-    from assistant.conversation import Conversation
+    from assistant.scope import ConversationScope
 
 log = logging.getLogger("assistant.image_jobs")
 
@@ -38,7 +38,7 @@ class ImageJob:
     """A job in flight: what a cancel, a client leaving and shutdown act on."""
 
     job_id: str
-    conversation: Conversation
+    conversation: ConversationScope
     request: ImageRequest
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -68,8 +68,16 @@ def prepare(engine: ImageGenerator, params: dict[str, Any], ref: str | None) -> 
         raise AssistantError("bad_request", str(exc), ref) from None
 
 
+def check_capacity(conversation: ConversationScope, ref: str | None) -> None:
+    """rate_limited when this client already has its most image jobs, or the image engine's queue is full."""
+    limit = conversation.app.config.images.max_jobs_per_connection
+    if len(conversation.jobs) >= limit:
+        raise AssistantError("rate_limited", f"{limit} image jobs are already queued or painting on this connection", ref)
+    conversation.app.scheduler.admit(image_generator(conversation.app.engines, ref), ref)
+
+
 async def start_job(
-    conversation: Conversation, request: ImageRequest, *, prompt_turn: bool, reply_to: str | None = None
+    conversation: ConversationScope, request: ImageRequest, *, prompt_turn: bool, reply_to: str | None = None
 ) -> ImageJob:
     """Commit the job's turn(s), announce it, and run it in the background; returns the job."""
     app = conversation.app

@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from assistant.app import App
+    from assistant.types import AppView
 
 log = logging.getLogger("assistant.modalities")
 
-MAX_DESCRIPTION_CHARS = 4000
-"""A longer description is cut: one plugin must not flood the context."""
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class ImageInput:
 class Modality(ABC):
     """Turns an image part into text for the fused context. Register with `register_modalities`."""
 
-    def load(self, app: App) -> bool:
+    def load(self, app: AppView) -> bool:
         """Load models once, at startup (blocking, off the event loop). Return False to sit out.
 
         Called only when the configured dialogue engine reads text (no `accepts_images`). Default:
@@ -71,7 +69,7 @@ class RegisteredModality:
     plugin: str
 
 
-async def load_modalities(app: App, registered: list[RegisteredModality]) -> list[RegisteredModality]:
+async def load_modalities(app: AppView, registered: list[RegisteredModality]) -> list[RegisteredModality]:
     """Load each modality off the loop; those whose `load` returns False sit out."""
     loaded = []
     for entry in registered:
@@ -81,38 +79,3 @@ async def load_modalities(app: App, registered: list[RegisteredModality]) -> lis
         else:
             log.info("modality %s sits out (what it needs is not configured)", entry.name)
     return loaded
-
-
-async def describe_images(app: App, images: list[ImageInput]) -> list[tuple[str, str]]:
-    """(sha256, text) for every description the loaded modalities give, image by image, modality by modality.
-
-    Modalities run side by side, each on its own worker thread.
-    """
-    calls = [
-        (image, entry, app.scheduler.submit_named(f"modality-{entry.name}", entry.modality.describe, image))
-        for image in images
-        for entry in app.modalities
-    ]
-    timeout = app.config.limits.engine_timeout_s
-    if calls:
-        await asyncio.wait([future for _, _, future in calls], timeout=timeout)
-    found = []
-    for image, entry, future in calls:
-        if not future.done():
-            log.warning("modality %s gave nothing for image %s within %g s; skipped", entry.name, image.sha256[:12], timeout)
-            app.scheduler.abandon(key=f"modality-{entry.name}")
-            continue
-        exc = future.exception()
-        if exc is not None:
-            log.warning("modality %s failed on image %s: %s: %s", entry.name, image.sha256[:12], type(exc).__name__, exc)
-            continue
-        text = future.result()
-        if text is None:
-            continue
-        if not isinstance(text, str):
-            log.warning("modality %s returned %s instead of text; ignored", entry.name, type(text).__name__)
-            continue
-        text = " ".join(text.split())
-        if text:
-            found.append((image.sha256, text[:MAX_DESCRIPTION_CHARS]))
-    return found

@@ -22,7 +22,7 @@ from assistant.scheduler import NoProgress, Relay
 
 if TYPE_CHECKING:
     from assistant.app import App
-    from assistant.conversation import Conversation
+    from assistant.scope import ConversationScope
 
 log = logging.getLogger("assistant.reply")
 
@@ -44,7 +44,7 @@ class Reply:
 
 
 async def announce_end(
-    conversation: Conversation, what: str, store_end: Callable[[int], Awaitable[T]],
+    conversation: ConversationScope, what: str, store_end: Callable[[int], Awaitable[T]],
     end_event: Callable[[T | None, bool], events.Event],
 ) -> None:
     """Store how a reply or job ended (`store_end(seq)`), then publish `end_event(stored, ok)` under that seq.
@@ -64,7 +64,7 @@ async def announce_end(
 
 
 async def stream_reply(
-    conversation: Conversation, engine: DialogueEngine, request: DialogueRequest, reply: Reply, turn_id: str,
+    conversation: ConversationScope, engine: DialogueEngine, request: DialogueRequest, reply: Reply, turn_id: str,
     announce_turn: bool = True,
 ) -> None:
     """Run the engine, publish its deltas, then store and announce how the reply ended, whatever happened."""

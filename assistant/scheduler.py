@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Generic, TypeVar
 
 from assistant.engines import Engine
+from assistant.errors import AssistantError
 
 T = TypeVar("T")
 
@@ -56,8 +57,11 @@ class LatencyGate:
                 self._changed.wait(0.05)
 
 
-class QueueFull(Exception):
-    """An engine already has as many calls waiting or running as the scheduler allows."""
+class QueueFull(AssistantError):
+    """An engine already has as many calls waiting or running as the scheduler allows (rate_limited)."""
+
+    def __init__(self, message: str, ref: str | None = None) -> None:
+        super().__init__("rate_limited", message, ref)
 
 
 class NoProgress(Exception):
@@ -162,14 +166,14 @@ class Scheduler:
         """Calls of this engine waiting or running."""
         return self._in_flight.get(id(engine), 0)
 
-    def admit(self, engine: Engine) -> None:
-        """Raise QueueFull when the engine already has `max_queued` calls waiting or running.
+    def admit(self, engine: Engine, ref: str | None = None) -> None:
+        """Raise QueueFull (about client event `ref`) when the engine already has `max_queued` calls waiting or running.
 
         Checked before a turn is stored, so a refused turn leaves nothing behind; bounded queues keep
         memory flat under overload instead of growing without end.
         """
         if self.max_queued is not None and self.in_flight(engine) >= self.max_queued:
-            raise QueueFull(f"the {engine.role} engine already has {self.max_queued} requests waiting or running; try again shortly")
+            raise QueueFull(f"the {engine.role} engine already has {self.max_queued} requests waiting or running; try again shortly", ref)
 
     def submit_named(self, key: str, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue `fn(*args)` on a single worker thread named `key` (for small shared models such as VAD)."""

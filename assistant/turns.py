@@ -19,15 +19,14 @@ from assistant.engines import AsrEngine, DialogueEngine, DialogueRequest, Engine
 from assistant.errors import AssistantError, error_code
 from assistant.fusion import fuse_images
 from assistant.image_input import DecodedImage, ImageInputError, decode_image
-from assistant.image_jobs import image_generator, prepare, start_job
+from assistant.image_jobs import check_capacity, image_generator, prepare, start_job
 from assistant.reply import Reply, announce_end, stream_reply
 from assistant.routes import ImageRoute, first_route
-from assistant.scheduler import QueueFull
 from assistant.store import PartRecord
 
 if TYPE_CHECKING:
     from assistant.app import App
-    from assistant.conversation import Conversation
+    from assistant.scope import ConversationScope
 
 log = logging.getLogger("assistant.turns")
 
@@ -130,15 +129,7 @@ async def _decode_image(app: App, part: ImageIn, where: str, images_so_far: int,
         raise AssistantError(exc.code, f"{where}: {exc}", ref) from None  # type: ignore[arg-type]
 
 
-def admit(app: App, engine: Any, ref: str | None) -> None:
-    """rate_limited when the engine's queue is full ([scheduler] max_queued)."""
-    try:
-        app.scheduler.admit(engine)
-    except QueueFull as exc:
-        raise AssistantError("rate_limited", str(exc), ref) from None
-
-
-async def transcribe(conversation: Conversation, turn_id: str, turn: TurnInput) -> str:
+async def transcribe(conversation: ConversationScope, turn_id: str, turn: TurnInput) -> str:
     """Transcribe each audio part, store and announce each transcript; returns them joined.
 
     A silent clip gives an empty transcript without troubling the engine.
@@ -172,14 +163,14 @@ async def transcribe(conversation: Conversation, turn_id: str, turn: TurnInput) 
     return "\n".join(t for t in texts if t)
 
 
-async def run_turn(conversation: Conversation, turn: TurnInput, ref: str | None) -> None:
+async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | None) -> None:
     """Store the user turn (transcribing its audio), then route it or stream and store the dialogue reply."""
     app = conversation.app
     assert app.store is not None
     text = turn.text
     user_turn_id: str | None = None
     if turn.audio:
-        admit(app, app.engines["asr"], ref)
+        app.scheduler.admit(app.engines["asr"], ref)
     if turn.audio or turn.images:
         user_turn_id = await app.store.add_user_turn(conversation.id, turn.parts, turn.attachments, turn_id=turn.turn_id)
         await conversation.publish(events.TurnCreated(turn_id=user_turn_id))
@@ -202,7 +193,7 @@ async def run_turn(conversation: Conversation, turn: TurnInput, ref: str | None)
     engine = app.engines.get("dialogue")
     if not isinstance(engine, DialogueEngine):
         raise AssistantError("unavailable", "no dialogue engine is configured ([engines] dialogue)", ref)
-    admit(app, engine, ref)
+    app.scheduler.admit(engine, ref)
 
     limit = app.config.dialogue.history_turns
     if user_turn_id is None:
@@ -230,7 +221,7 @@ def _route(app: App, text: str) -> ImageRoute | None:
 
 
 async def _run_image_route(
-    conversation: Conversation, ref: str | None, parts: list[PartRecord], route: ImageRoute, user_turn_id: str | None,
+    conversation: ConversationScope, ref: str | None, parts: list[PartRecord], route: ImageRoute, user_turn_id: str | None,
 ) -> None:
     """A turn claimed for an image: store it, acknowledge it as the reply, and start the job beside it.
 
@@ -240,7 +231,7 @@ async def _run_image_route(
     assert app.store is not None
     store = app.store
     request = prepare(image_generator(app.engines, ref), {"prompt": route.prompt}, ref)
-    conversation.check_job_capacity(ref)
+    check_capacity(conversation, ref)
     if user_turn_id is None:
         begun = await store.begin_turn(conversation.id, parts, history_limit=1)
         await conversation.publish(events.TurnCreated(turn_id=begun.user_turn_id))

@@ -1,10 +1,13 @@
-"""Protocols the core passes around. A leaf: imports nothing from the package but events."""
+"""Protocols the core passes around. Low in the import graph: it imports only leaf modules."""
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Protocol
+from typing import Any, Awaitable, Callable, Mapping, Protocol
 
+from assistant.config import Config
+from assistant.engines import Engine
 from assistant.events import Event
+from assistant.models import ModelLocator
 
 
 class Emit(Protocol):
@@ -22,3 +25,20 @@ class Emit(Protocol):
 
 Tell = Callable[[Event], Awaitable[None]]
 """Sends an event to one client only (an `Error` about its own request)."""
+
+
+class AppView(Protocol):
+    """What plugins (engine factories, modalities, lifecycle hooks) see of the running app.
+
+    `assistant.app.App` is the implementation; plugins should use nothing else of it.
+    """
+
+    config: Config
+    models: ModelLocator
+
+    @property
+    def engines(self) -> Mapping[str, Engine]:
+        """The loaded engines by role."""
+
+    def plugin_config(self, plugin_name: str) -> dict[str, Any]:
+        """The `[plugins.<plugin_name>]` table."""
