@@ -9,13 +9,20 @@ from typing import Callable
 import numpy as np
 
 from assistant import (
+    AsrEngine,
     Capabilities,
     DialogueEngine,
     DialogueRequest,
     DialogueResult,
+    EngineError,
+    GeneratedImage,
+    GenerationCancelled,
     ImageEncoder,
+    ImageGenerator,
+    ImageRequest,
     ImageInput,
     Modality,
+    Transcript,
     Usage,
     hookimpl,
 )
@@ -131,23 +138,71 @@ class FakeEnginesPlugin:
 
     def __init__(
         self, engine: DialogueEngine | None, name: str = "fake", encoder: ImageEncoder | None = None,
-        modalities: dict[str, Modality] | None = None,
+        modalities: dict[str, Modality] | None = None, asr: AsrEngine | None = None, painter: ImageGenerator | None = None,
     ) -> None:
         self.engine = engine
         self.name = name
         self.encoder = encoder
         self.modalities = modalities or {}
+        self.others = {"asr": asr, "image_generator": painter}
 
     @hookimpl
     def register_engines(self, register):
-        """Register the fake dialogue engine (and image encoder)."""
+        """Register the fake dialogue engine (and image encoder, ASR engine and image generator when given)."""
         if self.engine is not None:
             register("dialogue", self.name, lambda app: self.engine)
         if self.encoder is not None:
             register("image_encoder", self.name, lambda app: self.encoder)
+        for role, engine in self.others.items():
+            if engine is not None:
+                register(role, self.name, lambda app, engine=engine: engine)
 
     @hookimpl
     def register_modalities(self, register):
         """Register the given modalities."""
         for name, modality in self.modalities.items():
             register(name, modality)
+
+
+class FixedAsr(AsrEngine):
+    """An ASR engine that hears `text` in any clip; it records the clips' lengths."""
+
+    def __init__(self, text: str = "what is the weather like", engine_id: str = "fake:asr") -> None:
+        self.id = engine_id
+        self.text = text
+        self.heard: list[int] = []
+
+    def transcribe(self, samples, language=None) -> Transcript:
+        """`text`, in English, as long as the clip."""
+        self.heard.append(len(samples))
+        return Transcript(self.text, "en", len(samples) / 16000)
+
+
+class StepPainter(ImageGenerator):
+    """An image generator that paints a one-colour PNG in `steps` steps; `gate` holds it after step one."""
+
+    def __init__(self, steps: int = 3, gate: threading.Event | None = None, engine_id: str = "fake:painter") -> None:
+        self.id = engine_id
+        self.default_steps = steps
+        self.gate = gate
+
+    def prepare(self, prompt, negative_prompt=None, width=None, height=None, steps=None, guidance=None, seed=None) -> ImageRequest:
+        """Defaults filled in; an empty prompt or more than 50 steps is a bad request."""
+        if not prompt.strip() or (steps is not None and not 1 <= steps <= 50):
+            raise EngineError("a prompt and 1..50 steps are needed", "bad_request")
+        return ImageRequest(prompt, negative_prompt, width or 16, height or 16, steps or self.default_steps, guidance or 0.0, seed or 7)
+
+    def generate(self, request, on_step, cancelled) -> GeneratedImage:
+        """One step at a time, a preview after each; stops at the next step once cancelled."""
+        from PIL import Image
+
+        from tests.images import encode
+
+        for step in range(1, request.steps + 1):
+            if cancelled.is_set():
+                raise GenerationCancelled()
+            on_step(step, request.steps, encode(Image.new("RGB", (4, 4), "red")))
+            if step == 1 and self.gate is not None:
+                self.gate.wait(timeout=30)
+        png = encode(Image.new("RGB", (request.width, request.height), "red"))
+        return GeneratedImage(png, request.width, request.height, request.seed)
