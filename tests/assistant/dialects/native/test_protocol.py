@@ -82,3 +82,44 @@ def test_server_events_round_trip_with_seq():
     with pytest.raises(ValidationError):
         parse_server_event('{"type": "response.done", "seq": 1, "response_id": "r", "status": "weird", "text": ""}')
     assert isinstance(parse_client_event('{"type": "session.start"}'), SessionStart)
+
+
+def _documented_types(section: str) -> set[str]:
+    """Event types in the first column of the first table under `## <section>` of docs/protocol.md (`a` / `b` rows give both)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[4] / "docs" / "protocol.md").read_text()
+    body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
+    table = body[body.index("\n|"):].split("\n\n", 1)[0]
+    found: set[str] = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            found.update(re.findall(r"`([a-z_.]+)`", line.split("|")[1]))
+    return found
+
+
+def test_docs_list_exactly_the_protocols_events():
+    """docs/protocol.md's client and server tables name exactly the event types the models define."""
+    from assistant.dialects.native.protocol import SERVER_EVENTS
+
+    assert _documented_types("Client -> server") == set(CLIENT_EVENT_TYPES)
+    assert _documented_types("Server -> client") == {model.model_fields["type"].default for model in SERVER_EVENTS}
+
+
+def test_every_domain_event_has_a_protocol_form():
+    """The native dialect translates every domain event the core can emit into a v1 server event."""
+    from assistant import events
+    from assistant.dialects.native.translate import to_wire
+
+    samples = {
+        events.TurnCreated: ("t",), events.SpeechStarted: (1,), events.SpeechStopped: (2,), events.TranscriptDelta: ("t", "hi"),
+        events.TranscriptDone: ("t", "hi", "en", 1.0), events.ReplyStarted: ("r", "t"), events.TextDelta: ("r", "x"),
+        events.ReplyDone: ("r", "completed", "x"), events.ImageStarted: ("j", None, "p", 8, 8, 1, 3),
+        events.ImageProgress: ("j", 1, 2, b"png"), events.ImageDone: ("j", "completed", 3, "image/png", b"png", "s"),
+    }
+    assert set(samples) == set(events.CONVERSATION_EVENTS)
+    for kind, args in samples.items():
+        frame = json.loads(serialize(to_wire(kind(*args)), 5))
+        assert parse_server_event(json.dumps(frame)).seq == 5
+    assert json.loads(serialize(to_wire(events.Error("not_found", "gone", "e1")), 0))["ref"] == "e1"
