@@ -16,13 +16,10 @@ ROLES: tuple[str, ...] = ("asr", "image_encoder", "dialogue", "image_generator")
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What an engine can do, for the core and for clients."""
+    """What an engine can do, as far as the core needs to know (clients see only the engine's `id`)."""
 
-    streaming: bool = False
-    batching: bool = False
     accepts_images: bool = False  # a dialogue engine that sees images itself (early fusion, a VLM)
     max_batch: int = 1  # calls the engine serves at once; the core gives it this many worker threads
-    devices: tuple[str, ...] = ("cpu",)
 
 
 class Engine(ABC):

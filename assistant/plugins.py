@@ -15,7 +15,7 @@ import pluggy
 
 from assistant import hookspecs
 from assistant.config import Config
-from assistant.engines import ENGINE_BASES, ROLES, Engine
+from assistant.engines import ROLES, Engine
 from assistant.modalities import Modality, RegisteredModality
 from assistant.models import ModelSource, RegisteredSource
 from assistant.routes import RegisteredRouter, TurnRouter
@@ -127,8 +127,6 @@ def collect_registrations(pm: pluggy.PluginManager) -> Registrations:
         ) -> None:
             if role not in ROLES:
                 raise PluginError(f"plugin {plugin!r} registered an engine for unknown role {role!r}; roles: {', '.join(ROLES)}")
-            if role not in ENGINE_BASES:
-                raise PluginError(f"plugin {plugin!r} registered a {role!r} engine, a role this version cannot serve yet")
             if not isinstance(name, str) or not name:
                 raise PluginError(f"plugin {plugin!r} registered a {role} engine without a name")
             if not callable(factory):

@@ -17,7 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import AutoModel, AutoProcessor
 
-from assistant import Capabilities, ImageEncoder, ImageInput, Modality, hookimpl
+from assistant import ImageEncoder, ImageInput, Modality, hookimpl
 from assistant.config import plugin_settings
 
 PLUGIN_NAME = "clip_image"
@@ -81,7 +81,6 @@ class ClipImageEncoder(ImageEncoder):
             int(getattr(text_config, "max_position_embeddings", 64) or 64),
         )
         self.id = f"{self.model_type}:{name or settings.model}"
-        self.capabilities = Capabilities(batching=True, devices=(self.device,))
         self.dim = int(self.encode_texts(["warm-up"]).shape[1])
 
     def encode_images(self, images: list[Any]) -> np.ndarray:

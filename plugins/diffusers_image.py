@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from assistant import EngineError, GeneratedImage, GenerationCancelled, ImageGenerator, ImageRequest, hookimpl
 from assistant.config import ConfigError, plugin_settings
-from assistant.engines import Capabilities
 
 PLUGIN_NAME = "diffusers_image"
 MAX_SEED = 2**53 - 1  # exact in JSON numbers everywhere
@@ -108,7 +107,6 @@ class DiffusersImageGenerator(ImageGenerator):
         self.default_width = settings.default_width or native
         self.default_height = settings.default_height or native
         self.id = f"diffusers:{name or settings.model}"
-        self.capabilities = Capabilities(streaming=True, devices=(self.device,))
 
     def prepare(self, prompt, negative_prompt=None, width=None, height=None, steps=None, guidance=None, seed=None) -> ImageRequest:
         """Defaults filled in, every value checked against the configured limits."""

@@ -58,7 +58,7 @@ class FasterWhisperAsr(AsrEngine):
         if batching and settings.max_batch > 1:
             self.batches = Coalescer(self._transcribe_batch, settings.max_batch)
         batch = settings.max_batch if self.batches is not None else 1
-        self.capabilities = Capabilities(batching=self.batches is not None, max_batch=batch, devices=(device,))
+        self.capabilities = Capabilities(max_batch=batch)
 
     def transcribe(self, samples: Any, language: str | None = None) -> Transcript:
         """Transcribe 16 kHz mono samples; the language is detected when neither given nor configured.

@@ -137,7 +137,7 @@ class TransformersDialogue(DialogueEngine):
         if settings.batching and settings.repetition_penalty == 1.0 and self.batchable:
             self.loop = DecodeLoop(self.model, settings.max_batch, self.device, on_step=self.batch_sizes.append)
         batch = settings.max_batch if self.loop is not None else 1
-        self.capabilities = Capabilities(streaming=True, batching=self.loop is not None, max_batch=batch, devices=(self.device,))
+        self.capabilities = Capabilities(max_batch=batch)
 
     batchable = True  # a vision model's inputs (pixels) do not go through the text decode loop
 

@@ -35,7 +35,7 @@ class TransformersVisionDialogue(TransformersDialogue):
     def __init__(self, model_path: Path, settings: VisionSettings, name: str | None = None) -> None:
         super().__init__(model_path, settings, name)
         self.id = f"transformers-vision:{name or settings.model}"
-        self.capabilities = Capabilities(streaming=True, accepts_images=True, devices=(self.device,))
+        self.capabilities = Capabilities(accepts_images=True)
 
     def load(self, model_path: Path) -> None:
         """Load the processor (its tokenizer decodes the stream) and the image-text-to-text model."""

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from assistant import AsrEngine, Capabilities, Transcript, hookimpl
+from assistant import AsrEngine, Transcript, hookimpl
 from assistant.audio import duration_s
 from assistant.config import ConfigError, plugin_settings
 
@@ -54,7 +54,6 @@ class OpenAIWhisperAsr(AsrEngine):
                 "give the path of a .pt checkpoint"
             ) from None
         self.id = f"openai-whisper:{settings.model}"
-        self.capabilities = Capabilities(devices=(self.device,))
 
     def transcribe(self, samples: Any, language: str | None = None) -> Transcript:
         """Transcribe 16 kHz mono samples with greedy decoding."""

@@ -1,13 +1,12 @@
 """A plugin module as a third party would write it; tests load it through `[plugins] modules`."""
 
-from assistant import Capabilities, DialogueEngine, DialogueResult, Usage, hookimpl
+from assistant import DialogueEngine, DialogueResult, Usage, hookimpl
 
 
 class ShoutingEcho(DialogueEngine):
     """Answers with the user's last message in capitals."""
 
     id = "sample:shouting-echo"
-    capabilities = Capabilities(streaming=True)
 
     def generate(self, request, emit, cancelled):
         """Emit the upper-cased last user message as one delta."""
@@ -22,7 +21,6 @@ class SlowCounter(DialogueEngine):
     """Counts ' 1 2 3 ...' with a pause per number until cancelled (at most 2000 numbers)."""
 
     id = "sample:slow-counter"
-    capabilities = Capabilities(streaming=True)
 
     def generate(self, request, emit, cancelled):
         """Emit one number every 50 ms; stop when cancelled. The message "quick" is answered at once."""

@@ -72,8 +72,6 @@ def test_hook_register_engines_rejects_duplicates_unknown_roles_and_wrong_types(
 
 
 class Shelf(ModelSource):
-    description = "a test shelf"
-
     def __init__(self, path):
         self.path = path
 
