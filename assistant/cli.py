@@ -71,8 +71,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  engines: {', '.join(info.engines)}")
         if info.model_sources:
             print(f"  model sources: {', '.join(info.model_sources)}")
-        if info.routers:
-            print(f"  routers: {', '.join(info.routers)}")
+        if info.turn_routers:
+            print(f"  turn routers: {', '.join(info.turn_routers)}")
         if info.modalities:
             print(f"  modalities: {', '.join(info.modalities)}")
     return 0

@@ -40,7 +40,7 @@ def register_model_sources(register: Callable[[str, Any], None]) -> None:
 
 
 @hookspec
-def register_routes(register: Callable[[str, Any], None]) -> None:
+def register_turn_routers(register: Callable[[str, Any], None]) -> None:
     """Register turn routers: call `register(name, router)` with an `assistant.TurnRouter`.
 
     Called once per app, while it starts. Before a text turn reaches the dialogue engine, the core

@@ -150,7 +150,7 @@ def collect_registrations(pm: pluggy.PluginManager) -> Registrations:
         return register
 
     def named_register(kind: str, base: type, entries: list[Any], entry_type: Callable[..., Any]) -> Callable[[str], Callable[[str, Any], None]]:
-        """A `register(name, obj)` factory for objects listed by name: routers, modalities."""
+        """A `register(name, obj)` factory for objects listed by name: turn routers, modalities."""
 
         def for_plugin(plugin: str) -> Callable[[str, Any], None]:
             def register(name: str, obj: Any) -> None:
@@ -169,7 +169,7 @@ def collect_registrations(pm: pluggy.PluginManager) -> Registrations:
 
     call_per_plugin(pm, "register_engines", register=engine_register)
     call_per_plugin(pm, "register_model_sources", register=source_register)
-    call_per_plugin(pm, "register_routes", register=named_register("router", TurnRouter, found.routers, RegisteredRouter))
+    call_per_plugin(pm, "register_turn_routers", register=named_register("turn router", TurnRouter, found.routers, RegisteredRouter))
     call_per_plugin(pm, "register_modalities", register=named_register("modality", Modality, found.modalities, RegisteredModality))
     return found
 
@@ -183,7 +183,7 @@ class PluginInfo:
     hooks: list[str]
     engines: list[str]
     model_sources: list[str]
-    routers: list[str]
+    turn_routers: list[str]
     modalities: list[str]
 
 
@@ -207,7 +207,7 @@ def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> 
                 hooks=hooks,
                 engines=sorted(f"{e.role}:{e.name}" for e in registrations.engines.values() if e.plugin == name),
                 model_sources=sorted(s for s, p in registrations.source_plugins.items() if p == name),
-                routers=sorted(r.name for r in registrations.routers if r.plugin == name),
+                turn_routers=sorted(r.name for r in registrations.routers if r.plugin == name),
                 modalities=sorted(m.name for m in registrations.modalities if m.plugin == name),
             )
         )

@@ -21,7 +21,7 @@ class ImageRoute:
 
 
 class TurnRouter(ABC):
-    """Decides whether a user turn is something other than a plain dialogue turn."""
+    """Decides whether a user turn is something other than a plain dialogue turn. Register with `register_turn_routers`."""
 
     @abstractmethod
     def route(self, text: str) -> ImageRoute | None:

@@ -146,7 +146,7 @@ async def test_hook_shutdown_runs_before_engines_close_and_errors_do_not_stop_ot
     assert log.count(("shutdown", True)) == 2 and engine.closed
 
 
-def test_hook_register_routes_orders_routers_and_rejects_duplicates(tmp_path):
+def test_hook_register_turn_routers_orders_routers_and_rejects_duplicates(tmp_path):
     """A plugin's router is asked before the trylast keyword router; duplicate names stop startup."""
     from assistant import ImageRoute, TurnRouter
     from assistant.routes import first_route
@@ -157,7 +157,7 @@ def test_hook_register_routes_orders_routers_and_rejects_duplicates(tmp_path):
 
     class EmojiPlugin:
         @hookimpl
-        def register_routes(self, register):
+        def register_turn_routers(self, register):
             register("emoji", Emoji())
 
     app = App.prepare(make_config(tmp_path), [EmojiPlugin()])
@@ -170,17 +170,17 @@ def test_hook_register_routes_orders_routers_and_rejects_duplicates(tmp_path):
         __name__ = "again"
 
         @hookimpl
-        def register_routes(self, register):
+        def register_turn_routers(self, register):
             register("emoji", Emoji())
 
-    with pytest.raises(PluginError, match="router 'emoji' registered twice"):
+    with pytest.raises(PluginError, match="turn router 'emoji' registered twice"):
         App.prepare(make_config(tmp_path), [EmojiPlugin(), Again()])
 
     class NotARouter:
         __name__ = "not_a_router"
 
         @hookimpl
-        def register_routes(self, register):
+        def register_turn_routers(self, register):
             register("bad", object())
 
     with pytest.raises(PluginError, match="not an assistant.TurnRouter"):

