@@ -77,7 +77,11 @@ class ModelsConfig(_Table):
 
 
 class EnginesConfig(_Table):
-    """`[engines]`: which registered engine serves each role (null: none)."""
+    """`[engines]`: which registered engine serves each role (null: none).
+
+    One field per role of `assistant.engines.ENGINE_BASES`, spelled out so that each has its default
+    and a type checker sees it; tests/assistant/test_config.py checks the two agree.
+    """
 
     asr: str | None = "faster_whisper"
     image_encoder: str | None = None

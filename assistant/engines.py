@@ -11,8 +11,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal
 
-ROLES: tuple[str, ...] = ("asr", "image_encoder", "dialogue", "image_generator")
-
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -227,7 +225,10 @@ class ImageEncoder(Engine):
         return weights / weights.sum(axis=1, keepdims=True)
 
 
-ENGINE_BASES: dict[str, type[Engine]] = {
-    "asr": AsrEngine, "image_encoder": ImageEncoder, "dialogue": DialogueEngine, "image_generator": ImageGenerator,
-}
-"""Every role with its base class."""
+ENGINE_BASES: dict[str, type[Engine]] = {base.role: base for base in (AsrEngine, ImageEncoder, DialogueEngine, ImageGenerator)}
+"""Every engine role with its base class: the one list of roles. config.py's `[engines]` fields and its
+latency-class defaults, config.toml, README.md, docs/plugins.md and docs/protocol.md name the same
+roles, in this order; tests/assistant/test_config.py checks that they agree."""
+
+ROLES: tuple[str, ...] = tuple(ENGINE_BASES)
+"""The engine roles, in the order `assistant models` and `session.started` capabilities list them."""

@@ -20,6 +20,12 @@ from assistant.modalities import Modality, RegisteredModality
 from assistant.models import ModelSource, RegisteredSource
 from assistant.routes import RegisteredRouter, TurnRouter
 
+# The one list of built-in plugins, in load order (which decides their hook call order). It is kept
+# here, not read from pyproject.toml's [project.entry-points.assistant] table, because the core must
+# load the built-ins in this order from a source checkout too, where the installed metadata may be
+# missing or stale. That table names the same modules under the same names (each module's last dotted
+# name, so entry points never load a built-in twice) so that installed metadata lists them as plugins
+# like any other; tests/assistant/test_plugins.py checks it, and docs/plugins.md's list, against this.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "assistant_plugins.model_sources",
     "assistant_plugins.smollm2_pack",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from assistant.config import Config, ConfigError
+from assistant.config import Config, ConfigError, EnginesConfig, SchedulerConfig
+from assistant.engines import ENGINE_BASES, ROLES
 from tests.conftest import REPO
 
 
@@ -25,6 +28,27 @@ def test_shipped_config_toml_equals_the_builtin_defaults():
 
     assert FasterWhisperSettings.model_validate(shipped.plugin_config("faster_whisper_asr")) == FasterWhisperSettings()
     assert WhisperSettings.model_validate(shipped.plugin_config("whisper_asr")) == WhisperSettings()
+
+
+def test_engine_roles_are_the_same_everywhere():
+    """ENGINE_BASES is the one list of roles; [engines], docs, README and config.toml name the same ones."""
+    roles = list(ENGINE_BASES)
+    assert list(ROLES) == roles and all(base.role == role for role, base in ENGINE_BASES.items())
+    assert list(EnginesConfig.model_fields) == roles, "EnginesConfig fields"
+    assert list(SchedulerConfig().latency_classes) == roles, "[scheduler] latency_classes defaults"
+    toml = (REPO / "config.toml").read_text(encoding="utf-8")
+    engines_table = toml[toml.index("\n[engines]\n") :].split("\n[", 2)[1]
+    assert re.findall(r"^#?\s*(\w+)\s*=", engines_table, re.M) == roles, "config.toml [engines] (set or commented out)"
+    docs = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
+    role_line = re.search(r"^- `role`: one of (.*);$", docs, re.M)
+    assert role_line and re.findall(r"`(\w+)`", role_line.group(1)) == roles, "docs/plugins.md role list"
+    bases = dict((role, base) for base, role in re.findall(r"`assistant\.(\w+)` for\s+`(\w+)`", docs))
+    assert bases == {role: base.__name__ for role, base in ENGINE_BASES.items()}, "docs/plugins.md base classes"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert re.findall(r"^\| `engines\.(\w+)`", readme, re.M) == roles, "README.md configuration reference"
+    protocol = (REPO / "docs" / "protocol.md").read_text(encoding="utf-8")
+    per_role = re.search(r"`capabilities`: per role \(([^)]*)\)", protocol)
+    assert per_role and re.findall(r"`(\w+)`", per_role.group(1)) == roles, "docs/protocol.md session.started capabilities"
 
 
 @pytest.mark.parametrize(
