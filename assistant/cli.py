@@ -97,7 +97,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"{role}: engine {name!r} is not registered by any plugin")
             failures += 1
             continue
-        model = entry.model_name(app) if entry.model_name else None
+        model = entry.configured_model(app)
         if model is None:
             print(f"{role}: {name} (no model configured)")
             continue

@@ -9,7 +9,7 @@ import pytest
 from assistant.app import App
 from assistant.config import ConfigError
 from assistant.engines import ChatMessage, DialogueRequest, EngineError, GenerationOptions
-from assistant_plugins.transformers_dialogue import DeltaStreamer, TransformersDialogue, load_settings
+from assistant_plugins.transformers_dialogue import DeltaStreamer, TransformersDialogue
 from tests.conftest import make_config
 from tests.plugins.conftest import build_tiny_llama
 
@@ -117,12 +117,12 @@ def test_a_model_without_chat_template_is_refused(tmp_path):
         engine_for(path, tmp_path)
 
 
-def test_bad_settings_name_the_key():
-    """An invalid or unknown key in [plugins.transformers_dialogue] is reported by its dotted name."""
+def test_bad_settings_name_the_key(tmp_path):
+    """An invalid or unknown key in [plugins.transformers_dialogue] stops startup, reported by its dotted name."""
     with pytest.raises(ConfigError, match="plugins.transformers_dialogue.temperature"):
-        load_settings({"temperature": -1})
+        App.prepare(make_config(tmp_path, plugins={"transformers_dialogue": {"temperature": -1}}))
     with pytest.raises(ConfigError, match="plugins.transformers_dialogue.modle"):
-        load_settings({"modle": "x"})
+        App.prepare(make_config(tmp_path, plugins={"transformers_dialogue": {"modle": "x"}}))
 
 
 def test_streamer_holds_back_incomplete_utf8(tiny_llama):
