@@ -12,6 +12,7 @@ import logging
 from typing import Any, Iterable
 
 import pluggy
+from pydantic import BaseModel
 
 from assistant.auth import Authenticator, ConfiguredToken, TokenFile
 from assistant.channels import Channels
@@ -58,7 +59,7 @@ class App:
     def prepare(cls, config: Config, extra_plugins: Iterable[Any] = ()) -> App:
         """Plugins loaded and registrations collected; no engines loaded, no store opened."""
         pm = build_plugin_manager(config, extra_plugins)
-        return cls(config, pm, collect_registrations(pm))
+        return cls(config, pm, collect_registrations(pm, config))
 
     @classmethod
     async def start(cls, config: Config, extra_plugins: Iterable[Any] = ()) -> App:
@@ -98,7 +99,7 @@ class App:
         if entry is None:
             known = sorted(n for r, n in self.registrations.engines if r == role)
             raise PluginError(f"[engines] {role} = {name!r}: no such {role} engine is registered (registered: {known or 'none'})")
-        engine = entry.factory(self)
+        engine = entry.create(self)
         if not isinstance(engine, ENGINE_BASES[role]):
             raise PluginError(f"{role} engine {name!r} from plugin {entry.plugin!r} is not a {ENGINE_BASES[role].__name__}")
         return engine
@@ -123,9 +124,13 @@ class App:
         if self.store is not None:
             await self.store.raise_last_seq(conversation_id, seq)
 
-    def plugin_config(self, plugin_name: str) -> dict[str, Any]:
-        """The `[plugins.<plugin_name>]` table."""
-        return self.config.plugin_config(plugin_name)
+    def plugin_settings(self, plugin_name: str) -> BaseModel:
+        """The plugin's `[plugins.<plugin_name>]` table as validated at startup by the settings model it
+        registered (`register(..., settings=Model)`); raises LookupError for a plugin that registered none."""
+        try:
+            return self.registrations.settings[plugin_name]
+        except KeyError:
+            raise LookupError(f"plugin {plugin_name!r} registered no settings model (register(..., settings=Model))") from None
 
     async def _call_lifecycle(self, hook_name: str, *, tolerate_errors: bool = False) -> None:
         """Call a lifecycle hook impl by impl, awaiting awaitables; optionally log errors and go on."""

@@ -71,8 +71,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  engines: {', '.join(info.engines)}")
         if info.model_sources:
             print(f"  model sources: {', '.join(info.model_sources)}")
-        if info.routers:
-            print(f"  routers: {', '.join(info.routers)}")
+        if info.turn_routers:
+            print(f"  turn routers: {', '.join(info.turn_routers)}")
         if info.modalities:
             print(f"  modalities: {', '.join(info.modalities)}")
     return 0
@@ -97,7 +97,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"{role}: engine {name!r} is not registered by any plugin")
             failures += 1
             continue
-        model = entry.model_name(app) if entry.model_name else None
+        model = entry.configured_model(app)
         if model is None:
             print(f"{role}: {name} (no model configured)")
             continue

@@ -1,15 +1,15 @@
 """config.toml -> typed, validated configuration.
 
 Every core table is a pydantic model that forbids unknown keys, so a typo fails at startup with
-the dotted key named. `[plugins.<name>]` tables are passed to their plugin as plain dicts; each
-plugin validates its own table.
+the dotted key named. A `[plugins.<name>]` table is validated by the pydantic model its plugin
+declares (`register(..., settings=Model)`, see `assistant.plugins`) when the app is prepared.
 """
 
 from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -77,7 +77,11 @@ class ModelsConfig(_Table):
 
 
 class EnginesConfig(_Table):
-    """`[engines]`: which registered engine serves each role (null: none)."""
+    """`[engines]`: which registered engine serves each role (null: none).
+
+    One field per role of `assistant.engines.ENGINE_BASES`, spelled out so that each has its default
+    and a type checker sees it; tests/assistant/test_config.py checks the two agree.
+    """
 
     asr: str | None = "faster_whisper"
     image_encoder: str | None = None
@@ -146,10 +150,6 @@ class PluginsConfig(BaseModel):
             if not isinstance(value, dict):
                 raise ValueError(f"[plugins.{name}] must be a table, got {type(value).__name__}")
         return self
-
-    def table(self, plugin_name: str) -> dict[str, Any]:
-        """The `[plugins.<plugin_name>]` table, or an empty dict."""
-        return dict((self.model_extra or {}).get(plugin_name, {}))
 
 
 class Config(_Table):
@@ -221,22 +221,9 @@ class Config(_Table):
         return self.resolve_path(self.auth.tokens_file)
 
     def plugin_config(self, plugin_name: str) -> dict[str, Any]:
-        """The `[plugins.<plugin_name>]` table; a plugin reads only its own."""
-        return self.plugins.table(plugin_name)
-
-
-SettingsModel = TypeVar("SettingsModel", bound=BaseModel)
-
-
-def plugin_settings(model: type[SettingsModel], plugin_name: str, table: dict[str, Any]) -> SettingsModel:
-    """A plugin's `[plugins.<plugin_name>]` table validated by its pydantic model; errors name the dotted key."""
-    try:
-        return model.model_validate(table)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"plugins.{plugin_name}{''.join('.' + str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from None
+        """The raw `[plugins.<plugin_name>]` table, or an empty dict. Plugins get it validated instead:
+        see `App.plugin_settings`."""
+        return dict((self.plugins.model_extra or {}).get(plugin_name, {}))
 
 
 def _describe(exc: ValidationError) -> str:

@@ -11,18 +11,13 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal
 
-ROLES: tuple[str, ...] = ("asr", "image_encoder", "dialogue", "image_generator")
-
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What an engine can do, for the core and for clients."""
+    """What an engine can do, as far as the core needs to know (clients see only the engine's `id`)."""
 
-    streaming: bool = False
-    batching: bool = False
     accepts_images: bool = False  # a dialogue engine that sees images itself (early fusion, a VLM)
     max_batch: int = 1  # calls the engine serves at once; the core gives it this many worker threads
-    devices: tuple[str, ...] = ("cpu",)
 
 
 class Engine(ABC):
@@ -230,7 +225,10 @@ class ImageEncoder(Engine):
         return weights / weights.sum(axis=1, keepdims=True)
 
 
-ENGINE_BASES: dict[str, type[Engine]] = {
-    "asr": AsrEngine, "image_encoder": ImageEncoder, "dialogue": DialogueEngine, "image_generator": ImageGenerator,
-}
-"""Every role with its base class."""
+ENGINE_BASES: dict[str, type[Engine]] = {base.role: base for base in (AsrEngine, ImageEncoder, DialogueEngine, ImageGenerator)}
+"""Every engine role with its base class: the one list of roles. config.py's `[engines]` fields and its
+latency-class defaults, config.toml, README.md, docs/plugins.md and docs/protocol.md name the same
+roles, in this order; tests/assistant/test_config.py checks that they agree."""
+
+ROLES: tuple[str, ...] = tuple(ENGINE_BASES)
+"""The engine roles, in the order `assistant models` and `session.started` capabilities list them."""

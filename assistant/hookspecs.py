@@ -1,7 +1,8 @@
 """Every hook a plugin may implement. docs/plugins.md documents each one; a meta-test checks that.
 
 pluggy has no async hooks: `startup` and `shutdown` may return an awaitable and the core awaits it.
-Registration hooks take a `register` callback, in the style of simonw/llm and datasette.
+Registration hooks take a `register` callback, in the style of simonw/llm and datasette; each
+callback accepts `settings=Model` to declare the registering plugin's settings (see `assistant.plugins`).
 """
 
 from __future__ import annotations
@@ -19,45 +20,53 @@ hookimpl = pluggy.HookimplMarker("assistant")
 
 @hookspec
 def register_engines(register: Callable[..., None]) -> None:
-    """Register engine factories: call `register(role, name, factory, model_name=None)` once per engine.
+    """Register engine factories: call `register(role, name, factory, *, settings=None, model_name=None)` per engine.
 
     Called once per app, while it starts, before any engine is built. `role` is one of
-    `assistant.engines.ROLES`; `name` is what `[engines] <role> = "<name>"` selects; `factory(app)`
+    `assistant.engines.ROLES`; `name` is what `[engines] <role> = "<name>"` selects; the factory
     returns an instance of the role's engine base class and is called only for the selected engine.
-    The optional `model_name(app)` returns the model the engine would load, for `assistant models`.
-    Duplicate (role, name) pairs and unknown roles stop startup with an error. Returns nothing.
+    `settings` is the plugin's pydantic settings model: the core validates the plugin's
+    `[plugins.<plugin name>]` table with it at startup and then calls `factory(app, settings)` with the
+    validated object (without `settings`: `factory(app)`). The optional `model_name` is called the same
+    way and returns the model the engine would load, for `assistant models`. Duplicate (role, name)
+    pairs, unknown roles and invalid settings stop startup with an error. Returns nothing.
     """
 
 
 @hookspec
-def register_model_sources(register: Callable[[str, Any], None]) -> None:
-    """Register model sources: call `register(name, source)` with an `assistant.models.ModelSource`.
+def register_model_sources(register: Callable[..., None]) -> None:
+    """Register model sources: call `register(name, source, *, settings=None)` with an `assistant.models.ModelSource`.
 
     Called once per app, while it starts, before any engine is built. The model locator asks the
     sources in hook call order (later-registered plugins first, `trylast` ones last) to turn a
-    configured model name into local files. Duplicate names stop startup. Returns nothing.
+    configured model name into local files. `settings` declares the plugin's settings model, as for
+    `register_engines` (read the result with `app.plugin_settings`). Duplicate names stop startup.
+    Returns nothing.
     """
 
 
 @hookspec
-def register_routes(register: Callable[[str, Any], None]) -> None:
-    """Register turn routers: call `register(name, router)` with an `assistant.TurnRouter`.
+def register_turn_routers(register: Callable[..., None]) -> None:
+    """Register turn routers: call `register(name, router, *, settings=None)` with an `assistant.TurnRouter`.
 
     Called once per app, while it starts. Before a text turn reaches the dialogue engine, the core
     asks each router in hook call order (later-registered plugins first, `trylast` ones such as the
     built-in keyword router last) whether it claims the turn; the first claim wins. A router is only
-    asked when the engine its route needs is configured. Duplicate names stop startup. Returns nothing.
+    asked when the engine its route needs is configured. `settings` declares the plugin's settings
+    model, as for `register_engines`. Duplicate names stop startup. Returns nothing.
     """
 
 
 @hookspec
-def register_modalities(register: Callable[[str, Any], None]) -> None:
-    """Register modalities: call `register(name, modality)` with an `assistant.Modality`.
+def register_modalities(register: Callable[..., None]) -> None:
+    """Register modalities: call `register(name, modality, *, settings=None)` with an `assistant.Modality`.
 
     The way to add a modality. Called once per app, while it starts. When the dialogue engine reads
     only text (late fusion), each modality describes every image part of a user turn, and its text
     reaches the engine's context as `[Image N: ...]`. Modalities are asked in hook call order.
-    Duplicate names stop startup. Returns nothing.
+    `settings` declares the plugin's settings model, as for `register_engines`; the modality's
+    `load(app)` reads the validated object with `app.plugin_settings(plugin_name)`. Duplicate names
+    stop startup. Returns nothing.
     """
 
 

@@ -20,9 +20,7 @@ class NotHere(LookupError):
 
 
 class ModelSource(ABC):
-    """Turns a model name into a local folder of model files, or raises NotHere."""
-
-    description: str = ""
+    """Turns a model name into a local folder of model files, or raises NotHere. Register with `register_model_sources`."""
 
     @abstractmethod
     def resolve(self, name: str, cache_dir: Path) -> Path:

@@ -3,23 +3,39 @@
 Load order: built-ins, then the `assistant` entry points, then modules named in
 `[plugins] modules`, then plugins handed in by code (tests, embedding apps); finally the
 config's `allow`/`deny` lists. A manager is built per app, never at import time.
+
+Plugin settings: a register callback given `settings=Model` (a pydantic model class) declares the
+registering plugin's settings. `collect_registrations` validates the plugin's `[plugins.<plugin name>]`
+table with it once, while the app is prepared; the app then hands out the validated object: as the
+second argument of engine factories (and `model_name`) registered with `settings=`, and to anyone
+through `App.plugin_settings(plugin_name)`.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import pluggy
+from pydantic import BaseModel, ValidationError
 
 from assistant import hookspecs
-from assistant.config import Config
-from assistant.engines import ENGINE_BASES, ROLES, Engine
+from assistant.config import Config, ConfigError
+from assistant.engines import ROLES, Engine
 from assistant.modalities import Modality, RegisteredModality
 from assistant.models import ModelSource, RegisteredSource
 from assistant.routes import RegisteredRouter, TurnRouter
 
+if TYPE_CHECKING:
+    from assistant.app import App
+
+# The one list of built-in plugins, in load order (which decides their hook call order). It is kept
+# here, not read from pyproject.toml's [project.entry-points.assistant] table, because the core must
+# load the built-ins in this order from a source checkout too, where the installed metadata may be
+# missing or stale. That table names the same modules under the same names (each module's last dotted
+# name, so entry points never load a built-in twice) so that installed metadata lists them as plugins
+# like any other; tests/assistant/test_plugins.py checks it, and docs/plugins.md's list, against this.
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "assistant_plugins.model_sources",
     "assistant_plugins.smollm2_pack",
@@ -95,40 +111,76 @@ def call_per_plugin(pm: pluggy.PluginManager, hook_name: str, **kwargs: Callable
         impl.function(**{arg: kwargs[arg](impl.plugin_name) for arg in impl.argnames})
 
 
+SettingsModel = type[BaseModel]
+
+
 @dataclass(frozen=True)
 class EngineEntry:
-    """An engine factory as registered: role, name, factory and the plugin that registered it."""
+    """An engine factory as registered: role, name, factory, the plugin that registered it, and whether
+    it was registered with `settings=` (then the factory and `model_name` also get the plugin's settings)."""
 
     role: str
     name: str
     factory: Callable[..., Engine]
     plugin: str
     model_name: Callable[..., str | None] | None = None
+    takes_settings: bool = False
+
+    def create(self, app: App) -> Engine:
+        """Call the factory: `factory(app, settings)` when registered with `settings=`, else `factory(app)`."""
+        return self.factory(*self._arguments(app))
+
+    def configured_model(self, app: App) -> str | None:
+        """What `model_name` says the engine would load (called as the factory is), or None without one."""
+        return None if self.model_name is None else self.model_name(*self._arguments(app))
+
+    def _arguments(self, app: App) -> tuple[Any, ...]:
+        return (app, app.plugin_settings(self.plugin)) if self.takes_settings else (app,)
 
 
 @dataclass
 class Registrations:
-    """Everything the registration hooks produced, validated."""
+    """Everything the registration hooks produced, validated, with each plugin's validated settings."""
 
     engines: dict[tuple[str, str], EngineEntry] = field(default_factory=dict)
     model_sources: list[RegisteredSource] = field(default_factory=list)
     source_plugins: dict[str, str] = field(default_factory=dict)
     routers: list[RegisteredRouter] = field(default_factory=list)
     modalities: list[RegisteredModality] = field(default_factory=list)
+    settings_models: dict[str, SettingsModel] = field(default_factory=dict)  # plugin name -> its settings model
+    settings: dict[str, BaseModel] = field(default_factory=dict)  # plugin name -> its validated [plugins.<name>] table
 
 
-def collect_registrations(pm: pluggy.PluginManager) -> Registrations:
-    """Run every registration hook; reject duplicates and bad values."""
+def collect_registrations(pm: pluggy.PluginManager, config: Config) -> Registrations:
+    """Run every registration hook; reject duplicates and bad values; validate each plugin's settings.
+
+    Raises PluginError for a bad registration and ConfigError for a `[plugins.<name>]` table its
+    plugin's settings model rejects.
+    """
     found = Registrations()
+
+    def declare_settings(plugin: str, model: SettingsModel | None) -> bool:
+        """Record `model` as the plugin's settings model; True when one was given."""
+        if model is None:
+            return False
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise PluginError(f"plugin {plugin!r}: settings= must be a pydantic model class, got {model!r}")
+        declared = found.settings_models.setdefault(plugin, model)
+        if declared is not model:
+            raise PluginError(f"plugin {plugin!r} declared two settings models: {declared.__name__} and {model.__name__}")
+        return True
 
     def engine_register(plugin: str) -> Callable[..., None]:
         def register(
-            role: str, name: str, factory: Callable[..., Engine], model_name: Callable[..., str | None] | None = None
+            role: str,
+            name: str,
+            factory: Callable[..., Engine],
+            *,
+            settings: SettingsModel | None = None,
+            model_name: Callable[..., str | None] | None = None,
         ) -> None:
             if role not in ROLES:
                 raise PluginError(f"plugin {plugin!r} registered an engine for unknown role {role!r}; roles: {', '.join(ROLES)}")
-            if role not in ENGINE_BASES:
-                raise PluginError(f"plugin {plugin!r} registered a {role!r} engine, a role this version cannot serve yet")
             if not isinstance(name, str) or not name:
                 raise PluginError(f"plugin {plugin!r} registered a {role} engine without a name")
             if not callable(factory):
@@ -136,26 +188,28 @@ def collect_registrations(pm: pluggy.PluginManager) -> Registrations:
             if (role, name) in found.engines:
                 other = found.engines[(role, name)].plugin
                 raise PluginError(f"{role} engine {name!r} registered twice: by {other!r} and by {plugin!r}")
-            found.engines[(role, name)] = EngineEntry(role, name, factory, plugin, model_name)
+            takes_settings = declare_settings(plugin, settings)
+            found.engines[(role, name)] = EngineEntry(role, name, factory, plugin, model_name, takes_settings)
 
         return register
 
-    def source_register(plugin: str) -> Callable[[str, ModelSource], None]:
-        def register(name: str, source: ModelSource) -> None:
+    def source_register(plugin: str) -> Callable[..., None]:
+        def register(name: str, source: ModelSource, *, settings: SettingsModel | None = None) -> None:
             if not isinstance(source, ModelSource):
                 raise PluginError(f"plugin {plugin!r}: model source {name!r} is not a ModelSource")
             if name in found.source_plugins:
                 raise PluginError(f"model source {name!r} registered twice: by {found.source_plugins[name]!r} and by {plugin!r}")
+            declare_settings(plugin, settings)
             found.source_plugins[name] = plugin
             found.model_sources.append(RegisteredSource(name, source))
 
         return register
 
-    def named_register(kind: str, base: type, entries: list[Any], entry_type: Callable[..., Any]) -> Callable[[str], Callable[[str, Any], None]]:
-        """A `register(name, obj)` factory for objects listed by name: routers, modalities."""
+    def named_register(kind: str, base: type, entries: list[Any], entry_type: Callable[..., Any]) -> Callable[[str], Callable[..., None]]:
+        """A `register(name, obj, settings=None)` factory for objects listed by name: turn routers, modalities."""
 
-        def for_plugin(plugin: str) -> Callable[[str, Any], None]:
-            def register(name: str, obj: Any) -> None:
+        def for_plugin(plugin: str) -> Callable[..., None]:
+            def register(name: str, obj: Any, *, settings: SettingsModel | None = None) -> None:
                 if not isinstance(obj, base):
                     raise PluginError(f"plugin {plugin!r}: {kind} {name!r} is not an assistant.{base.__name__}")
                 if not isinstance(name, str) or not name:
@@ -163,6 +217,7 @@ def collect_registrations(pm: pluggy.PluginManager) -> Registrations:
                 for other in entries:
                     if other.name == name:
                         raise PluginError(f"{kind} {name!r} registered twice: by {other.plugin!r} and by {plugin!r}")
+                declare_settings(plugin, settings)
                 entries.append(entry_type(name, obj, plugin))
 
             return register
@@ -171,9 +226,22 @@ def collect_registrations(pm: pluggy.PluginManager) -> Registrations:
 
     call_per_plugin(pm, "register_engines", register=engine_register)
     call_per_plugin(pm, "register_model_sources", register=source_register)
-    call_per_plugin(pm, "register_routes", register=named_register("router", TurnRouter, found.routers, RegisteredRouter))
+    call_per_plugin(pm, "register_turn_routers", register=named_register("turn router", TurnRouter, found.routers, RegisteredRouter))
     call_per_plugin(pm, "register_modalities", register=named_register("modality", Modality, found.modalities, RegisteredModality))
+    for plugin, model in found.settings_models.items():
+        found.settings[plugin] = _validate_settings(model, plugin, config.plugin_config(plugin))
     return found
+
+
+def _validate_settings(model: SettingsModel, plugin_name: str, table: dict[str, Any]) -> BaseModel:
+    """A plugin's `[plugins.<plugin_name>]` table validated by its settings model; errors name the dotted key."""
+    try:
+        return model.model_validate(table)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"plugins.{plugin_name}{''.join('.' + str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
 
 
 @dataclass(frozen=True)
@@ -185,7 +253,7 @@ class PluginInfo:
     hooks: list[str]
     engines: list[str]
     model_sources: list[str]
-    routers: list[str]
+    turn_routers: list[str]
     modalities: list[str]
 
 
@@ -209,7 +277,7 @@ def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> 
                 hooks=hooks,
                 engines=sorted(f"{e.role}:{e.name}" for e in registrations.engines.values() if e.plugin == name),
                 model_sources=sorted(s for s, p in registrations.source_plugins.items() if p == name),
-                routers=sorted(r.name for r in registrations.routers if r.plugin == name),
+                turn_routers=sorted(r.name for r in registrations.routers if r.plugin == name),
                 modalities=sorted(m.name for m in registrations.modalities if m.plugin == name),
             )
         )

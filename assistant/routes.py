@@ -19,14 +19,12 @@ class ImageRoute:
     acknowledgement: str
 
 
-Route = ImageRoute
-
 
 class TurnRouter(ABC):
-    """Decides whether a user turn is something other than a plain dialogue turn."""
+    """Decides whether a user turn is something other than a plain dialogue turn. Register with `register_turn_routers`."""
 
     @abstractmethod
-    def route(self, text: str) -> Route | None:
+    def route(self, text: str) -> ImageRoute | None:
         """The route for a turn whose text parts join to `text`, or None to leave it to the dialogue engine.
 
         Called on the event loop for every text turn: keep it cheap (no model calls here).
@@ -42,7 +40,7 @@ class RegisteredRouter:
     plugin: str
 
 
-def first_route(routers: list[RegisteredRouter], text: str) -> Route | None:
+def first_route(routers: list[RegisteredRouter], text: str) -> ImageRoute | None:
     """The first claim among `routers`, asked in order."""
     for registered in routers:
         route = registered.router.route(text)

@@ -510,7 +510,11 @@ class Store:
 
 
 class AsyncStore:
-    """The store for async code: each call runs on the store's own thread."""
+    """The store for async code: one `async def` per `Store` method, each run on the store's own thread.
+
+    Each method looks up `self.store.<method>` when called (tests may replace one) and has the `Store`
+    method's signature and return type; see the `Store` method for what it does.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -521,16 +525,85 @@ class AsyncStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(method, *args, **kwargs))
 
-    def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self.store, name)
+    async def mark_interrupted(self) -> int:
+        """`Store.mark_interrupted` on the store thread."""
+        return await self.call(self.store.mark_interrupted)
 
-        async def run(*args: Any, **kwargs: Any) -> Any:
-            return await self.call(method, *args, **kwargs)
+    async def create_conversation(self, owner: str = "local") -> str:
+        """`Store.create_conversation` on the store thread."""
+        return await self.call(self.store.create_conversation, owner)
 
-        run.__doc__ = method.__doc__
-        return run
+    async def conversation_last_seq(self, conversation_id: str, owner: str | None = None) -> int | None:
+        """`Store.conversation_last_seq` on the store thread."""
+        return await self.call(self.store.conversation_last_seq, conversation_id, owner)
+
+    async def owns_attachment(self, owner: str, sha256: str) -> bool:
+        """`Store.owns_attachment` on the store thread."""
+        return await self.call(self.store.owns_attachment, owner, sha256)
+
+    async def add_user_turn(
+        self, conversation_id: str, parts: list[PartRecord], attachments: list[tuple[str, bytes]] = (), turn_id: str | None = None
+    ) -> str:
+        """`Store.add_user_turn` on the store thread."""
+        return await self.call(self.store.add_user_turn, conversation_id, parts, attachments, turn_id)
+
+    async def add_parts(self, turn_id: str, parts: list[PartRecord]) -> None:
+        """`Store.add_parts` on the store thread."""
+        await self.call(self.store.add_parts, turn_id, parts)
+
+    async def begin_reply(self, conversation_id: str, user_turn_id: str, history_limit: int) -> TurnStart:
+        """`Store.begin_reply` on the store thread."""
+        return await self.call(self.store.begin_reply, conversation_id, user_turn_id, history_limit)
+
+    async def begin_turn(self, conversation_id: str, parts: list[PartRecord], history_limit: int) -> TurnStart:
+        """`Store.begin_turn` on the store thread."""
+        return await self.call(self.store.begin_turn, conversation_id, parts, history_limit)
+
+    async def finish_reply(
+        self,
+        turn_id: str,
+        *,
+        text: str,
+        status: str,
+        error: str | None = None,
+        usage: dict[str, Any] | None = None,
+        last_seq: int | None = None,
+        image: tuple[str, bytes] | None = None,
+    ) -> str | None:
+        """`Store.finish_reply` on the store thread."""
+        return await self.call(
+            self.store.finish_reply, turn_id, text=text, status=status, error=error, usage=usage, last_seq=last_seq, image=image
+        )
+
+    async def attachment(self, sha256: str) -> tuple[str, bytes] | None:
+        """`Store.attachment` on the store thread."""
+        return await self.call(self.store.attachment, sha256)
+
+    async def raise_last_seq(self, conversation_id: str, seq: int) -> None:
+        """`Store.raise_last_seq` on the store thread."""
+        await self.call(self.store.raise_last_seq, conversation_id, seq)
+
+    async def image_features(self, sha256s: list[str], encoder_id: str) -> dict[str, bytes]:
+        """`Store.image_features` on the store thread."""
+        return await self.call(self.store.image_features, sha256s, encoder_id)
+
+    async def put_image_features(self, encoder_id: str, vectors: dict[str, bytes], dim: int) -> None:
+        """`Store.put_image_features` on the store thread."""
+        await self.call(self.store.put_image_features, encoder_id, vectors, dim)
+
+    async def conversation_images(self, conversation_id: str) -> list[ImageRef]:
+        """`Store.conversation_images` on the store thread."""
+        return await self.call(self.store.conversation_images, conversation_id)
+
+    async def begin_image_job(self, conversation_id: str, prompt: str | None, reply_to: str | None) -> tuple[str | None, str]:
+        """`Store.begin_image_job` on the store thread."""
+        return await self.call(self.store.begin_image_job, conversation_id, prompt, reply_to)
+
+    async def history(self, conversation_id: str, limit: int | None = None) -> list[TurnRecord]:
+        """`Store.history` on the store thread."""
+        return await self.call(self.store.history, conversation_id, limit)
 
     def close(self) -> None:
-        """Finish pending writes, then release the database."""
+        """Finish pending writes, then release the database (blocking: call it off the event loop)."""
         self._executor.shutdown(wait=True)
         self.store.close()

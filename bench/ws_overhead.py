@@ -64,13 +64,12 @@ def run_bare(kind: str, port_queue: mp.Queue) -> None:
 
 def run_ours(db_url: str, port_queue: mp.Queue) -> None:
     """Our server with an instant one-delta fake engine, storing in `db_url`."""
-    from assistant import Capabilities, DialogueEngine, DialogueResult, Usage, hookimpl
+    from assistant import DialogueEngine, DialogueResult, Usage, hookimpl
     from assistant.config import Config
     from assistant.server import serve_app
 
     class Instant(DialogueEngine):
         id = "bench:instant"
-        capabilities = Capabilities(streaming=True)
 
         def generate(self, request, emit, cancelled):
             emit("pong")

@@ -17,8 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import AutoModel, AutoProcessor
 
-from assistant import Capabilities, ImageEncoder, ImageInput, Modality, hookimpl
-from assistant.config import plugin_settings
+from assistant import ImageEncoder, ImageInput, Modality, hookimpl
 
 PLUGIN_NAME = "clip_image"
 
@@ -41,11 +40,6 @@ class ClipSettings(BaseModel):
     label_template: str = Field("a photo of {}.", description="each label is put into this text before encoding")
     top_labels: int = Field(3, ge=1)
     min_label_score: float = Field(0.1, ge=0, le=1)
-
-
-def load_settings(table: dict[str, Any]) -> ClipSettings:
-    """Validate the plugin's config table; errors name the key."""
-    return plugin_settings(ClipSettings, PLUGIN_NAME, table)
 
 
 def _pick_device(device: str) -> str:
@@ -81,7 +75,6 @@ class ClipImageEncoder(ImageEncoder):
             int(getattr(text_config, "max_position_embeddings", 64) or 64),
         )
         self.id = f"{self.model_type}:{name or settings.model}"
-        self.capabilities = Capabilities(batching=True, devices=(self.device,))
         self.dim = int(self.encode_texts(["warm-up"]).shape[1])
 
     def encode_images(self, images: list[Any]) -> np.ndarray:
@@ -133,7 +126,7 @@ class ZeroShotLabels(Modality):
     def load(self, app: Any) -> bool:
         """Encode the label texts once with the configured image encoder; sit out without one."""
         encoder = app.engines.get("image_encoder")
-        self.settings = load_settings(app.plugin_config(PLUGIN_NAME))
+        self.settings = app.plugin_settings(PLUGIN_NAME)
         if not isinstance(encoder, ImageEncoder) or not self.settings.labels:
             return False
         self.encoder = encoder
@@ -151,26 +144,25 @@ class ZeroShotLabels(Modality):
         return f"looks like: {', '.join(chosen)}" if chosen else None
 
 
-def create_engine(app: Any) -> ClipImageEncoder:
+def create_engine(app: Any, settings: ClipSettings) -> ClipImageEncoder:
     """Engine factory: resolve the configured model and load it."""
-    settings = load_settings(app.plugin_config(PLUGIN_NAME))
     if not settings.model:
         raise ValueError("[plugins.clip_image] model is empty: name a CLIP or SigLIP folder or hub id")
     return ClipImageEncoder(app.models.resolve(settings.model), settings)
 
 
-def configured_model(app: Any) -> str | None:
+def configured_model(app: Any, settings: ClipSettings) -> str | None:
     """The model name this engine would load, for `assistant models`."""
-    return load_settings(app.plugin_config(PLUGIN_NAME)).model or None
+    return settings.model or None
 
 
 @hookimpl
 def register_engines(register):
-    """Register the `clip` image encoder (CLIP and SigLIP)."""
-    register("image_encoder", "clip", create_engine, model_name=configured_model)
+    """Register the `clip` image encoder (CLIP and SigLIP), configured by `[plugins.clip_image]`."""
+    register("image_encoder", "clip", create_engine, settings=ClipSettings, model_name=configured_model)
 
 
 @hookimpl
 def register_modalities(register):
-    """Register `image_labels`: zero-shot labels from the configured image encoder."""
-    register("image_labels", ZeroShotLabels())
+    """Register `image_labels`: zero-shot labels from the configured image encoder (same settings table)."""
+    register("image_labels", ZeroShotLabels(), settings=ClipSettings)

@@ -17,8 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from assistant import EngineError, GeneratedImage, GenerationCancelled, ImageGenerator, ImageRequest, hookimpl
-from assistant.config import ConfigError, plugin_settings
-from assistant.engines import Capabilities
+from assistant.config import ConfigError
 
 PLUGIN_NAME = "diffusers_image"
 MAX_SEED = 2**53 - 1  # exact in JSON numbers everywhere
@@ -108,7 +107,6 @@ class DiffusersImageGenerator(ImageGenerator):
         self.default_width = settings.default_width or native
         self.default_height = settings.default_height or native
         self.id = f"diffusers:{name or settings.model}"
-        self.capabilities = Capabilities(streaming=True, devices=(self.device,))
 
     def prepare(self, prompt, negative_prompt=None, width=None, height=None, steps=None, guidance=None, seed=None) -> ImageRequest:
         """Defaults filled in, every value checked against the configured limits."""
@@ -191,14 +189,8 @@ class DiffusersImageGenerator(ImageGenerator):
         return GeneratedImage(png_bytes(image), image.width, image.height, request.seed)
 
 
-def load_settings(table: dict[str, Any]) -> ImageSettings:
-    """Validate the plugin's config table; errors name the key."""
-    return plugin_settings(ImageSettings, PLUGIN_NAME, table)
-
-
-def create_engine(app: Any) -> DiffusersImageGenerator:
+def create_engine(app: Any, settings: ImageSettings) -> DiffusersImageGenerator:
     """Engine factory: resolve the configured pipeline (and preview decoder) and load them."""
-    settings = load_settings(app.plugin_config(PLUGIN_NAME))
     if not settings.model:
         raise ConfigError(
             f"[plugins.{PLUGIN_NAME}] model is not set: give a diffusers text-to-image pipeline folder or hub id"
@@ -207,12 +199,12 @@ def create_engine(app: Any) -> DiffusersImageGenerator:
     return DiffusersImageGenerator(app.models.resolve(settings.model), settings, preview)
 
 
-def configured_model(app: Any) -> str | None:
+def configured_model(app: Any, settings: ImageSettings) -> str | None:
     """The pipeline this engine would load, for `assistant models`."""
-    return load_settings(app.plugin_config(PLUGIN_NAME)).model or None
+    return settings.model or None
 
 
 @hookimpl
 def register_engines(register):
-    """Register the `diffusers` image generator."""
-    register("image_generator", "diffusers", create_engine, model_name=configured_model)
+    """Register the `diffusers` image generator, configured by `[plugins.diffusers_image]`."""
+    register("image_generator", "diffusers", create_engine, settings=ImageSettings, model_name=configured_model)

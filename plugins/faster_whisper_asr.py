@@ -16,9 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from assistant import AsrEngine, Capabilities, Transcript, hookimpl
 from assistant.audio import duration_s
 from assistant.batching import Coalescer
-from assistant.config import plugin_settings
 
-PLUGIN_NAME = "faster_whisper_asr"
 CHUNK_SAMPLES = 30 * 16000  # Whisper's window: longer clips are transcribed segment by segment
 
 
@@ -58,7 +56,7 @@ class FasterWhisperAsr(AsrEngine):
         if batching and settings.max_batch > 1:
             self.batches = Coalescer(self._transcribe_batch, settings.max_batch)
         batch = settings.max_batch if self.batches is not None else 1
-        self.capabilities = Capabilities(batching=self.batches is not None, max_batch=batch, devices=(device,))
+        self.capabilities = Capabilities(max_batch=batch)
 
     def transcribe(self, samples: Any, language: str | None = None) -> Transcript:
         """Transcribe 16 kHz mono samples; the language is detected when neither given nor configured.
@@ -100,18 +98,17 @@ class FasterWhisperAsr(AsrEngine):
         return transcripts  # type: ignore[return-value]
 
 
-def load_settings(table: dict[str, Any]) -> FasterWhisperSettings:
-    """Validate the plugin's config table; errors name the key."""
-    return plugin_settings(FasterWhisperSettings, PLUGIN_NAME, table)
-
-
-def create_engine(app: Any) -> FasterWhisperAsr:
+def create_engine(app: Any, settings: FasterWhisperSettings) -> FasterWhisperAsr:
     """Engine factory: resolve the configured model and load it."""
-    settings = load_settings(app.plugin_config(PLUGIN_NAME))
     return FasterWhisperAsr(app.models.resolve(settings.model), settings)
+
+
+def configured_model(app: Any, settings: FasterWhisperSettings) -> str:
+    """The model name this engine would load, for `assistant models`."""
+    return settings.model
 
 
 @hookimpl
 def register_engines(register):
-    """Register the `faster_whisper` ASR engine."""
-    register("asr", "faster_whisper", create_engine, model_name=lambda app: load_settings(app.plugin_config(PLUGIN_NAME)).model)
+    """Register the `faster_whisper` ASR engine, configured by `[plugins.faster_whisper_asr]`."""
+    register("asr", "faster_whisper", create_engine, settings=FasterWhisperSettings, model_name=configured_model)

@@ -38,6 +38,6 @@ class KeywordImageRouter(TurnRouter):
 
 
 @hookimpl(trylast=True)
-def register_routes(register):
+def register_turn_routers(register):
     """Register the keyword image router, last."""
     register("keyword_image", KeywordImageRouter())

@@ -12,8 +12,6 @@ from assistant.models import ModelSource, NotHere
 class LocalPathSource(ModelSource):
     """A name that is an existing folder is used as it is."""
 
-    description = "an existing local folder"
-
     def resolve(self, name: str, cache_dir: Path) -> Path:
         """The folder itself, if it exists and holds a config.json (or a diffusers model_index.json)."""
         path = Path(name).expanduser()
@@ -26,8 +24,6 @@ class LocalPathSource(ModelSource):
 
 class HubSource(ModelSource):
     """A hub id such as `HuggingFaceTB/SmolLM2-360M-Instruct`: the local HF cache, or a download when online."""
-
-    description = "a Hugging Face hub id (downloads only when HF_HUB_OFFLINE is unset)"
 
     def resolve(self, name: str, cache_dir: Path) -> Path:
         """Snapshot folder of the hub repo; raises NotHere when offline and not cached."""

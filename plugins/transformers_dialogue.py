@@ -28,11 +28,7 @@ from assistant import (
     Usage,
     hookimpl,
 )
-from assistant.config import plugin_settings
 from assistant_plugins.decode_loop import DecodeLoop, Row
-
-PLUGIN_NAME = "transformers_dialogue"
-
 
 class DialogueSettings(BaseModel):
     """`[plugins.transformers_dialogue]`."""
@@ -137,7 +133,7 @@ class TransformersDialogue(DialogueEngine):
         if settings.batching and settings.repetition_penalty == 1.0 and self.batchable:
             self.loop = DecodeLoop(self.model, settings.max_batch, self.device, on_step=self.batch_sizes.append)
         batch = settings.max_batch if self.loop is not None else 1
-        self.capabilities = Capabilities(streaming=True, batching=self.loop is not None, max_batch=batch, devices=(self.device,))
+        self.capabilities = Capabilities(max_batch=batch)
 
     batchable = True  # a vision model's inputs (pixels) do not go through the text decode loop
 
@@ -265,23 +261,17 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return found
 
 
-def load_settings(table: dict[str, Any]) -> DialogueSettings:
-    """Validate the plugin's config table; errors name the key."""
-    return plugin_settings(DialogueSettings, PLUGIN_NAME, table)
-
-
-def create_engine(app: Any) -> TransformersDialogue:
+def create_engine(app: Any, settings: DialogueSettings) -> TransformersDialogue:
     """Engine factory: resolve the configured model and load it."""
-    settings = load_settings(app.plugin_config(PLUGIN_NAME))
     return TransformersDialogue(app.models.resolve(settings.model), settings)
 
 
-def configured_model(app: Any) -> str:
+def configured_model(app: Any, settings: DialogueSettings) -> str:
     """The model name this engine would load, for `assistant models`."""
-    return load_settings(app.plugin_config(PLUGIN_NAME)).model
+    return settings.model
 
 
 @hookimpl
 def register_engines(register):
-    """Register the `transformers` dialogue engine."""
-    register("dialogue", "transformers", create_engine, model_name=configured_model)
+    """Register the `transformers` dialogue engine, configured by `[plugins.transformers_dialogue]`."""
+    register("dialogue", "transformers", create_engine, settings=DialogueSettings, model_name=configured_model)

@@ -15,11 +15,7 @@ from pydantic import Field
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from assistant import Capabilities, ChatMessage, hookimpl
-from assistant.config import plugin_settings
 from assistant_plugins.transformers_dialogue import DialogueSettings, TransformersDialogue
-
-PLUGIN_NAME = "transformers_vision"
-
 
 class VisionSettings(DialogueSettings):
     """`[plugins.transformers_vision]`: as `[plugins.transformers_dialogue]`, with no default model."""
@@ -35,7 +31,7 @@ class TransformersVisionDialogue(TransformersDialogue):
     def __init__(self, model_path: Path, settings: VisionSettings, name: str | None = None) -> None:
         super().__init__(model_path, settings, name)
         self.id = f"transformers-vision:{name or settings.model}"
-        self.capabilities = Capabilities(streaming=True, accepts_images=True, devices=(self.device,))
+        self.capabilities = Capabilities(accepts_images=True)
 
     def load(self, model_path: Path) -> None:
         """Load the processor (its tokenizer decodes the stream) and the image-text-to-text model."""
@@ -68,25 +64,19 @@ class TransformersVisionDialogue(TransformersDialogue):
         return inputs
 
 
-def load_settings(table: dict[str, Any]) -> VisionSettings:
-    """Validate the plugin's config table; errors name the key."""
-    return plugin_settings(VisionSettings, PLUGIN_NAME, table)
-
-
-def create_engine(app: Any) -> TransformersVisionDialogue:
+def create_engine(app: Any, settings: VisionSettings) -> TransformersVisionDialogue:
     """Engine factory: resolve the configured model and load it."""
-    settings = load_settings(app.plugin_config(PLUGIN_NAME))
     if not settings.model:
         raise ValueError("[plugins.transformers_vision] model is empty: name a vision-language model folder or hub id")
     return TransformersVisionDialogue(app.models.resolve(settings.model), settings)
 
 
-def configured_model(app: Any) -> str | None:
+def configured_model(app: Any, settings: VisionSettings) -> str | None:
     """The model name this engine would load, for `assistant models`."""
-    return load_settings(app.plugin_config(PLUGIN_NAME)).model or None
+    return settings.model or None
 
 
 @hookimpl
 def register_engines(register):
-    """Register the `transformers_vision` dialogue engine."""
-    register("dialogue", "transformers_vision", create_engine, model_name=configured_model)
+    """Register the `transformers_vision` dialogue engine, configured by `[plugins.transformers_vision]`."""
+    register("dialogue", "transformers_vision", create_engine, settings=VisionSettings, model_name=configured_model)

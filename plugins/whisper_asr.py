@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from assistant import AsrEngine, Capabilities, Transcript, hookimpl
+from assistant import AsrEngine, Transcript, hookimpl
 from assistant.audio import duration_s
-from assistant.config import ConfigError, plugin_settings
+from assistant.config import ConfigError
 
 PLUGIN_NAME = "whisper_asr"
 
@@ -54,7 +54,6 @@ class OpenAIWhisperAsr(AsrEngine):
                 "give the path of a .pt checkpoint"
             ) from None
         self.id = f"openai-whisper:{settings.model}"
-        self.capabilities = Capabilities(devices=(self.device,))
 
     def transcribe(self, samples: Any, language: str | None = None) -> Transcript:
         """Transcribe 16 kHz mono samples with greedy decoding."""
@@ -66,17 +65,15 @@ class OpenAIWhisperAsr(AsrEngine):
         return Transcript(result["text"].strip(), result.get("language"), duration_s(samples))
 
 
-def load_settings(table: dict[str, Any]) -> WhisperSettings:
-    """Validate the plugin's config table; errors name the key."""
-    return plugin_settings(WhisperSettings, PLUGIN_NAME, table)
-
-
-def create_engine(app: Any) -> OpenAIWhisperAsr:
-    """Engine factory."""
-    return OpenAIWhisperAsr(load_settings(app.plugin_config(PLUGIN_NAME)))
+def create_engine(app: Any, settings: WhisperSettings) -> OpenAIWhisperAsr:
+    """Engine factory: load the configured model with openai-whisper's own loader."""
+    return OpenAIWhisperAsr(settings)
 
 
 @hookimpl
 def register_engines(register):
-    """Register the `whisper` (openai-whisper) ASR engine."""
-    register("asr", "whisper", create_engine, model_name=None)
+    """Register the `whisper` (openai-whisper) ASR engine, configured by `[plugins.whisper_asr]`.
+
+    No `model_name`: openai-whisper finds its checkpoints itself, not through the model locator.
+    """
+    register("asr", "whisper", create_engine, settings=WhisperSettings)

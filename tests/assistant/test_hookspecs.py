@@ -6,8 +6,11 @@ import re
 
 import pytest
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from assistant import hookimpl
 from assistant.app import App
+from assistant.config import ConfigError
 from assistant.models import ModelSource, NotHere
 from assistant.plugins import PluginError, build_plugin_manager
 from tests.conftest import REPO, make_config
@@ -71,9 +74,98 @@ def test_hook_register_engines_rejects_duplicates_unknown_roles_and_wrong_types(
         App.prepare(config, [WrongType()]).build_engine("dialogue", "fake")
 
 
-class Shelf(ModelSource):
-    description = "a test shelf"
+class EchoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
+    engine_id: str = "fake:configured"
+    delay_s: float = Field(0.0, ge=0)
+
+
+class ConfiguredEngines:
+    """Registers a dialogue engine built from its validated settings, as a third-party plugin would."""
+
+    __name__ = "configured"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    @hookimpl
+    def register_engines(self, register):
+        def factory(app, settings):
+            self.calls.append(("factory", settings))
+            return ScriptedDialogue(engine_id=settings.engine_id, delay_s=settings.delay_s)
+
+        def model_name(app, settings):
+            self.calls.append(("model_name", settings))
+            return settings.engine_id
+
+        register("dialogue", "configured", factory, settings=EchoSettings, model_name=model_name)
+        register("dialogue", "plain", lambda app: ScriptedDialogue(engine_id="fake:plain"))
+
+
+def test_hook_register_engines_hands_the_validated_settings_to_the_factory(tmp_path):
+    """With settings=, the plugin's table is validated once at startup and passed as factory(app, settings)."""
+    plugin = ConfiguredEngines()
+    app = App.prepare(make_config(tmp_path, plugins={"configured": {"engine_id": "fake:from-config"}}), [plugin])
+    settings = app.plugin_settings("configured")
+    assert settings == EchoSettings(engine_id="fake:from-config") and plugin.calls == []
+    assert app.build_engine("dialogue", "configured").id == "fake:from-config"
+    assert app.registrations.engines[("dialogue", "configured")].configured_model(app) == "fake:from-config"
+    assert plugin.calls == [("factory", settings), ("model_name", settings)], "the very object validated at startup"
+    assert app.build_engine("dialogue", "plain").id == "fake:plain", "without settings= the factory gets the app alone"
+    assert App.prepare(make_config(tmp_path), [ConfiguredEngines()]).plugin_settings("configured") == EchoSettings()
+    with pytest.raises(LookupError, match="'fake_engines' registered no settings model"):
+        App.prepare(make_config(tmp_path), [FakeEnginesPlugin(ScriptedDialogue())]).plugin_settings("fake_engines")
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"delay_s": -1}, "invalid configuration: plugins.configured.delay_s: Input should be greater than or equal to 0"),
+        ({"engine_idd": "x"}, "invalid configuration: plugins.configured.engine_idd: Extra inputs are not permitted"),
+    ],
+)
+def test_hook_register_engines_rejects_invalid_settings_at_startup(tmp_path, table, message):
+    """A bad [plugins.<name>] table stops App.prepare with one line naming the dotted key, engine selected or not."""
+    with pytest.raises(ConfigError) as err:
+        App.prepare(make_config(tmp_path, plugins={"configured": table}), [ConfiguredEngines()])
+    assert str(err.value) == message
+
+
+def test_hook_register_engines_rejects_bad_settings_models(tmp_path):
+    """settings= must be a pydantic model class, and one plugin has one settings model."""
+
+    class NotAModel:
+        __name__ = "not_a_model"
+
+        @hookimpl
+        def register_engines(self, register):
+            register("dialogue", "x", lambda app, settings: None, settings=dict)
+
+    with pytest.raises(PluginError, match="'not_a_model': settings= must be a pydantic model class"):
+        App.prepare(make_config(tmp_path), [NotAModel()])
+
+    class Other(BaseModel):
+        pass
+
+    class TwoModels:
+        __name__ = "two_models"
+
+        @hookimpl
+        def register_engines(self, register):
+            register("dialogue", "x", lambda app, settings: None, settings=EchoSettings)
+
+        @hookimpl
+        def register_modalities(self, register):
+            from tests.fakes import ColourNamer
+
+            register("colour", ColourNamer(), settings=Other)
+
+    with pytest.raises(PluginError, match="'two_models' declared two settings models: EchoSettings and Other"):
+        App.prepare(make_config(tmp_path), [TwoModels()])
+
+
+class Shelf(ModelSource):
     def __init__(self, path):
         self.path = path
 
@@ -148,7 +240,7 @@ async def test_hook_shutdown_runs_before_engines_close_and_errors_do_not_stop_ot
     assert log.count(("shutdown", True)) == 2 and engine.closed
 
 
-def test_hook_register_routes_orders_routers_and_rejects_duplicates(tmp_path):
+def test_hook_register_turn_routers_orders_routers_and_rejects_duplicates(tmp_path):
     """A plugin's router is asked before the trylast keyword router; duplicate names stop startup."""
     from assistant import ImageRoute, TurnRouter
     from assistant.routes import first_route
@@ -159,7 +251,7 @@ def test_hook_register_routes_orders_routers_and_rejects_duplicates(tmp_path):
 
     class EmojiPlugin:
         @hookimpl
-        def register_routes(self, register):
+        def register_turn_routers(self, register):
             register("emoji", Emoji())
 
     app = App.prepare(make_config(tmp_path), [EmojiPlugin()])
@@ -172,17 +264,17 @@ def test_hook_register_routes_orders_routers_and_rejects_duplicates(tmp_path):
         __name__ = "again"
 
         @hookimpl
-        def register_routes(self, register):
+        def register_turn_routers(self, register):
             register("emoji", Emoji())
 
-    with pytest.raises(PluginError, match="router 'emoji' registered twice"):
+    with pytest.raises(PluginError, match="turn router 'emoji' registered twice"):
         App.prepare(make_config(tmp_path), [EmojiPlugin(), Again()])
 
     class NotARouter:
         __name__ = "not_a_router"
 
         @hookimpl
-        def register_routes(self, register):
+        def register_turn_routers(self, register):
             register("bad", object())
 
     with pytest.raises(PluginError, match="not an assistant.TurnRouter"):
@@ -234,3 +326,38 @@ async def test_hook_register_modalities_loads_them_in_order_for_text_engines_onl
 
     with pytest.raises(PluginError, match="not an assistant.Modality"):
         App.prepare(make_config(tmp_path), [NotAModality()])
+
+
+async def test_hook_register_modalities_with_settings_reads_them_in_load(tmp_path):
+    """A modality registered with settings= finds its validated table through app.plugin_settings in load."""
+    from assistant import Modality
+
+    class LabelSettings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        label: str = "an image"
+
+    class Labeller(Modality):
+        def load(self, app):
+            self.settings = app.plugin_settings("labeller")
+            return True
+
+        def describe(self, image):
+            return self.settings.label
+
+    class LabellerPlugin:
+        __name__ = "labeller"
+
+        @hookimpl
+        def register_modalities(self, register):
+            register("label", Labeller(), settings=LabelSettings)
+
+    config = make_config(tmp_path, plugins={"labeller": {"label": "a test card"}})
+    app = await App.start(config, [FakeEnginesPlugin(ScriptedDialogue()), LabellerPlugin()])
+    try:
+        assert [m.name for m in app.modalities] == ["label"]
+        assert app.modalities[0].modality.describe(None) == "a test card"
+    finally:
+        await app.stop()
+    with pytest.raises(ConfigError, match="plugins.labeller.lable: Extra inputs"):
+        App.prepare(make_config(tmp_path, plugins={"labeller": {"lable": "x"}}), [LabellerPlugin()])

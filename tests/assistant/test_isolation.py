@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from assistant import AsrEngine, Capabilities, DialogueEngine, DialogueResult, Transcript, Usage, hookimpl
+from assistant import AsrEngine, DialogueEngine, DialogueResult, Transcript, Usage, hookimpl
 from assistant.audio import wav_bytes
 from tests import images
 from tests.conftest import make_config
@@ -20,7 +20,6 @@ class Misbehaving(DialogueEngine):
 
     def __init__(self) -> None:
         self.id = "fake:misbehaving"
-        self.capabilities = Capabilities(streaming=True)
         self.release = threading.Event()
 
     def generate(self, request, emit, cancelled):

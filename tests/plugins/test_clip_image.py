@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from assistant.app import App
 from assistant.config import ConfigError
 from assistant.modalities import ImageInput
 from assistant_plugins.clip_image import ClipImageEncoder, ClipSettings, ZeroShotLabels, create_engine
+from tests.conftest import make_config
 
 COLOURS = ["red", "green", "blue", "yellow", "white"]
 
@@ -58,12 +60,15 @@ def test_label_scores_are_probabilities(encoder):
 
 
 class _App:
+    """Just what the label modality's `load` uses: the engines and its validated settings."""
+
     def __init__(self, engines: dict, table: dict) -> None:
         self.engines = engines
-        self.table = table
+        self.settings = ClipSettings(**table)
 
-    def plugin_config(self, name: str) -> dict:
-        return dict(self.table) if name == "clip_image" else {}
+    def plugin_settings(self, name: str) -> ClipSettings:
+        assert name == "clip_image"
+        return self.settings
 
 
 def test_zero_shot_labels_name_the_best_configured_labels(tiny_clip):
@@ -86,9 +91,11 @@ def test_zero_shot_labels_sit_out_without_an_encoder():
     assert ZeroShotLabels().load(_App({}, {})) is False
 
 
-def test_settings_errors_name_the_key():
-    """An empty model or an unknown key fails with a message naming [plugins.clip_image]."""
-    with pytest.raises(ValueError, match=r"plugins.clip_image\] model is empty"):
-        create_engine(_App({}, {}))
+def test_settings_errors_name_the_key(tmp_path):
+    """An unknown key stops startup naming plugins.clip_image.<key>; an empty model fails the engine saying what to set."""
     with pytest.raises(ConfigError, match=r"plugins.clip_image.batchsize"):
-        create_engine(_App({}, {"model": "x", "batchsize": 3}))
+        App.prepare(make_config(tmp_path, plugins={"deny": [], "clip_image": {"model": "x", "batchsize": 3}}))
+    app = App.prepare(make_config(tmp_path, plugins={"deny": []}))
+    with pytest.raises(ValueError, match=r"plugins.clip_image\] model is empty"):
+        app.build_engine("image_encoder", "clip")
+    assert create_engine is app.registrations.engines[("image_encoder", "clip")].factory

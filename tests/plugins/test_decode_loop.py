@@ -47,7 +47,7 @@ def test_batched_greedy_output_equals_single_request_output(tiny_llama):
     single = engine(tiny_llama, batching=False)
     alone = [single.generate(request(p), lambda d: None, threading.Event()) for p in PROMPTS]
     batched_engine = engine(tiny_llama, batching=True)
-    assert batched_engine.capabilities.batching and batched_engine.capabilities.max_batch == 8
+    assert batched_engine.loop is not None and batched_engine.capabilities.max_batch == 8
     together = run_together(batched_engine, [request(p) for p in PROMPTS])
     assert [(t, r, n) for t, r, n in together] == [(a.text, a.finish_reason, a.usage.completion_tokens) for a in alone]
     assert max(batched_engine.batch_sizes) >= 3, f"rows must have decoded together: {batched_engine.batch_sizes}"

@@ -12,7 +12,7 @@ from PIL import Image
 from assistant import EngineError, GenerationCancelled
 from assistant.app import App
 from assistant.config import ConfigError
-from assistant_plugins.diffusers_image import DiffusersImageGenerator, ImageSettings, load_settings
+from assistant_plugins.diffusers_image import DiffusersImageGenerator, ImageSettings
 from tests.conftest import make_config
 
 
@@ -124,9 +124,9 @@ def test_concurrent_jobs_share_weights_and_match_sequential_results(engine):
 def test_settings_and_missing_model_are_reported_by_key(tmp_path):
     """Bad keys name plugins.diffusers_image.<key>; selecting the engine without a model says what to set."""
     with pytest.raises(ConfigError, match="plugins.diffusers_image.max_steps"):
-        load_settings({"max_steps": 0})
+        App.prepare(make_config(tmp_path, plugins={"diffusers_image": {"max_steps": 0}}))
     with pytest.raises(ConfigError, match=r"default_steps \(200\) is above max_steps \(100\)"):
-        load_settings({"default_steps": 200})
+        App.prepare(make_config(tmp_path, plugins={"diffusers_image": {"default_steps": 200}}))
     config = make_config(tmp_path, engines={"image_generator": "diffusers"})
     with pytest.raises(ConfigError, match=r"\[plugins.diffusers_image\] model is not set"):
         App.prepare(config).build_engine("image_generator", "diffusers")

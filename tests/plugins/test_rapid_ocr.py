@@ -6,17 +6,20 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from assistant.modalities import ImageInput
-from assistant_plugins.rapid_ocr import RapidOcr
+from assistant_plugins.rapid_ocr import OcrSettings, RapidOcr
 from tests import images
 from tests.conftest import make_config
 
 
 class _App:
-    def __init__(self, table: dict | None = None) -> None:
-        self.table = table or {}
+    """Just what the modality's `load` uses: its validated settings."""
 
-    def plugin_config(self, name: str) -> dict:
-        return dict(self.table) if name == "rapid_ocr" else {}
+    def __init__(self, table: dict | None = None) -> None:
+        self.settings = OcrSettings(**(table or {}))
+
+    def plugin_settings(self, name: str) -> OcrSettings:
+        assert name == "rapid_ocr"
+        return self.settings
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from assistant.app import App
 from assistant.config import ConfigError
 from assistant.engines import ChatMessage, DialogueRequest, EngineError, GenerationOptions
-from assistant_plugins.transformers_dialogue import DeltaStreamer, TransformersDialogue, load_settings
+from assistant_plugins.transformers_dialogue import DeltaStreamer, TransformersDialogue
 from tests.conftest import make_config
 from tests.plugins.conftest import build_tiny_llama
 
@@ -31,7 +31,7 @@ def ask(text: str, **options) -> DialogueRequest:
 def test_loads_by_path_through_the_model_locator_and_streams_token_by_token(tiny_llama, tmp_path):
     """Deltas arrive one generated token at a time and join to the decoded reply."""
     engine = engine_for(tiny_llama, tmp_path)
-    assert engine.id == f"transformers:{tiny_llama}" and engine.capabilities.streaming
+    assert engine.id == f"transformers:{tiny_llama}"
     deltas: list[str] = []
     result = engine.generate(ask("Hello"), deltas.append, threading.Event())
     assert result.usage.completion_tokens >= 1 and result.finish_reason in ("stop", "length")
@@ -117,12 +117,12 @@ def test_a_model_without_chat_template_is_refused(tmp_path):
         engine_for(path, tmp_path)
 
 
-def test_bad_settings_name_the_key():
-    """An invalid or unknown key in [plugins.transformers_dialogue] is reported by its dotted name."""
+def test_bad_settings_name_the_key(tmp_path):
+    """An invalid or unknown key in [plugins.transformers_dialogue] stops startup, reported by its dotted name."""
     with pytest.raises(ConfigError, match="plugins.transformers_dialogue.temperature"):
-        load_settings({"temperature": -1})
+        App.prepare(make_config(tmp_path, plugins={"transformers_dialogue": {"temperature": -1}}))
     with pytest.raises(ConfigError, match="plugins.transformers_dialogue.modle"):
-        load_settings({"modle": "x"})
+        App.prepare(make_config(tmp_path, plugins={"transformers_dialogue": {"modle": "x"}}))
 
 
 def test_streamer_holds_back_incomplete_utf8(tiny_llama):
