@@ -28,7 +28,7 @@ from assistant.models import ModelSource, RegisteredSource
 from assistant.routes import RegisteredRouter, TurnRouter
 
 if TYPE_CHECKING:
-    from assistant.app import App
+    from assistant.types import AppView
 
 # The one list of built-in plugins, in load order (which decides their hook call order). It is kept
 # here, not read from pyproject.toml's [project.entry-points.assistant] table, because the core must
@@ -126,15 +126,15 @@ class EngineEntry:
     model_name: Callable[..., str | None] | None = None
     takes_settings: bool = False
 
-    def create(self, app: App) -> Engine:
+    def create(self, app: AppView) -> Engine:
         """Call the factory: `factory(app, settings)` when registered with `settings=`, else `factory(app)`."""
         return self.factory(*self._arguments(app))
 
-    def configured_model(self, app: App) -> str | None:
+    def configured_model(self, app: AppView) -> str | None:
         """What `model_name` says the engine would load (called as the factory is), or None without one."""
         return None if self.model_name is None else self.model_name(*self._arguments(app))
 
-    def _arguments(self, app: App) -> tuple[Any, ...]:
+    def _arguments(self, app: AppView) -> tuple[Any, ...]:
         return (app, app.plugin_settings(self.plugin)) if self.takes_settings else (app,)
 
 

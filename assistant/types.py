@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Awaitable, Callable, Mapping, Protocol
+
+from pydantic import BaseModel
 
 from assistant.config import Config
 from assistant.engines import Engine
@@ -40,5 +42,5 @@ class AppView(Protocol):
     def engines(self) -> Mapping[str, Engine]:
         """The loaded engines by role."""
 
-    def plugin_config(self, plugin_name: str) -> dict[str, Any]:
-        """The `[plugins.<plugin_name>]` table."""
+    def plugin_settings(self, plugin_name: str) -> BaseModel:
+        """The plugin's `[plugins.<plugin_name>]` table, validated by the settings model it registered."""
