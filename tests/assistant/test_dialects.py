@@ -44,7 +44,7 @@ async def handshake_status(port: int, path: str = "/ws", **headers: str) -> int:
         return refused.response.status_code
 
 
-async def test_an_unknown_dialect_is_refused_naming_the_known_ones(tmp_path, capsys):
+async def test_an_unknown_dialect_is_refused_naming_the_known_ones(tmp_path):
     """`[server] dialects` with an unknown name fails at startup, before any engine loads, naming the known dialects."""
     config = make_config(tmp_path, server={"dialects": ["native", "wyoming"]})
     with pytest.raises(ConfigError, match=r"unknown dialect\(s\) 'wyoming' \(known: native\)"):
