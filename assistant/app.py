@@ -114,6 +114,17 @@ class App:
         """Per role: the serving engine's id, or None."""
         return {role: (self.engines[role].id if role in self.engines else None) for role in ROLES}
 
+    async def drain(self, grace_s: float) -> None:
+        """Shutdown: take no new turns, give those queued or running `grace_s` to finish, then cancel the rest and wait for them."""
+        self.accepting_turns = False  # new turns, and queued ones not yet started, answer `unavailable`
+        if self.turns:
+            log.info("waiting up to %.1fs for %d turn(s) to finish", grace_s, len(self.turns))
+            await asyncio.wait(list(self.turns), timeout=grace_s)
+        if self.turns:
+            log.info("cancelling %d reply(ies) still in progress", len(self.replies))
+            self.cancel_all_replies()
+            await asyncio.wait(list(self.turns))
+
     def cancel_all_replies(self) -> None:
         """Cancel every reply and image job in progress, and every one that starts from now on (shutdown)."""
         self.cancelling_replies = True

@@ -185,8 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:  # websockets logs every connection and every /healthz probe at INFO
-        logging.getLogger("websockets").setLevel(logging.WARNING)
+    if not args.verbose:  # uvicorn logs every websocket accepted, and its access log every request, at INFO
+        logging.getLogger("uvicorn").setLevel(logging.WARNING)
     from assistant.auth import AuthError
     from assistant.models import ModelNotFound
     from assistant.plugins import PluginError

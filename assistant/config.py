@@ -37,6 +37,9 @@ class ServerConfig(_Table):
     allowed_origins: list[str] = Field(
         default_factory=list, description="browser origins allowed besides the server's own (\"*\": any; not recommended)"
     )
+    dialects: list[str] = Field(
+        default_factory=lambda: ["native"], description="wire protocols served (assistant.dialects.DIALECTS; \"native\": /ws)"
+    )
 
 
 class ConfiguredTokenTable(_Table):

@@ -1,168 +1,195 @@
-"""The websockets server: `/ws` for sessions, the web client at `/`, `GET /healthz`, `GET /attachments/<sha256>`, limits, graceful shutdown."""
+"""The server: one Starlette app served by uvicorn in-process.
+
+It serves `GET /healthz`, `GET /metrics`, `GET /attachments/<sha256>`, the web client at `/`, and
+the routes of every dialect in `[server] dialects` (the native one: the websocket at `/ws`).
+Listening is refused beyond loopback without tokens; shutdown is graceful (see `shutdown`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import ipaddress
+import contextlib
 import logging
 import re
 import signal
-import weakref
-from http import HTTPStatus
-from typing import Any, Iterable
-from urllib.parse import urlsplit
+import socket
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
-from websockets.asyncio.server import Request, Response, Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from assistant.access import bearer_token, is_loopback, principal_of
 from assistant.app import App
 from assistant.config import Config
-from assistant.dialects.native.session import Session
+from assistant.dialects import Dialect, build_dialects
 from assistant.web import CONTENT_SECURITY_POLICY, StaticFile, load_static_files
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGISendEvent
 
 log = logging.getLogger("assistant.server")
 
-ATTACHMENTS_PREFIX = "/attachments/"
 SHA256 = re.compile(r"[0-9a-f]{64}")
+NOT_FOUND = "not found: the websocket endpoint is /ws, the web client is at /\n"
+NEEDS_TOKEN = "this server needs Authorization: Bearer <token>\n"
 
 
 class UnsafeListen(RuntimeError):
     """The server would accept anyone beyond this machine: no tokens and a non-loopback address."""
 
 
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (not for "" or 0.0.0.0, which listen everywhere)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def ok_response(body: bytes, content_type: str, *extra: tuple[str, str]) -> Response:
-    """A 200 HTTP response with `body`, its type and length, and any extra headers."""
-    headers = Headers([
-        ("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close"),
-        ("Content-Type", content_type), ("Content-Length", str(len(body))), *extra,
-    ])
-    return Response(HTTPStatus.OK.value, HTTPStatus.OK.phrase, headers, body)
+    """A 200 HTTP response with `body`, its type (as given, no charset added) and any extra headers."""
+    return Response(body, headers={"Content-Type": content_type, **dict(extra)})
 
 
-def bearer_token(request: Request) -> str | None:
-    """The token of an `Authorization: Bearer <token>` header, or None."""
-    value = request.headers.get("Authorization", "")
-    scheme, _, token = value.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """Any path no route serves, HTTP or websocket handshake: 404 naming /ws and /."""
+    response = PlainTextResponse(NOT_FOUND, 404)
+    if scope["type"] == "websocket":
+        await WebSocket(scope, receive, send).send_denial_response(response)
+    else:
+        await response(scope, receive, send)
+
+
+class _SansIOWebSocket(WebSocketsSansIOProtocol):
+    """uvicorn's websockets-sansio protocol, counting a sent denial response as a finished handshake.
+
+    uvicorn 0.54 does not, and logs "ASGI callable returned without completing handshake." at ERROR
+    on every refused handshake (401, 403, 404, 503); uvicorn pull request #3138 fixes it the same way.
+    """
+
+    async def send(self, message: ASGISendEvent) -> None:
+        """Send as uvicorn does; after the last body part of a denial response, the handshake is over."""
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            self.handshake_complete = True
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server as AssistantServer runs it: no signal handlers, bind errors raised, a prompt close.
+
+    `serve()` runs as a task: startup, then uvicorn's main loop, which refreshes the Date header
+    until AssistantServer.shutdown cancels it and calls `shutdown()`.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Install no signal handlers: `run_until_signal` handles SIGINT and SIGTERM."""
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Listen; a failure (uvicorn logs it and exits) reaches `listening` as its OSError instead."""
+        try:
+            await super().startup(sockets)
+        except SystemExit as exit_:
+            self.should_exit = True  # serve() returns without a main loop
+            error = exit_.__context__
+            self.listening.set_exception(error if isinstance(error, OSError) else OSError(f"uvicorn could not start ({exit_.code})"))
+        else:
+            self.listening.set_result(None)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Close the listeners and what is left open (idle HTTP connections), letting requests in progress finish.
+
+        uvicorn's own would send 1012 to websockets, which the dialects have closed by now, and it
+        pauses 0.1 s, then polls every 0.1 s until connections are gone.
+        """
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        if self.server_state.tasks:
+            await asyncio.wait(list(self.server_state.tasks))
+        for server in self.servers:
+            await server.wait_closed()
 
 
 class AssistantServer:
-    """Serves one App over websockets. `start()`, then `shutdown()` (or `run_until_signal()`)."""
+    """Serves one App over HTTP and websockets. `start()`, then `shutdown()` (or `run_until_signal()`)."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, dialects: Sequence[Dialect] | None = None) -> None:
         self.app = app
         self.ready = False
         self.stopped = False
-        self._server: Server | None = None
+        self.dialects = list(dialects) if dialects is not None else build_dialects(app.config.server.dialects)
         self.static_files: dict[str, StaticFile] = load_static_files()
-        # The handshake's bearer token, per connection (weak: a handshake that fails later leaves nothing).
-        self._tokens: weakref.WeakKeyDictionary[ServerConnection, str | None] = weakref.WeakKeyDictionary()
+        self.asgi = self._build_asgi_app()
+        self._uvicorn: _Uvicorn | None = None
+        self._serving: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
         """The bound TCP port (useful when configured as 0)."""
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        assert self._uvicorn is not None
+        return self._uvicorn.servers[0].sockets[0].getsockname()[1]
 
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        if path.startswith(ATTACHMENTS_PREFIX):
-            return await self._attachment(connection, request, path[len(ATTACHMENTS_PREFIX):])
-        if path == "/healthz":
-            if self.ready:
-                return connection.respond(HTTPStatus.OK, "ok\n")
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "not ready\n")
-        if path == "/metrics":
-            return await self._metrics(connection, request)
-        if path in self.static_files and request.headers.get("Upgrade", "").lower() != "websocket":
-            return self._static(self.static_files[path])
-        if path != "/ws":
-            return connection.respond(HTTPStatus.NOT_FOUND, "not found: the websocket endpoint is /ws, the web client is at /\n")
-        if not self.ready:
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
-        origin = request.headers.get("Origin")
-        if origin is not None and not self._origin_allowed(origin, request.headers.get("Host")):
-            log.warning("refused a websocket from origin %s", origin)
-            return connection.respond(HTTPStatus.FORBIDDEN, f"origin {origin} may not connect (see [server] allowed_origins)\n")
-        token = bearer_token(request)
-        if token is not None and await asyncio.to_thread(self.app.auth.principal, token) is None:
-            return connection.respond(HTTPStatus.UNAUTHORIZED, "invalid or revoked token\n")
-        self._tokens[connection] = token
-        return None
+    def _build_asgi_app(self) -> Starlette:
+        """The one ASGI app: the server's own routes, then each dialect's."""
+        routes: list[BaseRoute] = [
+            Route("/healthz", self._healthz, methods=["GET"]),
+            Route("/metrics", self._metrics, methods=["GET"]),
+            Route("/attachments/{sha256:path}", self._attachment, methods=["GET"]),
+            *(Route(path, self._static, methods=["GET"]) for path in self.static_files),
+        ]
+        for dialect in self.dialects:
+            routes.extend(dialect.routes(self))
+        asgi = Starlette(routes=routes)
+        asgi.router.redirect_slashes = False  # /healthz/ is not /healthz
+        asgi.router.default = not_found  # websocket handshakes get the 404 too (Starlette's would be a 403)
+        return asgi
 
-    def _origin_allowed(self, origin: str, host: str | None) -> bool:
-        """A browser page may connect from the server's own origin, or one listed in [server] allowed_origins."""
-        allowed = self.app.config.server.allowed_origins
-        if "*" in allowed or origin in allowed:
-            return True
-        parts = urlsplit(origin)
-        return parts.scheme in ("http", "https") and host is not None and parts.netloc.lower() == host.lower()
+    async def _healthz(self, request: Request) -> Response:
+        """GET /healthz: 200 while serving, 503 before and once shutdown begins."""
+        if self.ready:
+            return PlainTextResponse("ok\n")
+        return PlainTextResponse("not ready\n", 503)
 
-    async def _attachment(self, connection: ServerConnection, request: Request, sha256: str) -> Response:
+    async def _metrics(self, request: Request) -> Response:
+        """GET /metrics: Prometheus text format; with auth on, any valid bearer token may read it."""
+        if self.app.auth.enabled and await principal_of(self.app.auth, bearer_token(request.headers.get("authorization"))) is None:
+            return PlainTextResponse(NEEDS_TOKEN, 401)
+        return ok_response(self.app.metrics.render(), self.app.metrics.content_type)
+
+    async def _attachment(self, request: Request) -> Response:
         """GET /attachments/<sha256>: a stored attachment's bytes with its content type.
 
         With auth on, the request needs `Authorization: Bearer <token>` and the attachment must be in
         one of that principal's conversations (else 404, as for an unknown one).
         """
+        sha256 = request.path_params["sha256"]
         if not SHA256.fullmatch(sha256):
-            return connection.respond(HTTPStatus.BAD_REQUEST, "an attachment is named by its lowercase hex sha256\n")
+            return PlainTextResponse("an attachment is named by its lowercase hex sha256\n", 400)
         store = self.app.store
         if store is not None and self.app.auth.enabled:
-            principal = await asyncio.to_thread(self.app.auth.principal, bearer_token(request))
+            principal = await principal_of(self.app.auth, bearer_token(request.headers.get("authorization")))
             if principal is None:
-                return connection.respond(HTTPStatus.UNAUTHORIZED, "this server needs Authorization: Bearer <token>\n")
+                return PlainTextResponse(NEEDS_TOKEN, 401)
             if not await store.owns_attachment(principal, sha256):
-                return connection.respond(HTTPStatus.NOT_FOUND, "no such attachment\n")
+                return PlainTextResponse("no such attachment\n", 404)
         found = await store.attachment(sha256) if store is not None and self.ready else None
         if found is None:
-            return connection.respond(HTTPStatus.NOT_FOUND, "no such attachment\n")
+            return PlainTextResponse("no such attachment\n", 404)
         mime, body = found
         return ok_response(body, mime, ("Cache-Control", "public, max-age=31536000, immutable"))  # the name is the content's hash
 
-    async def _metrics(self, connection: ServerConnection, request: Request) -> Response:
-        """GET /metrics: Prometheus text format; with auth on, any valid bearer token may read it."""
-        if self.app.auth.enabled and await asyncio.to_thread(self.app.auth.principal, bearer_token(request)) is None:
-            return connection.respond(HTTPStatus.UNAUTHORIZED, "this server needs Authorization: Bearer <token>\n")
-        return ok_response(self.app.metrics.render(), self.app.metrics.content_type)
-
-    @staticmethod
-    def _static(file: StaticFile) -> Response:
+    async def _static(self, request: Request) -> Response:
         """A web client file, with a policy that keeps the page to this origin."""
+        file = self.static_files[request.url.path]
         return ok_response(
             file.body, file.content_type, ("Cache-Control", "no-cache"), ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
             ("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
         )
-
-    async def _handle(self, connection: ServerConnection) -> None:
-        session = Session(self.app, connection.send, token=self._tokens.pop(connection, None), close=connection.close)
-        idle = self.app.config.limits.idle_timeout_s
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(idle):  # no task per frame, unlike wait_for
-                        frame = await connection.recv()
-                except TimeoutError:
-                    if session.busy():
-                        continue  # a long reply or picture is no reason to hang up
-                    await connection.close(1000, "idle timeout")
-                    break
-                await session.handle_frame(frame)
-        except ConnectionClosed:
-            pass
-        finally:
-            session.disconnected()
 
     async def start(self) -> None:
         """Listen on the configured host and port (loopback only when no token is configured, unless allowed)."""
@@ -179,38 +206,39 @@ class AssistantServer:
                 f"refusing to listen on {cfg.host!r} with no tokens configured: anyone could connect. Create a token "
                 "(`assistant tokens create NAME`), listen on 127.0.0.1, or set [auth] allow_unauthenticated_remote = true"
             )
-        self._server = await serve(
-            self._handle,
-            cfg.host,
-            cfg.port,
-            process_request=self._process_request,
-            max_size=cfg.max_frame_bytes,
-            ping_interval=cfg.ping_interval_s,
-            ping_timeout=cfg.ping_timeout_s,
-        )
+        self._uvicorn = _Uvicorn(uvicorn.Config(
+            self.asgi, host=cfg.host, port=cfg.port, lifespan="off", proxy_headers=False,
+            ws=_SansIOWebSocket, ws_max_size=cfg.max_frame_bytes,
+            ws_ping_interval=cfg.ping_interval_s, ws_ping_timeout=cfg.ping_timeout_s,
+            log_config=None,  # the process's logging as it is (see cli.main)
+            access_log=logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO),  # on with `assistant -v`
+        ))
+        self._serving = asyncio.create_task(self._uvicorn.serve())
+        await self._uvicorn.listening
         self.ready = True
-        log.info("listening on ws://%s:%d/ws", cfg.host, self.port)
+        for dialect in self.dialects:
+            await dialect.start(self)
+        if any(dialect.name == "native" for dialect in self.dialects):
+            log.info("listening on ws://%s:%d/ws", cfg.host, self.port)
+        else:
+            log.info("listening on http://%s:%d (no websocket: [server] dialects has no \"native\")", cfg.host, self.port)
 
     async def shutdown(self, grace_s: float | None = None) -> None:
-        """Stop accepting, let replies finish within the grace period, cancel the rest, close."""
+        """Stop accepting, let replies finish within the grace period, cancel the rest, close connections, stop the App."""
         if self.stopped:
             return
         self.stopped = True
-        grace = self.app.config.server.shutdown_grace_s if grace_s is None else grace_s
         self.ready = False
-        self.app.accepting_turns = False  # new turns, and queued ones not yet started, answer `unavailable`
-        if self._server is not None:
-            self._server.server.close()  # stop accepting connections; open ones stay
-        if self.app.turns:
-            log.info("waiting up to %.1fs for %d turn(s) to finish", grace, len(self.app.turns))
-            await asyncio.wait(list(self.app.turns), timeout=grace)
-        if self.app.turns:
-            log.info("cancelling %d reply(ies) still in progress", len(self.app.replies))
-            self.app.cancel_all_replies()
-            await asyncio.wait(list(self.app.turns))
-        if self._server is not None:
-            self._server.close(close_connections=True)
-            await self._server.wait_closed()
+        if self._uvicorn is not None and self._uvicorn.started:
+            for listener in self._uvicorn.servers:
+                listener.close()  # stop accepting connections; open ones stay
+        await self.app.drain(self.app.config.server.shutdown_grace_s if grace_s is None else grace_s)
+        for dialect in self.dialects:
+            await dialect.stop()
+        if self._uvicorn is not None and self._serving is not None and self._uvicorn.started:
+            self._serving.cancel()  # uvicorn's main loop, which only refreshes the Date header
+            await asyncio.wait([self._serving])
+            await self._uvicorn.shutdown()
         await self.app.stop()
 
     async def run_until_signal(self, signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
@@ -230,11 +258,12 @@ class AssistantServer:
 
 async def serve_app(config: Config, extra_plugins: Iterable[Any] = ()) -> AssistantServer:
     """Start an App and its server; returns the running server."""
+    dialects = build_dialects(config.server.dialects)  # an unknown name fails before any model loads
     app = await App.start(config, extra_plugins)
-    server = AssistantServer(app)
+    server = AssistantServer(app, dialects)
     try:
         await server.start()
     except BaseException:
-        await app.stop()
+        await server.shutdown(grace_s=0)  # stops the App, and uvicorn if it was listening already
         raise
     return server

@@ -73,9 +73,7 @@ async def make_conversation(tmp_path):
 
     yield make
     for app in apps:
-        app.cancel_all_replies()
-        if app.turns:
-            await asyncio.wait(list(app.turns), timeout=10)
+        await app.drain(0)
         await app.stop()
 
 
