@@ -18,10 +18,10 @@ from assistant.engines import (
     Transcript,
     Usage,
 )
-from assistant.routes import ImageRoute, TurnRouter
 from assistant.hookspecs import hookimpl
 from assistant.modalities import ImageInput, Modality
 from assistant.models import ModelSource, NotHere
+from assistant.routes import ImageRoute, TurnRouter
 
 __version__ = "0.1.0"
 
@@ -42,11 +42,11 @@ __all__ = [
     "ImageInput",
     "ImageRequest",
     "ImageRoute",
-    "Transcript",
-    "TurnRouter",
     "Modality",
     "ModelSource",
     "NotHere",
+    "Transcript",
+    "TurnRouter",
     "Usage",
     "__version__",
     "hookimpl",

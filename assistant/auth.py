@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 LOCAL_PRINCIPAL = "local"
@@ -89,7 +89,7 @@ class TokenFile:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         record = TokenRecord(
             id="tok_" + secrets.token_hex(4), principal=principal, sha256=token_hash(token),
-            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
         self._write([*self.read(), record])
         return record, token
@@ -97,7 +97,7 @@ class TokenFile:
     def revoke(self, id_or_principal: str) -> list[TokenRecord]:
         """Revoke the token with this id, or every active token of this principal; returns those revoked."""
         records = self.read()
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
         revoked, kept = [], []
         for record in records:
             if record.active and id_or_principal in (record.id, record.principal):

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -72,7 +73,7 @@ class Coalescer(Generic[Item, Result]):
                     raise RuntimeError(f"a batch of {len(batch)} gave {len(results)} results")
                 for p, result in zip(batch, results):
                     p.result = result
-            except BaseException as exc:  # noqa: BLE001 - every caller of the batch gets it
+            except BaseException as exc:
                 for p in batch:
                     p.error = exc
             for p in batch:

@@ -16,7 +16,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from assistant.events import Event
 

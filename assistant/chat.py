@@ -24,9 +24,8 @@ AUDIO_FORMATS = {".wav": "wav", ".mp3": "mp3", ".ogg": "ogg", ".opus": "ogg", ".
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """Run the terminal client against `args.url` until /quit or end of input."""
-    from websockets.sync.client import connect
-
     from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
 
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
     try:

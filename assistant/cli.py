@@ -8,8 +8,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from assistant.chat import cmd_chat
 from assistant.config import Config, ConfigError

@@ -7,7 +7,8 @@ callback accepts `settings=Model` to declare the registering plugin's settings (
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 

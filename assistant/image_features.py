@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from assistant.engines import EngineError, ImageEncoder
-from assistant.image_input import ImageInputError, decode_image
 from assistant.errors import AssistantError
+from assistant.image_input import ImageInputError, decode_image
 
 if TYPE_CHECKING:
     from assistant.app import App

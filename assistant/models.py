@@ -6,9 +6,9 @@ import fcntl
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 
 class ModelNotFound(LookupError):

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from assistant import events
 from assistant.engines import DialogueEngine, DialogueRequest, DialogueResult, EngineError

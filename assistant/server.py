@@ -13,7 +13,8 @@ import logging
 import re
 import signal
 import socket
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.applications import Starlette

@@ -14,25 +14,26 @@ import functools
 import hashlib
 import json
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
-    bindparam,
-    case,
-    func,
     DateTime,
     ForeignKey,
     Integer,
     LargeBinary,
     String,
     Text,
+    bindparam,
+    case,
     create_engine,
     event,
+    func,
     inspect,
     select,
     text,
@@ -40,8 +41,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import StaticPool
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.pool import StaticPool
 
 T = TypeVar("T")
 
@@ -49,7 +50,7 @@ REPLY_STATUSES = ("in_progress", "completed", "cancelled", "failed", "interrupte
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def new_id() -> str:
@@ -241,8 +242,8 @@ class TurnRecord:
 
 
 def _record(turn: Any, parts: list[PartRecord]) -> TurnRecord:
-    created = turn.created_at.replace(tzinfo=turn.created_at.tzinfo or timezone.utc)
-    finished = turn.finished_at.replace(tzinfo=turn.finished_at.tzinfo or timezone.utc) if turn.finished_at else None
+    created = turn.created_at.replace(tzinfo=turn.created_at.tzinfo or UTC)
+    finished = turn.finished_at.replace(tzinfo=turn.finished_at.tzinfo or UTC) if turn.finished_at else None
     return TurnRecord(
         id=turn.id,
         role=turn.role,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence, Union
+from typing import TYPE_CHECKING, Any
 
 from assistant import audio, events
 from assistant.context import context_images, dialogue_context
@@ -56,7 +57,7 @@ class AudioIn:
     language: str | None = None
 
 
-PartIn = Union[TextIn, ImageIn, AudioIn]
+PartIn = TextIn | ImageIn | AudioIn
 
 
 @dataclass

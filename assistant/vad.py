@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np

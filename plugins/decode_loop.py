@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -86,7 +87,7 @@ class DecodeLoop:
                         break
                     try:
                         row_cache = self._prefill(item)
-                    except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                    except BaseException as exc:
                         item.error = exc
                         item.done.set()
                         continue
@@ -104,7 +105,7 @@ class DecodeLoop:
             try:
                 with torch.inference_mode():
                     self._step(rows, cache)
-            except BaseException as exc:  # noqa: BLE001 - every row of the failed step fails
+            except BaseException as exc:
                 log.exception("decode step failed")
                 for row in rows:
                     row.error = exc

@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import secrets
 import threading
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator

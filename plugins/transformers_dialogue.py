@@ -10,10 +10,12 @@ Concurrent replies decode together in one batch (`assistant_plugins.decode_loop`
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
+from assistant_plugins.decode_loop import DecodeLoop, Row
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
@@ -28,7 +30,7 @@ from assistant import (
     Usage,
     hookimpl,
 )
-from assistant_plugins.decode_loop import DecodeLoop, Row
+
 
 class DialogueSettings(BaseModel):
     """`[plugins.transformers_dialogue]`."""

@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from assistant_plugins.transformers_dialogue import DialogueSettings, TransformersDialogue
 from pydantic import Field
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from assistant import Capabilities, ChatMessage, hookimpl
-from assistant_plugins.transformers_dialogue import DialogueSettings, TransformersDialogue
+
 
 class VisionSettings(DialogueSettings):
     """`[plugins.transformers_vision]`: as `[plugins.transformers_dialogue]`, with no default model."""

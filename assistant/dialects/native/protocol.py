@@ -41,7 +41,7 @@ class AudioPart(_Model):
     language: StrictStr | None = Field(None, max_length=16, description="spoken language; unset: configured or detected")
 
 
-Part = Annotated[Union[TextPart, ImagePart, AudioPart], Field(discriminator="type")]
+Part = Annotated[TextPart | ImagePart | AudioPart, Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------- client events
@@ -119,10 +119,8 @@ class ConversationSearch(ClientEvent):
 
 
 AnyClientEvent = Annotated[
-    Union[
-        SessionStart, TurnCreate, AudioAppend, AudioCommit, AudioClear, ResponseCancel,
-        ImageGenerate, ImageCancel, ConversationGet, ConversationSearch,
-    ],
+    SessionStart | TurnCreate | AudioAppend | AudioCommit | AudioClear | ResponseCancel
+    | ImageGenerate | ImageCancel | ConversationGet | ConversationSearch,
     Field(discriminator="type"),
 ]
 _client_event_adapter: TypeAdapter[Any] = TypeAdapter(AnyClientEvent)
@@ -323,7 +321,7 @@ def serialize(event: ServerEvent, seq: int) -> str:
 
 
 _server_event_adapter: TypeAdapter[Any] = TypeAdapter(
-    Annotated[Union[SERVER_EVENTS], Field(discriminator="type")]  # type: ignore[valid-type]
+    Annotated[Union[SERVER_EVENTS], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007 (a union of a tuple)
 )
 
 

@@ -7,7 +7,7 @@ module only turns client events into core calls and domain events into frames.
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from assistant import conversation as core
 from assistant import events
@@ -15,10 +15,9 @@ from assistant.app import App
 from assistant.audio_stream import AudioStream
 from assistant.channels import ChannelEmit
 from assistant.conversation import Conversation
-from assistant.errors import AssistantError
-
 from assistant.dialects.native import protocol as wire
 from assistant.dialects.native.translate import decode_base64, error_event, generation_options, parts_in, to_wire
+from assistant.errors import AssistantError
 
 log = logging.getLogger("assistant.session")
 

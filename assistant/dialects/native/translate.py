@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from assistant import events
+from assistant.dialects.native import protocol as wire
 from assistant.engines import GenerationOptions
 from assistant.errors import AssistantError
 from assistant.turns import AudioIn, ImageIn, PartIn, TextIn, check_turn_bytes
-
-from assistant.dialects.native import protocol as wire
 
 if TYPE_CHECKING:
     from assistant.app import App
