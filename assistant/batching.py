@@ -52,7 +52,7 @@ class Coalescer(Generic[Item, Result]):
         pending.done.wait()
         if pending.error is not None:
             raise pending.error
-        return pending.result  # type: ignore[no-any-return]
+        return pending.result
 
     def _lead(self) -> None:
         """Collect for the window, run batches until the queue is empty, then give up the lead."""

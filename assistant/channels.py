@@ -155,10 +155,20 @@ class Channels:
     def _persist(self, channel: Channel) -> None:
         assert self.persist_last_seq is not None
         try:
-            task = asyncio.get_running_loop().create_task(self.persist_last_seq(channel.conversation_id, channel.last_delivered))
+            loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (shutting down): the store's value may lag; resumed seqs still increase past it
             return
-        task.add_done_callback(lambda t: t.exception() and log.error("storing last seq failed", exc_info=t.exception()))
+        task = loop.create_task(_awaited(self.persist_last_seq(channel.conversation_id, channel.last_delivered)))
+        task.add_done_callback(_log_failure)
+
+
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("storing last seq failed", exc_info=task.exception())
 
 
 class ChannelEmit:

@@ -21,6 +21,7 @@ from assistant.image_input import ImageInputError, decode_image
 
 if TYPE_CHECKING:
     from assistant.app import App
+    from assistant.store import ImageRef
 
 log = logging.getLogger("assistant.image_features")
 
@@ -93,7 +94,7 @@ async def search_images(app: App, conversation_id: str, query: str, limit: int, 
     if encoder is None:
         raise AssistantError("unavailable", "searching images needs an image encoder ([engines] image_encoder)", ref)
     assert app.store is not None
-    refs = {}
+    refs: dict[str, ImageRef] = {}
     for image_ref in await app.store.conversation_images(conversation_id):
         refs.setdefault(image_ref.sha256, image_ref)
     if not refs:

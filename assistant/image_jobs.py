@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from assistant import events
 from assistant.engines import EngineError, GeneratedImage, GenerationCancelled, ImageGenerator, ImageRequest
 from assistant.errors import AssistantError
-from assistant.events import ErrorInfo
+from assistant.events import EndStatus, ErrorInfo
 from assistant.reply import announce_end
 from assistant.scheduler import NoProgress, Relay
 
@@ -126,8 +126,9 @@ async def _run(engine: ImageGenerator, job: ImageJob) -> None:
         if not future.done():  # the task itself was cancelled: stop the engine before recording the end
             job.cancel()
             await asyncio.wait([future])
-        app.image_jobs.discard(job)
-        conversation.jobs.discard(job)
+        status: EndStatus
+        error: ErrorInfo | None
+        result: GeneratedImage | None
         if stalled:
             status, error, result = "failed", ErrorInfo("internal", f"the image generator made no progress for {timeout:g} s"), None
         else:
@@ -139,20 +140,24 @@ async def _run(engine: ImageGenerator, job: ImageJob) -> None:
             if not stored:
                 return events.ImageDone(job.job_id, "failed", job.request.seed, error=ErrorInfo("internal", "the image could not be stored"))
             return events.ImageDone(
-                job.job_id, status, job.request.seed, mime=png[0] if png else None,  # type: ignore[arg-type]
+                job.job_id, status, job.request.seed, mime=png[0] if png else None,
                 data=png[1] if png else None, sha256=sha256, error=error,
             )
 
-        await announce_end(
-            conversation, f"image job {job.job_id}",
-            lambda seq: store.finish_reply(
-                job.job_id, text="", status=status, error=error.message if error else None, last_seq=seq, image=png,
-            ),
-            end_event,
-        )
+        try:
+            await announce_end(
+                conversation, f"image job {job.job_id}",
+                lambda seq: store.finish_reply(
+                    job.job_id, text="", status=status, error=error.message if error else None, last_seq=seq, image=png,
+                ),
+                end_event,
+            )
+        finally:  # the job counts as in progress until its end is stored and announced
+            app.image_jobs.discard(job)
+            conversation.jobs.discard(job)
 
 
-def _outcome(future: asyncio.Future[GeneratedImage], job: ImageJob) -> tuple[str, ErrorInfo | None, GeneratedImage | None]:
+def _outcome(future: asyncio.Future[GeneratedImage], job: ImageJob) -> tuple[EndStatus, ErrorInfo | None, GeneratedImage | None]:
     """Final status, error and image of a finished engine call."""
     if future.cancelled():
         return "cancelled", None, None

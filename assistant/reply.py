@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 from assistant import events
 from assistant.engines import DialogueEngine, DialogueRequest, DialogueResult, EngineError
 from assistant.errors import error_code
-from assistant.events import ErrorInfo
+from assistant.events import EndStatus, ErrorInfo
 from assistant.scheduler import NoProgress, Relay
 
 if TYPE_CHECKING:
@@ -110,6 +110,9 @@ async def stream_reply(
         await app.scheduler.give_up(engine, future, reply.cancel)
     finally:
         text = "".join(pieces)
+        status: EndStatus
+        error: ErrorInfo | None
+        usage: dict[str, int] | None
         if broken is not None:
             status, error, usage = "failed", ErrorInfo("internal", broken), None
         else:
@@ -122,10 +125,10 @@ async def stream_reply(
             timings["tokens_per_s"] = round(usage["completion_tokens"] / elapsed, 3)
         _record_reply(app, status, usage, timings)
 
-        def end_event(_: None, stored: bool) -> events.Event:
+        def end_event(_: str | None, stored: bool) -> events.Event:
             if not stored:
                 return events.ReplyDone(response_id, "failed", text, usage, timings, ErrorInfo("internal", "the reply could not be stored"))
-            return events.ReplyDone(response_id, status, text, usage, timings, error)  # type: ignore[arg-type]
+            return events.ReplyDone(response_id, status, text, usage, timings, error)
 
         await announce_end(
             conversation, f"reply {response_id}",
@@ -150,7 +153,7 @@ def _record_reply(app: App, status: str, usage: dict[str, int] | None, timings: 
 
 def _outcome(
     future: asyncio.Future[DialogueResult] | None, reply: Reply
-) -> tuple[str, ErrorInfo | None, dict[str, int] | None]:
+) -> tuple[EndStatus, ErrorInfo | None, dict[str, int] | None]:
     """Final status, error and usage of a finished, abandoned or never started engine call."""
     if future is None:
         return "failed", ErrorInfo("internal", "the reply could not be started"), None
@@ -166,5 +169,5 @@ def _outcome(
     if not isinstance(result, DialogueResult):
         return "failed", ErrorInfo("internal", f"the dialogue engine returned {type(result).__name__} instead of a DialogueResult"), None
     usage = {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens}
-    status = "cancelled" if result.finish_reason == "cancelled" or reply.cancelled.is_set() else "completed"
+    status: EndStatus = "cancelled" if result.finish_reason == "cancelled" or reply.cancelled.is_set() else "completed"
     return status, None, usage

@@ -14,12 +14,12 @@ import functools
 import hashlib
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -28,6 +28,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     bindparam,
     case,
@@ -39,8 +40,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.engine import Engine as SqlEngine
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.pool import StaticPool
 
@@ -121,9 +122,9 @@ class ImageFeatures(Base):
 
 
 # Hot-path statements, built once on the Core tables; values come in as bind parameters.
-_turns = Turn.__table__
-_parts = Part.__table__
-_conversations = Conversation.__table__
+_turns = cast(Table, Turn.__table__)
+_parts = cast(Table, Part.__table__)
+_conversations = cast(Table, Conversation.__table__)
 _INSERT_TURN = _turns.insert()
 _INSERT_PARTS = _parts.insert()
 _TOUCH_CONVERSATION = _conversations.update().where(_conversations.c.id == bindparam("cid")).values(updated_at=bindparam("now"))
@@ -144,7 +145,7 @@ _TOUCH_AND_RAISE_SEQ = (
 _HISTORY = (
     select(_turns).where(_turns.c.conversation_id == bindparam("cid")).order_by(_turns.c.pk.desc()).limit(bindparam("limit"))
 )
-_attachments = Attachment.__table__
+_attachments = cast(Table, Attachment.__table__)
 _HISTORY_PARTS = (
     select(_parts.c.turn_pk, _parts.c.kind, _parts.c.text, _parts.c.attachment_sha256, _attachments.c.mime)
     .select_from(_parts.outerjoin(_attachments, _parts.c.attachment_sha256 == _attachments.c.sha256))
@@ -156,7 +157,7 @@ _INSERT_ATTACHMENT = _attachments.insert()
 _ATTACHMENT = select(_attachments.c.mime, _attachments.c.data).where(_attachments.c.sha256 == bindparam("sha"))
 
 
-_features = ImageFeatures.__table__
+_features = cast(Table, ImageFeatures.__table__)
 _FEATURES = select(_features.c.sha256, _features.c.vector).where(
     _features.c.sha256.in_(bindparam("shas", expanding=True)) & (_features.c.encoder_id == bindparam("enc"))
 )
@@ -311,7 +312,7 @@ class Store:
                 .where(Turn.status == "in_progress")
                 .values(status="interrupted", finished_at=_now(), error="the server stopped while this reply was in progress")
             )
-            return result.rowcount or 0
+            return cast(CursorResult[Any], result).rowcount or 0
 
     def create_conversation(self, owner: str = "local") -> str:
         """A new, empty conversation belonging to `owner`; returns its id."""
@@ -341,7 +342,7 @@ class Store:
             return conn.execute(query).first() is not None
 
     def add_user_turn(
-        self, conversation_id: str, parts: list[PartRecord], attachments: list[tuple[str, bytes]] = (), turn_id: str | None = None
+        self, conversation_id: str, parts: list[PartRecord], attachments: Sequence[tuple[str, bytes]] = (), turn_id: str | None = None
     ) -> str:
         """Commit a user turn with its parts and attachments ((mime, bytes), stored once by sha256).
 
@@ -543,7 +544,7 @@ class AsyncStore:
         return await self.call(self.store.owns_attachment, owner, sha256)
 
     async def add_user_turn(
-        self, conversation_id: str, parts: list[PartRecord], attachments: list[tuple[str, bytes]] = (), turn_id: str | None = None
+        self, conversation_id: str, parts: list[PartRecord], attachments: Sequence[tuple[str, bytes]] = (), turn_id: str | None = None
     ) -> str:
         """`Store.add_user_turn` on the store thread."""
         return await self.call(self.store.add_user_turn, conversation_id, parts, attachments, turn_id)

@@ -193,9 +193,9 @@ def _get(port: int, path: str):
 
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
+            return response.status, response.headers, response.read()  # header names are case-insensitive
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), error.read()
+        return error.code, error.headers, error.read()
 
 
 async def test_the_page_and_its_files_are_served_with_a_strict_policy(server):

@@ -321,7 +321,7 @@ def serialize(event: ServerEvent, seq: int) -> str:
 
 
 _server_event_adapter: TypeAdapter[Any] = TypeAdapter(
-    Annotated[Union[SERVER_EVENTS], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007 (a union of a tuple)
+    Annotated[Union[SERVER_EVENTS], Field(discriminator="type")]  # type: ignore[arg-type]  # noqa: UP007 (a union of a tuple)
 )
 
 

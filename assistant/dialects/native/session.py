@@ -189,7 +189,7 @@ class Session:
         self._catching_up = []
         try:
             channel = self.app.channels.follow(conversation_id, self, stored_last_seq)
-            replay, missed = None, []
+            replay, missed = None, list[tuple[int, events.Event]]()
             if event.last_seq is not None:
                 missed, complete = channel.since(event.last_seq)
                 replay = wire.Replay(after_seq=event.last_seq, events=len(missed), complete=complete)
