@@ -8,7 +8,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup browser run test bench clean
+.PHONY: setup browser run lint test bench clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,12 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(BIN)/assistant serve --config config.toml
 
-test: setup browser
+# ruff and mypy on the package and the built-in plugins (configured in pyproject.toml).
+lint: setup
+	$(BIN)/ruff check assistant plugins
+	$(BIN)/mypy
+
+test: setup browser lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

@@ -15,10 +15,11 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import CacheLayerMixin
 
 log = logging.getLogger("assistant_plugins.decode_loop")
 
@@ -37,7 +38,7 @@ class Row:
     generated: list[int] = field(default_factory=list)
     length: int = 0  # real tokens in this row's cache
     next_token: int | None = None
-    finish_reason: str | None = None
+    finish_reason: Literal["stop", "length", "cancelled"] | None = None
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -102,6 +103,8 @@ class DecodeLoop:
                 if stopping:
                     break
                 continue
+            # Every row in the batch joined with its prefill cache, so a non-empty batch has a cache.
+            assert cache is not None
             try:
                 with torch.inference_mode():
                     self._step(rows, cache)
@@ -187,8 +190,10 @@ def _merge(cache: DynamicCache, rows: list[Row], new: DynamicCache, row: Row) ->
     width = max(cache.get_seq_length(), new.get_seq_length())
     merged = DynamicCache()
     for index, (old_layer, new_layer) in enumerate(zip(cache.layers, new.layers)):
-        keys = torch.cat([_left_pad(old_layer.keys, width), _left_pad(new_layer.keys, width)])
-        values = torch.cat([_left_pad(old_layer.values, width), _left_pad(new_layer.values, width)])
+        old_keys, old_values = _keys_values(old_layer)
+        new_keys, new_values = _keys_values(new_layer)
+        keys = torch.cat([_left_pad(old_keys, width), _left_pad(new_keys, width)])
+        values = torch.cat([_left_pad(old_values, width), _left_pad(new_values, width)])
         merged.update(keys, values, index)
     return merged
 
@@ -196,10 +201,21 @@ def _merge(cache: DynamicCache, rows: list[Row], new: DynamicCache, row: Row) ->
 def _select(cache: DynamicCache, keep: list[int]) -> DynamicCache:
     """The cache of the rows that go on, with padding no row needs any more trimmed."""
     selected = DynamicCache()
-    index = torch.tensor(keep, device=cache.layers[0].keys.device)
+    index = torch.tensor(keep, device=_keys_values(cache.layers[0])[0].device)
     for layer_index, layer in enumerate(cache.layers):
-        selected.update(layer.keys.index_select(0, index), layer.values.index_select(0, index), layer_index)
+        keys, values = _keys_values(layer)
+        selected.update(keys.index_select(0, index), values.index_select(0, index), layer_index)
     return selected
+
+
+def _keys_values(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """A cache layer's key and value tensors.
+
+    The loop's caches are plain DynamicCaches of ordinary attention layers (no linear-attention or
+    dummy layers), each filled by a prefill or a merge, so keys and values are set.
+    """
+    assert isinstance(layer, CacheLayerMixin) and layer.keys is not None and layer.values is not None
+    return layer.keys, layer.values
 
 
 def _left_pad(tensor: torch.Tensor, width: int) -> torch.Tensor:

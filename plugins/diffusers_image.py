@@ -152,6 +152,7 @@ class DiffusersImageGenerator(ImageGenerator):
     def _preview(self, latents: torch.Tensor) -> bytes:
         from PIL import Image
 
+        assert self.preview_decoder is not None  # generate() asks for previews only when a decoder is loaded
         with torch.inference_mode():
             pixels = self.preview_decoder.decode(latents[:1]).sample[0]
         array = ((pixels.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()

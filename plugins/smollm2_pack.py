@@ -33,7 +33,9 @@ def convert(gguf: Path, target: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The dequantized weights are plain float tensors: drop the GGUF marker so they can be saved.
-    model.hf_quantizer = None
+    # transformers sets `hf_quantizer` in from_pretrained without declaring it on PreTrainedModel, so mypy
+    # falls back to nn.Module.__setattr__, which admits only tensors and modules.
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(target)

@@ -10,12 +10,11 @@ Concurrent replies decode together in one batch (`assistant_plugins.decode_loop`
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
-from assistant_plugins.decode_loop import DecodeLoop, Row
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
@@ -30,6 +29,8 @@ from assistant import (
     Usage,
     hookimpl,
 )
+
+from .decode_loop import DecodeLoop, Row
 
 
 class DialogueSettings(BaseModel):
@@ -117,7 +118,9 @@ class StopWhenCancelled(StoppingCriteria):
         self.cancelled = cancelled
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
+        # transformers types the result as the legacy `torch.BoolTensor`; a bool tensor from torch.full is that.
+        stop = torch.full((input_ids.shape[0],), self.cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
+        return cast(torch.BoolTensor, stop)
 
 
 class TransformersDialogue(DialogueEngine):
@@ -149,7 +152,10 @@ class TransformersDialogue(DialogueEngine):
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(f"{model_path}: the tokenizer has no chat template; a chat (instruct) model is needed")
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=self.dtype)
+        # transformers wraps PreTrainedModel.to with functools.wraps(nn.Module.to); mypy does not bind the
+        # resulting functools._Wrapped as a method, so it takes the device for `self`.
+        self.model = model.to(self.device).eval()  # type: ignore[arg-type]
 
     def fit_context(self, messages: list[ChatMessage], max_new_tokens: int) -> Any:
         """The encoded prompt (`encode`'s result) within `context_tokens - max_new_tokens`: oldest turns dropped first."""
@@ -198,8 +204,11 @@ class TransformersDialogue(DialogueEngine):
         encoded = self.tokenizer.apply_chat_template(
             [{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=True, tokenize=True
         )
-        ids = encoded["input_ids"] if isinstance(encoded, dict) or hasattr(encoded, "keys") else encoded
-        return list(ids)
+        if isinstance(encoded, Mapping):  # a dict or BatchEncoding (return_dict)
+            return list(encoded["input_ids"])
+        # tokenize=True on one conversation gives its ids; transformers' return type also covers the
+        # text (tokenize=False) and batched conversations.
+        return list(cast(list[int], encoded))
 
     def generation_kwargs(self, request: DialogueRequest) -> dict[str, Any]:
         """Settings merged with the turn's overrides, as `generate` keywords."""
@@ -229,7 +238,8 @@ class TransformersDialogue(DialogueEngine):
                 prompt=list(prompt), max_new_tokens=kwargs["max_new_tokens"], temperature=kwargs.get("temperature") or 0.0,
                 top_p=kwargs.get("top_p") or 1.0, streamer=streamer, cancelled=cancelled, eos_ids=self.eos_ids,
             ))
-            return DialogueResult(streamer.text, Usage(len(prompt), len(row.generated)), row.finish_reason)  # type: ignore[arg-type]
+            assert row.finish_reason is not None  # run() returns only finished rows (or raises)
+            return DialogueResult(streamer.text, Usage(len(prompt), len(row.generated)), row.finish_reason)
         inputs = self.model_inputs(prompt)
         prompt_length = int(inputs["input_ids"].shape[1])
         with torch.inference_mode():
@@ -240,13 +250,14 @@ class TransformersDialogue(DialogueEngine):
                 **kwargs,
             )
         new_ids = output[0, prompt_length:].tolist()
+        reason: Literal["stop", "length", "cancelled"]
         if cancelled.is_set():
             reason = "cancelled"
         elif new_ids and new_ids[-1] in self.eos_ids:
             reason = "stop"
         else:
             reason = "length" if len(new_ids) >= kwargs["max_new_tokens"] else "stop"
-        return DialogueResult(streamer.text, Usage(prompt_length, len(new_ids)), reason)  # type: ignore[arg-type]
+        return DialogueResult(streamer.text, Usage(prompt_length, len(new_ids)), reason)
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

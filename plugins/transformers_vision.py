@@ -11,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from assistant_plugins.transformers_dialogue import DialogueSettings, TransformersDialogue
 from pydantic import Field
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from assistant import Capabilities, ChatMessage, hookimpl
+
+from .transformers_dialogue import DialogueSettings, TransformersDialogue
 
 
 class VisionSettings(DialogueSettings):
@@ -37,10 +38,13 @@ class TransformersVisionDialogue(TransformersDialogue):
     def load(self, model_path: Path) -> None:
         """Load the processor (its tokenizer decodes the stream) and the image-text-to-text model."""
         self.processor = AutoProcessor.from_pretrained(model_path)
-        self.tokenizer = getattr(self.processor, "tokenizer", None)
-        if self.tokenizer is None or not getattr(self.processor, "chat_template", None):
+        tokenizer = getattr(self.processor, "tokenizer", None)
+        if tokenizer is None or not getattr(self.processor, "chat_template", None):
             raise ValueError(f"{model_path}: a vision-language processor with a tokenizer and a chat template is needed")
-        self.model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
+        self.tokenizer = tokenizer
+        model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=self.dtype)
+        # transformers wraps PreTrainedModel.to with functools.wraps; mypy then reads the device as `self`
+        self.model = model.to(self.device).eval()  # type: ignore[arg-type]
 
     def encode(self, messages: list[ChatMessage]) -> Any:
         """Model inputs: the chat template with an image slot per image, and the images' pixels."""
