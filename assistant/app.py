@@ -50,7 +50,7 @@ class App:
         self.store: AsyncStore | None = None
         self.vad: Any = None  # vad.SileroVad, loaded at start when an ASR engine is configured
         self.modalities: list[RegisteredModality] = []  # loaded at start when the dialogue engine only reads text
-        self.replies: set[Any] = set()  # in-flight replies (pipeline.Reply), for cancel and shutdown
+        self.replies: set[Any] = set()  # in-flight replies (reply.Reply), for cancel and shutdown
         self.turns: set[asyncio.Task[None]] = set()  # every turn task, queued or running, of every session
         self.image_jobs: set[Any] = set()  # image jobs queued or painting (image_jobs.ImageJob)
         self.accepting_turns = True  # False once shutdown begins

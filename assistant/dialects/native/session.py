@@ -19,7 +19,7 @@ from assistant.dialects.native import protocol as wire
 from assistant.dialects.native.translate import decode_base64, error_event, generation_options, parts_in, to_wire
 from assistant.errors import AssistantError
 
-log = logging.getLogger("assistant.session")
+log = logging.getLogger("assistant.dialects.native.session")
 
 
 class Session:
