@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python bench/image_gen.py
 	$(BIN)/python bench/asr.py
 	$(BIN)/python bench/image_encode.py
+	$(BIN)/python bench/image_labels.py
 	$(BIN)/python bench/concurrency.py
 
 clean:

@@ -25,7 +25,7 @@ def dialogue_context(
     Assistant replies count when completed or cancelled (the user saw their text); failed and
     interrupted replies are left out. `images` (sha256 -> pixels) is given for an engine that sees
     images: user messages then carry those images. Otherwise each user image is rendered as the text
-    the modalities stored for it (`[Image N: ...]`), before the turn's own words.
+    the modalities stored for it (`[Image N: ocr text; labels]`, one line per image), before the turn's own words.
     """
     messages = [ChatMessage("system", system_prompt)] if system_prompt else []
     for turn in history:
@@ -51,7 +51,11 @@ def _user_message(turn: TurnRecord, images: dict[str, Any] | None) -> ChatMessag
     if images is not None:
         return ChatMessage("user", turn.text, tuple(images[sha] for sha in shas if sha in images))
     number = image_numbers(shas)
-    lines = [f"[Image {number.get(p.attachment_sha256 or '', len(shas))}: {p.text}]" for p in turn.parts if p.kind == "image_text" and p.text]
+    said: dict[str, list[str]] = {}  # what the modalities said, per image, joined into one line
+    for part in turn.parts:
+        if part.kind == "image_text" and part.text:
+            said.setdefault(part.attachment_sha256 or "", []).append(part.text)
+    lines = [f"[Image {number.get(sha, len(shas))}: {'; '.join(texts)}]" for sha, texts in said.items()]
     described = {p.attachment_sha256 for p in turn.parts if p.kind == "image_text"}
     lines += [f"[Image {index}: no description available]" for sha, index in number.items() if sha not in described]
     return ChatMessage("user", "\n".join([*lines, turn.text]).strip())

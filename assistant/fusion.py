@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from assistant.context import image_numbers
 from assistant.engines import EngineError
 from assistant.image_features import features_for
-from assistant.modalities import ImageInput
+from assistant.modalities import ImageInput, RegisteredModality
 from assistant.store import PartRecord
 
 if TYPE_CHECKING:
@@ -52,33 +52,62 @@ async def fuse_images(app: App, turn_id: str, images: list[DecodedImage]) -> Non
 async def describe_images(app: App, images: list[ImageInput]) -> list[tuple[str, str]]:
     """(sha256, text) for every description the loaded modalities give, image by image, modality by modality.
 
-    Modalities run side by side, each on its own worker thread.
+    Modalities run side by side, each on its own worker thread: a batched one (`describe_batch`)
+    gets the turn's images in one call, any other one call per image. A modality with a
+    `cache_key` describes each image once: its stored descriptions are used, and new ones stored.
     """
-    calls = [
-        (image, entry, app.scheduler.submit_named(f"modality-{entry.name}", entry.modality.describe, image))
-        for image in images
-        for entry in app.modalities
-    ]
+    assert app.store is not None
+    keys = {entry.name: entry.modality.cache_key() for entry in app.modalities}
+    stored = await app.store.image_descriptions([image.sha256 for image in images], [key for key in keys.values() if key])
+    texts: dict[tuple[str, str], str | None] = {}  # (sha256, modality) -> what it said, None for nothing
+    calls: list[tuple[list[ImageInput], RegisteredModality, asyncio.Future[Any], bool]] = []  # (images, modality, call, batched)
+    for entry in app.modalities:
+        key = keys[entry.name]
+        todo = []
+        for image in images:
+            if key is not None and (image.sha256, key) in stored:
+                texts[(image.sha256, entry.name)] = stored[(image.sha256, key)]
+            else:
+                todo.append(image)
+        worker = f"modality-{entry.name}"
+        if todo and entry.modality.batched:
+            calls.append((todo, entry, app.scheduler.submit_named(worker, entry.modality.describe_batch, todo), True))
+        else:
+            calls += [([image], entry, app.scheduler.submit_named(worker, entry.modality.describe, image), False) for image in todo]
     timeout = app.config.limits.engine_timeout_s
     if calls:
-        await asyncio.wait([future for _, _, future in calls], timeout=timeout)
-    found = []
-    for image, entry, future in calls:
+        await asyncio.wait([future for _, _, future, _ in calls], timeout=timeout)
+    new: dict[tuple[str, str], str | None] = {}  # (sha256, cache key) -> text, to store
+    for described, entry, future, batched in calls:
+        what = f"image {described[0].sha256[:12]}" if len(described) == 1 else f"{len(described)} images"
         if not future.done():
-            log.warning("modality %s gave nothing for image %s within %g s; skipped", entry.name, image.sha256[:12], timeout)
+            log.warning("modality %s gave nothing for %s within %g s; skipped", entry.name, what, timeout)
             app.scheduler.abandon(key=f"modality-{entry.name}")
             continue
         exc = future.exception()
         if exc is not None:
-            log.warning("modality %s failed on image %s: %s: %s", entry.name, image.sha256[:12], type(exc).__name__, exc)
+            log.warning("modality %s failed on %s: %s: %s", entry.name, what, type(exc).__name__, exc)
             continue
-        text = future.result()
-        if text is None:
+        said = future.result() if batched else [future.result()]
+        if not isinstance(said, list) or len(said) != len(described):
+            log.warning("modality %s returned %s for %s instead of one text per image; ignored", entry.name, type(said).__name__, what)
             continue
-        if not isinstance(text, str):
-            log.warning("modality %s returned %s instead of text; ignored", entry.name, type(text).__name__)
-            continue
-        text = " ".join(text.split())
-        if text:
-            found.append((image.sha256, text[:MAX_DESCRIPTION_CHARS]))
-    return found
+        for image, text in zip(described, said, strict=True):
+            if text is not None and not isinstance(text, str):
+                log.warning("modality %s returned %s instead of text; ignored", entry.name, type(text).__name__)
+                continue
+            if text is not None:
+                text = " ".join(text.split())[:MAX_DESCRIPTION_CHARS] or None
+            texts[(image.sha256, entry.name)] = text
+            key = keys[entry.name]
+            if key is not None:
+                new[(image.sha256, key)] = text
+    if new:
+        try:
+            await app.store.put_image_descriptions(new)
+        except Exception:  # a cache: the turn goes on without it
+            log.exception("storing image descriptions failed")
+    return [
+        (image.sha256, text) for image in images for entry in app.modalities
+        if (text := texts.get((image.sha256, entry.name))) is not None
+    ]

@@ -56,6 +56,29 @@ class Modality(ABC):
         is stored with the turn and shown to the engine as `[Image N: <text>]`.
         """
 
+    def describe_batch(self, images: list[ImageInput]) -> list[str | None]:
+        """Text about each of a turn's images, in order: override to describe them in one batch.
+
+        A modality that overrides it gets one call per turn instead of one `describe` per image
+        (an exception then loses the descriptions of the whole turn, not of one image). Default:
+        `describe` image by image.
+        """
+        return [self.describe(image) for image in images]
+
+    def cache_key(self) -> str | None:
+        """A name for this modality and the settings its text depends on, or None (the default).
+
+        With a key, what the modality says about an image (or that it had nothing to say) is stored by
+        (sha256, key), and the same image is never described again by the same key, also after a
+        restart. Change the key when the output would change (another model, other settings).
+        """
+        return None
+
+    @property
+    def batched(self) -> bool:
+        """True when the modality overrides `describe_batch`."""
+        return type(self).describe_batch is not Modality.describe_batch
+
     def close(self) -> None:
         """Release what `load` took; called once at shutdown."""
 

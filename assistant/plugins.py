@@ -46,6 +46,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "assistant_plugins.transformers_dialogue",
     "assistant_plugins.transformers_vision",
     "assistant_plugins.clip_image",
+    "assistant_plugins.imagenet_labels",
     "assistant_plugins.rapid_ocr",
     "assistant_plugins.diffusers_image",
     "assistant_plugins.keyword_router",

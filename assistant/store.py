@@ -121,6 +121,16 @@ class ImageFeatures(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class ImageDescription(Base):
+    """What a modality said about an image, by the modality's cache key, so an image is described once."""
+
+    __tablename__ = "image_descriptions"
+
+    sha256: Mapped[str] = mapped_column(ForeignKey("attachments.sha256"), primary_key=True)
+    describer: Mapped[str] = mapped_column(String(200), primary_key=True)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)  # None: it had nothing to say
+
+
 # Hot-path statements, built once on the Core tables; values come in as bind parameters.
 _turns = cast(Table, Turn.__table__)
 _parts = cast(Table, Part.__table__)
@@ -162,6 +172,11 @@ _FEATURES = select(_features.c.sha256, _features.c.vector).where(
     _features.c.sha256.in_(bindparam("shas", expanding=True)) & (_features.c.encoder_id == bindparam("enc"))
 )
 _INSERT_FEATURES = _features.insert()
+_descriptions = cast(Table, ImageDescription.__table__)
+_DESCRIPTIONS = select(_descriptions.c.sha256, _descriptions.c.describer, _descriptions.c.text).where(
+    _descriptions.c.sha256.in_(bindparam("shas", expanding=True)) & _descriptions.c.describer.in_(bindparam("keys", expanding=True))
+)
+_INSERT_DESCRIPTIONS = _descriptions.insert()
 _CONVERSATION_IMAGES = (
     select(_turns.c.id.label("turn_id"), _turns.c.role, _parts.c.attachment_sha256.label("sha256"), _attachments.c.mime)
     .select_from(_parts.join(_turns, _parts.c.turn_pk == _turns.c.pk).join(_attachments, _parts.c.attachment_sha256 == _attachments.c.sha256))
@@ -479,6 +494,25 @@ class Store:
             if rows:
                 conn.execute(_INSERT_FEATURES, rows)
 
+    def image_descriptions(self, sha256s: list[str], describers: list[str]) -> dict[tuple[str, str], str | None]:
+        """Stored descriptions by (sha256, describer) for these images and describers; missing ones left out."""
+        if not sha256s or not describers:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(_DESCRIPTIONS, {"shas": list(set(sha256s)), "keys": list(set(describers))})
+            return {(row.sha256, row.describer): row.text for row in rows}
+
+    def put_image_descriptions(self, descriptions: dict[tuple[str, str], str | None]) -> None:
+        """Store descriptions by (sha256, describer); existing ones are kept."""
+        if not descriptions:
+            return
+        with self.engine.begin() as conn:
+            shas, keys = [sha for sha, _ in descriptions], [key for _, key in descriptions]
+            have = {(row.sha256, row.describer) for row in conn.execute(_DESCRIPTIONS, {"shas": list(set(shas)), "keys": list(set(keys))})}
+            rows = [{"sha256": sha, "describer": key, "text": text} for (sha, key), text in descriptions.items() if (sha, key) not in have]
+            if rows:
+                conn.execute(_INSERT_DESCRIPTIONS, rows)
+
     def conversation_images(self, conversation_id: str) -> list[ImageRef]:
         """Every image part of the conversation (sent or generated), oldest first."""
         with self.engine.connect() as conn:
@@ -592,6 +626,14 @@ class AsyncStore:
     async def put_image_features(self, encoder_id: str, vectors: dict[str, bytes], dim: int) -> None:
         """`Store.put_image_features` on the store thread."""
         await self.call(self.store.put_image_features, encoder_id, vectors, dim)
+
+    async def image_descriptions(self, sha256s: list[str], describers: list[str]) -> dict[tuple[str, str], str | None]:
+        """`Store.image_descriptions` on the store thread."""
+        return await self.call(self.store.image_descriptions, sha256s, describers)
+
+    async def put_image_descriptions(self, descriptions: dict[tuple[str, str], str | None]) -> None:
+        """`Store.put_image_descriptions` on the store thread."""
+        await self.call(self.store.put_image_descriptions, descriptions)
 
     async def conversation_images(self, conversation_id: str) -> list[ImageRef]:
         """`Store.conversation_images` on the store thread."""

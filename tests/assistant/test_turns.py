@@ -201,3 +201,16 @@ async def test_an_image_job_is_cancelled_at_its_next_step(make_conversation):
     assert getattr(unknown.value, "code", None) == "not_found"
     history = await conversation.app.store.history(conversation.id)
     assert [(t.role, t.status) for t in history] == [("user", "completed"), ("assistant", "cancelled")]
+
+
+async def test_what_several_modalities_say_about_an_image_is_one_line(make_conversation):
+    """Two modalities describing one image reach the engine as one `[Image 1: a; b]` line, in modality order."""
+    engine = ScriptedDialogue()
+    plugin = FakeEnginesPlugin(engine, modalities={"first": ColourNamer(), "second": ColourNamer()})
+    conversation, _ = await make_conversation(plugin)
+    parts = [ImageIn(images.solid("blue"), "image/png"), ImageIn(images.solid("red"), "image/png"), TextIn("and these?")]
+    conversation.create_turn(lambda: parts, GenerationOptions(), "m1")
+    await settle(conversation)
+    assert engine.requests[-1].messages[-1].content == (
+        "[Image 1: mostly blue, 48x40; mostly blue, 48x40]\n[Image 2: mostly red, 48x40; mostly red, 48x40]\nand these?"
+    )

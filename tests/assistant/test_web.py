@@ -243,3 +243,15 @@ async def test_a_server_with_tokens_asks_for_one_and_shows_stored_images_with_it
         await page.wait_for_function("img => img.complete && img.naturalWidth === 50", arg=await stored.element_handle())
         assert errors == []
         await browser.close()
+
+
+async def test_the_capability_list_names_the_modalities_that_read_images(start_server, tmp_path, engine):
+    """With the offline ImageNet labels on, the page's capability list says which modalities read images."""
+    server = await start_server(make_config(tmp_path, plugins={"deny": ["rapid_ocr", "clip_image"]}), plugins=(FakeEnginesPlugin(engine),))
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        page = await browser.new_page()
+        await page.goto(f"http://127.0.0.1:{server.port}/")
+        await expect(page.locator("#status")).to_have_text("Connected")
+        await expect(page.locator("#capabilities")).to_contain_text("images read by: labels")
+        await browser.close()

@@ -65,12 +65,12 @@ def test_disabled_ocr_sits_out():
 
 @pytest.mark.offline_model
 async def test_sign_question_with_smollm2_puts_the_ocr_text_in_the_prompt(start_server, connect_client, tmp_path):
-    """Offline defaults (SmolLM2 + OCR): 'What does the sign say?' about a NO PARKING sign gives a prompt holding the OCR text."""
+    """Offline defaults (SmolLM2, OCR and ImageNet labels): 'What does the sign say?' about a NO PARKING sign gives a prompt holding the OCR text, then the labels, on one line."""
     config = make_config(
         tmp_path, engines={"dialogue": "transformers"}, plugins={"deny": [], "transformers_dialogue": {"max_new_tokens": 40}}
     )
     server = await start_server(config)
-    assert [m.name for m in server.app.modalities] == ["ocr"], "no image encoder: only OCR is active"
+    assert [m.name for m in server.app.modalities] == ["ocr", "labels"], "no image encoder: the zero-shot labels sit out"
     engine = server.app.engines["dialogue"]
     requests = []
     generate = engine.generate
@@ -83,6 +83,8 @@ async def test_sign_question_with_smollm2_puts_the_ocr_text_in_the_prompt(start_
     async with connect_client(server) as client:
         await client.start()
         events = await client.say_parts([images.image_part(images.sign("NO PARKING")), {"type": "text", "text": "What does the sign say?"}])
-    assert requests[-1].messages[-1].content == '[Image 1: text read in it: "NO PARKING"]\nWhat does the sign say?'
+    prompt = requests[-1].messages[-1].content
+    assert prompt.startswith('[Image 1: text read in it: "NO PARKING"; ') and prompt.endswith("]\nWhat does the sign say?")
+    assert prompt.count("[Image 1:") == 1
     print("\nSmolLM2 reply:", events[-1]["text"])
     assert events[-1]["status"] == "completed"

@@ -185,6 +185,7 @@ class SessionStarted(ServerEvent):
     resumed: bool
     protocol: int = PROTOCOL_VERSION
     capabilities: dict[str, str | None]
+    modalities: list[str] = Field(default_factory=list, description="modalities describing images for a text-only engine")
     principal: str | None = None
     replay: Replay | None = None
 

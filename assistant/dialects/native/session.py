@@ -194,7 +194,8 @@ class Session:
                 missed, complete = channel.since(event.last_seq)
                 replay = wire.Replay(after_seq=event.last_seq, events=len(missed), complete=complete)
             await self._reply(wire.SessionStarted(
-                conversation_id=conversation_id, resumed=resumed, capabilities=self.app.capabilities(), replay=replay,
+                conversation_id=conversation_id, resumed=resumed, capabilities=self.app.capabilities(),
+                modalities=[entry.name for entry in self.app.modalities], replay=replay,
                 principal=principal,
             ))
             sent = event.last_seq or 0

@@ -106,6 +106,7 @@ function sessionStarted(event) {
   remember(event.conversation_id);
   $("conversation-id").textContent = event.conversation_id;
   const caps = Object.entries(state.capabilities).map(([role, id]) => `${role}: ${id || "none"}`);
+  if (event.modalities && event.modalities.length) caps.push(`images read by: ${event.modalities.join(", ")}`);
   $("capabilities").textContent = caps.join(" · ");
   $("input").placeholder = state.capabilities.image_generator
     ? "Message, or paste an image. /imagine a prompt paints one."
