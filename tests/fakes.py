@@ -205,3 +205,17 @@ class StepPainter(ImageGenerator):
                 self.gate.wait(timeout=30)
         png = encode(Image.new("RGB", (request.width, request.height), "red"))
         return GeneratedImage(png, request.width, request.height, request.seed)
+
+
+class SettingsApp:
+    """Just what a modality's `load` uses of the app: one plugin's validated settings (and no engines)."""
+
+    def __init__(self, plugin_name: str, settings: object) -> None:
+        self.plugin_name = plugin_name
+        self.settings = settings
+        self.engines: dict[str, object] = {}
+
+    def plugin_settings(self, name: str) -> object:
+        """The settings, for this plugin only."""
+        assert name == self.plugin_name
+        return self.settings

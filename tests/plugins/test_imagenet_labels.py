@@ -12,24 +12,13 @@ from PIL import Image
 from assistant.modalities import ImageInput
 from assistant_plugins.imagenet_labels import NOTHING_RECOGNIZED, ImageNetLabels, LabelSettings, describe_scores, load_labels
 from tests.conftest import make_config
-from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
-
-
-class _App:
-    """Just what the modality's `load` uses: its validated settings."""
-
-    def __init__(self, **table) -> None:
-        self.settings = LabelSettings(**table)
-
-    def plugin_settings(self, name: str) -> LabelSettings:
-        assert name == "imagenet_labels"
-        return self.settings
+from tests.fakes import FakeEnginesPlugin, ScriptedDialogue, SettingsApp
 
 
 @pytest.fixture(scope="module")
 def labeller() -> ImageNetLabels:
     modality = ImageNetLabels()
-    assert modality.load(_App())
+    assert modality.load(SettingsApp("imagenet_labels", LabelSettings()))
     return modality
 
 

@@ -9,17 +9,11 @@ from assistant.modalities import ImageInput
 from assistant_plugins.rapid_ocr import OcrSettings, RapidOcr
 from tests import images
 from tests.conftest import make_config
+from tests.fakes import SettingsApp
 
 
-class _App:
-    """Just what the modality's `load` uses: its validated settings."""
-
-    def __init__(self, table: dict | None = None) -> None:
-        self.settings = OcrSettings(**(table or {}))
-
-    def plugin_settings(self, name: str) -> OcrSettings:
-        assert name == "rapid_ocr"
-        return self.settings
+def _App(table: dict | None = None) -> SettingsApp:
+    return SettingsApp("rapid_ocr", OcrSettings(**(table or {})))
 
 
 @pytest.fixture(scope="module")
