@@ -40,7 +40,8 @@ test: setup browser lint
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python bench/ws_overhead.py
+	$(BIN)/python bench/ws_overhead.py --connections 8 64
+	$(BIN)/python bench/stream_overhead.py
 	$(BIN)/python bench/dialogue_stream.py
 	$(BIN)/python bench/image_gen.py
 	$(BIN)/python bench/asr.py
