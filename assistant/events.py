@@ -99,6 +99,25 @@ class ReplyDone(Event):
 
 
 @dataclass(slots=True)
+class AudioDelta(Event):
+    """The next piece of a reply's speech: PCM16 mono little-endian at `sample_rate`."""
+
+    response_id: str
+    audio: bytes
+    sample_rate: int
+
+
+@dataclass(slots=True)
+class AudioDone(Event):
+    """A reply's speech ended: all of it said, cut short, or failed (the text reply is unaffected)."""
+
+    response_id: str
+    status: EndStatus
+    duration_ms: int
+    error: ErrorInfo | None = None
+
+
+@dataclass(slots=True)
 class ImageStarted(Event):
     """An image job is stored and queued; `turn_id` is its prompt's turn when it has one of its own."""
 
@@ -146,6 +165,6 @@ class Error(Event):
 
 CONVERSATION_EVENTS: tuple[type[Event], ...] = (
     TurnCreated, SpeechStarted, SpeechStopped, TranscriptDelta, TranscriptDone, ReplyStarted, TextDelta, ReplyDone,
-    ImageStarted, ImageProgress, ImageDone,
+    AudioDelta, AudioDone, ImageStarted, ImageProgress, ImageDone,
 )
 """Every broadcast event, for dialects that must translate them all (a test checks each is handled)."""

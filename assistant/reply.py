@@ -20,6 +20,7 @@ from assistant.engines import DialogueEngine, DialogueRequest, DialogueResult, E
 from assistant.errors import error_code
 from assistant.events import EndStatus, ErrorInfo
 from assistant.scheduler import NoProgress, Relay
+from assistant.speech import Speaker
 
 if TYPE_CHECKING:
     from assistant.app import App
@@ -80,10 +81,13 @@ async def stream_reply(
     broken: str | None = None  # why the engine's call was given up on (hung, or emitted something that is not text)
     timeout = app.config.limits.engine_timeout_s
     response_id = reply.response_id
+    speaker: Speaker | None = None
     try:
         if announce_turn:
             await conversation.publish(events.TurnCreated(turn_id=turn_id))
         await conversation.publish(events.ReplyStarted(response_id=response_id, turn_id=turn_id))
+        if conversation.speech is not None:
+            speaker = Speaker(conversation, conversation.speech, response_id, reply.cancelled)
         gate = app.scheduler.gate
 
         def on_delta(delta: str) -> None:  # on the engine's thread, after each piece of text
@@ -98,6 +102,8 @@ async def stream_reply(
                 first_token_at = time.perf_counter()
             pieces.append(item)
             await conversation.publish(events.TextDelta(response_id=response_id, delta=item))
+            if speaker is not None:
+                speaker.add(item)
     except asyncio.CancelledError:
         # The task itself was cancelled: stop the engine at its next token, then store how it ended.
         reply.cancel()
@@ -137,6 +143,8 @@ async def stream_reply(
             ),
             end_event,
         )
+        if speaker is not None:  # the text is done and stored; its speech may still be talking
+            await speaker.finish()
 
 
 def _record_reply(app: App, status: str, usage: dict[str, int] | None, timings: dict[str, float]) -> None:

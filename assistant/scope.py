@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from assistant import events
 from assistant.errors import AssistantError
-from assistant.types import Emit, Tell
+from assistant.types import Emit, SpeechOut, Tell
 
 if TYPE_CHECKING:
     from assistant.app import App
@@ -26,6 +26,7 @@ class ConversationScope:
         self.emit = emit
         self._tell = tell
         self.jobs: set[Any] = set()  # this client's image jobs (image_jobs.ImageJob), queued or painting
+        self.speech: SpeechOut | None = None  # set when the client asked for spoken replies
 
     async def publish(self, event: events.Event, seq: int | None = None) -> None:
         """Publish a conversation event (numbered next, or with its reserved `seq`) to every follower."""

@@ -1,14 +1,15 @@
-"""Protocols the core passes around. Low in the import graph: it imports only leaf modules."""
+"""Protocols and small types the core passes around. Low in the import graph: it imports only leaf modules."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from pydantic import BaseModel
 
 from assistant.config import Config
-from assistant.engines import Engine
+from assistant.engines import Engine, SpeechSynthesizer, Voice
 from assistant.events import Event
 from assistant.models import ModelLocator
 
@@ -24,6 +25,14 @@ class Emit(Protocol):
 
     async def __call__(self, event: Event, seq: int | None = None) -> None:
         """Publish `event`, numbered next or with its reserved `seq`."""
+
+
+@dataclass(frozen=True)
+class SpeechOut:
+    """A client's request for spoken replies: the synthesizer and the voice chosen (see assistant.speech)."""
+
+    engine: SpeechSynthesizer
+    voice: Voice
 
 
 Tell = Callable[[Event], Awaitable[None]]

@@ -20,10 +20,12 @@ from assistant import (
     ImageEncoder,
     ImageGenerator,
     ImageRequest,
+    SpeechSynthesizer,
     ImageInput,
     Modality,
     Transcript,
     Usage,
+    Voice,
     hookimpl,
 )
 
@@ -138,12 +140,13 @@ class FakeEnginesPlugin:
     def __init__(
         self, engine: DialogueEngine | None, name: str = "fake", encoder: ImageEncoder | None = None,
         modalities: dict[str, Modality] | None = None, asr: AsrEngine | None = None, painter: ImageGenerator | None = None,
+        voice: SpeechSynthesizer | None = None,
     ) -> None:
         self.engine = engine
         self.name = name
         self.encoder = encoder
         self.modalities = modalities or {}
-        self.others = {"asr": asr, "image_generator": painter}
+        self.others = {"asr": asr, "image_generator": painter, "speech_synthesizer": voice}
 
     @hookimpl
     def register_engines(self, register):
@@ -219,3 +222,37 @@ class SettingsApp:
         """The settings, for this plugin only."""
         assert name == self.plugin_name
         return self.settings
+
+
+class ToneVoice(SpeechSynthesizer):
+    """A speech synthesizer that 'says' each word as 100 ms of tone, in 100 ms chunks; it records what it spoke.
+
+    `fail` raises on every sentence; `hang` blocks until cancelled (or 30 s).
+    """
+
+    def __init__(self, fail: bool = False, hang: bool = False, engine_id: str = "fake:tone") -> None:
+        self.id = engine_id
+        self.fail = fail
+        self.hang = hang
+        self.spoken: list[str] = []
+
+    def voices(self) -> list[Voice]:
+        """Two voices; `low` is the default."""
+        return [Voice("low", "en-US", 16000), Voice("high", "en-GB", 16000)]
+
+    def synthesize(self, text, voice, on_audio, cancelled) -> None:
+        """100 ms of 220 Hz (low) or 440 Hz (high) per word, a chunk at a time."""
+        if voice not in (None, "low", "high"):
+            raise EngineError(f"unknown voice {voice!r}", "bad_request")
+        if self.fail:
+            raise RuntimeError("tone generator broke")
+        if self.hang:
+            cancelled.wait(timeout=30)
+            return
+        self.spoken.append(text)
+        tone = (8000 * np.sin(np.arange(1600) * 2 * np.pi * (440 if voice == "high" else 220) / 16000)).astype("<i2").tobytes()
+        for _ in text.split():
+            if cancelled.is_set():
+                return
+            on_audio(tone)
+            time.sleep(0.002)

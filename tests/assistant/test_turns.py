@@ -62,8 +62,7 @@ async def make_conversation(tmp_path):
     apps: list[App] = []
 
     async def make(plugin: FakeEnginesPlugin, **tables) -> tuple[Conversation, Recorder]:
-        engines = {"dialogue": "fake", "asr": "fake" if plugin.others["asr"] else "",
-                   "image_generator": "fake" if plugin.others["image_generator"] else ""}
+        engines = {"dialogue": "fake", **{role: "fake" if engine else "" for role, engine in plugin.others.items()}}
         app = await App.start(make_config(tmp_path, engines=engines, **tables), [plugin])
         apps.append(app)
         conversation_id, _, resumed = await open_conversation(app, "local", None)

@@ -65,6 +65,10 @@ class SessionStart(ClientEvent):
     language: StrictStr | None = Field(None, max_length=16, description="spoken language of streamed audio")
     last_seq: StrictInt | None = Field(None, ge=0, description="resuming: the last seq this client received; missed events are replayed")
     token: StrictStr | None = Field(None, max_length=400, description="an access token, for clients that cannot send an Authorization header")
+    output_modalities: list[Literal["text", "audio"]] | None = Field(
+        None, min_length=1, max_length=2, description='["text", "audio"]: replies are also spoken (response.audio.*); unset: text'
+    )
+    voice: StrictStr | None = Field(None, min_length=1, max_length=100, description="the voice of spoken replies; unset: the default")
 
 
 class TurnCreate(ClientEvent):
@@ -178,6 +182,12 @@ class Replay(BaseModel):
     complete: bool
 
 
+class VoiceInfo(BaseModel):
+    name: str
+    language: str
+    sample_rate: int
+
+
 class SessionStarted(ServerEvent):
     conversation_event: ClassVar[bool] = False
     type: Literal["session.started"] = "session.started"
@@ -186,6 +196,8 @@ class SessionStarted(ServerEvent):
     protocol: int = PROTOCOL_VERSION
     capabilities: dict[str, str | None]
     modalities: list[str] = Field(default_factory=list, description="modalities describing images for a text-only engine")
+    voices: list[VoiceInfo] = Field(default_factory=list, description="voices of the speech synthesizer, the default first")
+    output_modalities: list[str] = Field(default_factory=lambda: ["text"])
     principal: str | None = None
     replay: Replay | None = None
 
@@ -219,6 +231,21 @@ class ResponseDone(ServerEvent):
     text: str
     usage: dict[str, int] | None = None
     timings: dict[str, float] = Field(default_factory=dict)
+    error: ErrorBody | None = None
+
+
+class ResponseAudioDelta(ServerEvent):
+    type: Literal["response.audio.delta"] = "response.audio.delta"
+    response_id: str
+    data: str = Field(description="base64 PCM16 mono little-endian audio")
+    sample_rate: int
+
+
+class ResponseAudioDone(ServerEvent):
+    type: Literal["response.audio.done"] = "response.audio.done"
+    response_id: str
+    status: Literal["completed", "cancelled", "failed"]
+    duration_ms: int
     error: ErrorBody | None = None
 
 
@@ -311,6 +338,7 @@ class Error(ServerEvent):
 
 SERVER_EVENTS: tuple[type[ServerEvent], ...] = (
     SessionStarted, TurnCreated, SpeechStarted, SpeechStopped, TranscriptDelta, TranscriptDone, ResponseCreated, ResponseTextDelta, ResponseDone,
+    ResponseAudioDelta, ResponseAudioDone,
     ConversationHistory, ConversationSearchResults, ImageStarted, ImageProgress, ImageDone, Error,
 )
 

@@ -17,7 +17,9 @@ from assistant.channels import ChannelEmit
 from assistant.conversation import Conversation
 from assistant.dialects.native import protocol as wire
 from assistant.dialects.native.translate import decode_base64, error_event, generation_options, parts_in, to_wire
+from assistant.engines import SpeechSynthesizer
 from assistant.errors import AssistantError
+from assistant.speech import speech_out
 
 log = logging.getLogger("assistant.dialects.native.session")
 
@@ -171,6 +173,9 @@ class Session:
             raise AssistantError("bad_request", "cannot switch conversations while a turn is in progress", event.event_id)
         if event.last_seq is not None and event.conversation_id is None:
             raise AssistantError("bad_request", "last_seq needs the conversation_id it belongs to", event.event_id)
+        wants_audio = event.output_modalities is not None and "audio" in event.output_modalities
+        if event.voice is not None and not wants_audio:
+            raise AssistantError("bad_request", 'voice needs output_modalities ["text", "audio"]', event.event_id)
         try:
             principal = self._authenticate(event)
         except AssistantError as exc:
@@ -178,11 +183,13 @@ class Session:
                 await self._error(exc)
                 await self._close(1013, "too many sessions")
             raise
+        speech = speech_out(self.app, event.voice, event.event_id) if wants_audio else None
         conversation_id, stored_last_seq, resumed = await core.open_conversation(
             self.app, principal, event.conversation_id, event.event_id
         )
         self._unfollow()
         self.conversation = Conversation(self.app, conversation_id, principal, ChannelEmit(self.app.channels, conversation_id), self._tell)
+        self.conversation.speech = speech
         self.audio = AudioStream(
             self.conversation, event.sample_rate or 16000, self.app.config.speech.vad if event.vad is None else event.vad, event.language
         )
@@ -195,7 +202,8 @@ class Session:
                 replay = wire.Replay(after_seq=event.last_seq, events=len(missed), complete=complete)
             await self._reply(wire.SessionStarted(
                 conversation_id=conversation_id, resumed=resumed, capabilities=self.app.capabilities(),
-                modalities=[entry.name for entry in self.app.modalities], replay=replay,
+                modalities=[entry.name for entry in self.app.modalities], voices=self._voices(),
+                output_modalities=["text", "audio"] if speech else ["text"], replay=replay,
                 principal=principal,
             ))
             sent = event.last_seq or 0
@@ -209,6 +217,12 @@ class Session:
                     sent = seq
         finally:
             self._catching_up = None
+
+    def _voices(self) -> list[wire.VoiceInfo]:
+        engine = self.app.engines.get("speech_synthesizer")
+        if not isinstance(engine, SpeechSynthesizer):
+            return []
+        return [wire.VoiceInfo(name=v.name, language=v.language, sample_rate=v.sample_rate) for v in engine.voices()]
 
     def _unfollow(self) -> None:
         if self.conversation is not None:

@@ -76,6 +76,12 @@ _TO_WIRE: dict[type[events.Event], Callable[[events.Event], wire.ServerEvent]] =
         response_id=e.response_id, status=e.status, text=e.text, usage=e.usage, timings=e.timings,  # type: ignore[attr-defined]
         error=_error_body(e.error),  # type: ignore[attr-defined]
     ),
+    events.AudioDelta: lambda e: wire.ResponseAudioDelta(
+        response_id=e.response_id, data=base64.b64encode(e.audio).decode(), sample_rate=e.sample_rate,  # type: ignore[attr-defined]
+    ),
+    events.AudioDone: lambda e: wire.ResponseAudioDone(
+        response_id=e.response_id, status=e.status, duration_ms=e.duration_ms, error=_error_body(e.error),  # type: ignore[attr-defined]
+    ),
     events.ImageStarted: lambda e: wire.ImageStarted(
         job_id=e.job_id, turn_id=e.turn_id, prompt=e.prompt, width=e.width, height=e.height,  # type: ignore[attr-defined]
         steps=e.steps, seed=e.seed,  # type: ignore[attr-defined]

@@ -115,7 +115,8 @@ def test_every_domain_event_has_a_protocol_form():
     samples = {
         events.TurnCreated: ("t",), events.SpeechStarted: (1,), events.SpeechStopped: (2,), events.TranscriptDelta: ("t", "hi"),
         events.TranscriptDone: ("t", "hi", "en", 1.0), events.ReplyStarted: ("r", "t"), events.TextDelta: ("r", "x"),
-        events.ReplyDone: ("r", "completed", "x"), events.ImageStarted: ("j", None, "p", 8, 8, 1, 3),
+        events.ReplyDone: ("r", "completed", "x"), events.AudioDelta: ("r", b"\x00\x01", 16000),
+        events.AudioDone: ("r", "completed", 1), events.ImageStarted: ("j", None, "p", 8, 8, 1, 3),
         events.ImageProgress: ("j", 1, 2, b"png"), events.ImageDone: ("j", "completed", 3, "image/png", b"png", "s"),
     }
     assert set(samples) == set(events.CONVERSATION_EVENTS)

@@ -1,0 +1,140 @@
+"""Speech out: replies spoken sentence by sentence as audio events, in the core and over the native protocol."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from assistant import events
+from assistant.engines import GenerationOptions
+from assistant.speech import MAX_CLAUSE_CHARS, speech_out, split_speakable
+from assistant.turns import TextIn
+from tests.assistant.test_turns import kinds, make_conversation, settle  # noqa: F401 (fixture)
+from tests.conftest import make_config
+from tests.fakes import FakeEnginesPlugin, ScriptedDialogue, ToneVoice
+
+STORY = ["The sea was calm.", " The keeper lit the lamp!", " Would the ship see it?", " It did"]
+
+
+def story(request) -> list[str]:
+    return list(STORY)
+
+
+def test_sentences_are_split_as_they_finish_and_long_ones_by_clause():
+    """Finished sentences leave the buffer at once; the rest waits unless final; a long sentence goes clause by clause."""
+    assert split_speakable("Hello there. How are") == (["Hello there."], "How are")
+    assert split_speakable("Is it? Yes!\nNext") == (["Is it?", "Yes!"], "Next")
+    assert split_speakable("one two", final=True) == (["one two"], "")
+    assert split_speakable("... 🙂 ... ", final=True) == ([], "")
+    long = "word " * 40 + ", and then more"
+    pieces, rest = split_speakable(long.strip())
+    assert pieces and len(pieces[0]) <= len(long) and len(pieces[0]) > MAX_CLAUSE_CHARS // 2 and rest.startswith("and then")
+
+
+async def test_a_reply_is_spoken_sentence_by_sentence_and_speech_starts_before_the_text_ends(make_conversation):
+    """With speech on, audio of the first sentence is published before ReplyDone, then AudioDone after all of it."""
+    voice = ToneVoice()
+    conversation, recorder = await make_conversation(FakeEnginesPlugin(ScriptedDialogue(script=story, delay_s=0.05), voice=voice))
+    conversation.speech = speech_out(conversation.app, None, None)
+    conversation.create_turn(lambda: [TextIn("tell me")], GenerationOptions(), "t1")
+    await settle(conversation)
+    order = kinds(recorder)
+    assert order.index("AudioDelta") < order.index("ReplyDone") < order.index("AudioDone") == len(order) - 1
+    assert voice.spoken == ["The sea was calm.", "The keeper lit the lamp!", "Would the ship see it?", "It did"]
+    done = recorder.of(events.AudioDone)[0]
+    words = sum(len(s.split()) for s in voice.spoken)
+    assert done.status == "completed" and done.duration_ms == words * 100 and done.error is None
+    assert sum(len(d.audio) for d in recorder.of(events.AudioDelta)) == words * 3200
+    assert {d.sample_rate for d in recorder.of(events.AudioDelta)} == {16000}
+
+
+async def test_without_speech_requested_nothing_is_spoken(make_conversation):
+    """A conversation that did not ask for audio gets no audio events, even with a synthesizer configured."""
+    voice = ToneVoice()
+    conversation, recorder = await make_conversation(FakeEnginesPlugin(ScriptedDialogue(script=story), voice=voice))
+    conversation.create_turn(lambda: [TextIn("tell me")], GenerationOptions(), "t1")
+    await settle(conversation)
+    assert "AudioDelta" not in kinds(recorder) and "AudioDone" not in kinds(recorder) and voice.spoken == []
+
+
+async def test_cancelling_the_reply_stops_its_speech(make_conversation):
+    """response.cancel stops the text and the speech: AudioDone says cancelled and the rest is never spoken."""
+    voice = ToneVoice()
+    engine = ScriptedDialogue(script=lambda request: [f"Sentence {i}." for i in range(100)], delay_s=0.02)
+    conversation, recorder = await make_conversation(FakeEnginesPlugin(engine, voice=voice))
+    conversation.speech = speech_out(conversation.app, "high", None)
+    conversation.create_turn(lambda: [TextIn("go on")], GenerationOptions(), "t1")
+    await recorder.wait_for(events.AudioDelta, 2)
+    conversation.cancel_reply(recorder.of(events.ReplyStarted)[0].response_id, "c1")
+    await settle(conversation)
+    assert recorder.of(events.ReplyDone)[0].status == "cancelled"
+    assert recorder.of(events.AudioDone)[0].status == "cancelled" and len(voice.spoken) < 100
+
+
+@pytest.mark.parametrize("broken", ["fail", "hang"])
+async def test_a_broken_synthesizer_fails_only_the_audio(make_conversation, broken):
+    """A synthesizer that raises or hangs ends the audio as failed; the text reply completes and is stored whole."""
+    voice = ToneVoice(**{broken: True})
+    conversation, recorder = await make_conversation(
+        FakeEnginesPlugin(ScriptedDialogue(script=story), voice=voice), limits={"engine_timeout_s": 1}
+    )
+    conversation.speech = speech_out(conversation.app, None, None)
+    conversation.create_turn(lambda: [TextIn("tell me")], GenerationOptions(), "t1")
+    await settle(conversation)
+    reply, audio = recorder.of(events.ReplyDone)[0], recorder.of(events.AudioDone)[0]
+    assert reply.status == "completed" and reply.text == "".join(STORY)
+    assert audio.status == "failed" and audio.error.code == "internal" and "speech failed" in audio.error.message
+    assert (await conversation.app.store.history(conversation.id))[-1].text == "".join(STORY)
+
+
+async def test_voices_and_missing_synthesizer_are_refused_clearly(make_conversation):
+    """An unknown voice is bad_request naming the voices; asking for audio without a synthesizer is unavailable."""
+    conversation, _ = await make_conversation(FakeEnginesPlugin(ScriptedDialogue(), voice=ToneVoice()))
+    with pytest.raises(Exception) as unknown:
+        speech_out(conversation.app, "whisper", "s1")
+    assert unknown.value.code == "bad_request" and "low, high" in unknown.value.message and unknown.value.ref == "s1"
+    plain, _ = await make_conversation(FakeEnginesPlugin(ScriptedDialogue()))
+    with pytest.raises(Exception) as missing:
+        speech_out(plain.app, None, "s2")
+    assert missing.value.code == "unavailable"
+
+
+async def test_the_native_protocol_speaks_replies(start_server, connect_client, tmp_path):
+    """Over /ws: session.start asks for audio in a voice, response.audio.delta comes before response.done, then response.audio.done."""
+    import base64
+
+    voice = ToneVoice()
+    server = await start_server(
+        make_config(tmp_path, engines={"speech_synthesizer": "fake"}),
+        plugins=(FakeEnginesPlugin(ScriptedDialogue(script=story, delay_s=0.05), voice=voice),),
+    )
+    async with connect_client(server) as client:
+        await client.send({"type": "session.start", "output_modalities": ["text", "audio"], "voice": "nobody"})
+        refused = await client.recv()
+        assert refused["type"] == "error" and refused["code"] == "bad_request" and "low, high" in refused["message"]
+        await client.send({"type": "session.start", "voice": "high"})
+        assert (await client.recv())["code"] == "bad_request"
+        await client.send({"type": "session.start", "output_modalities": ["text", "audio"], "voice": "high"})
+        started = await client.recv()
+        assert started["output_modalities"] == ["text", "audio"] and [v["name"] for v in started["voices"]] == ["low", "high"]
+        await client.send({"type": "turn.create", "content": [{"type": "text", "text": "tell me"}]})
+        seen = []
+        while not seen or seen[-1]["type"] != "response.audio.done":
+            seen.append(await client.recv())
+        types = [event["type"] for event in seen]
+        assert types.index("response.audio.delta") < types.index("response.done")
+        audio = b"".join(base64.b64decode(e["data"]) for e in seen if e["type"] == "response.audio.delta")
+        done = seen[-1]
+        assert done["status"] == "completed" and done["duration_ms"] == len(audio) // 2 * 1000 // 16000
+        assert [e["seq"] for e in seen] == sorted(e["seq"] for e in seen)
+
+
+async def test_audio_without_a_synthesizer_is_unavailable_over_the_wire(server, connect_client):
+    """session.start asking for audio on a server with no speech synthesizer answers unavailable, and text still works."""
+    async with connect_client(server) as client:
+        await client.send({"type": "session.start", "output_modalities": ["text", "audio"]})
+        assert (await client.recv())["code"] == "unavailable"
+        assert (await client.start())["output_modalities"] == ["text"]
+        assert (await client.say("hi"))[-1]["status"] == "completed"
+        await asyncio.sleep(0)
