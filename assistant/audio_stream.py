@@ -81,6 +81,7 @@ class AudioStream:
             for event in await app.scheduler.submit_named("vad", self.vad.feed, samples):
                 if event.kind == "start":
                     self._heard_speech = True
+                    self.conversation.barge_in()
                     await self.conversation.publish(events.SpeechStarted(audio_start_ms=event.ms))
                 else:
                     await self.conversation.publish(events.SpeechStopped(audio_end_ms=event.ms))

@@ -23,9 +23,10 @@ def dialogue_context(
     """The messages for the engine: system prompt, then stored turns that have something to say, oldest first.
 
     Assistant replies count when completed or cancelled (the user saw their text); failed and
-    interrupted replies are left out. `images` (sha256 -> pixels) is given for an engine that sees
-    images: user messages then carry those images. Otherwise each user image is rendered as the text
-    the modalities stored for it (`[Image N: ocr text; labels]`, one line per image), before the turn's own words.
+    interrupted replies are left out; a spoken reply the user talked over counts as what they heard.
+    `images` (sha256 -> pixels) is given for an engine that sees images: user messages then carry
+    those images. Otherwise each user image is rendered as the text the modalities stored for it
+    (`[Image N: ocr text; labels]`, one line per image), before the turn's own words.
     """
     messages = [ChatMessage("system", system_prompt)] if system_prompt else []
     for turn in history:
@@ -34,7 +35,10 @@ def dialogue_context(
             if message.content or message.images:
                 messages.append(message)
         elif turn.role == "assistant" and turn.status in ("completed", "cancelled") and turn.text:
-            messages.append(ChatMessage("assistant", turn.text))
+            heard = [p.text or "" for p in turn.parts if p.kind == "heard"]  # a spoken reply cut short: what the user heard
+            said = heard[-1] if heard else turn.text
+            if said:
+                messages.append(ChatMessage("assistant", said))
     return messages
 
 

@@ -64,15 +64,42 @@ class Conversation(ConversationScope):
         return bool(self.jobs) or any(not task.done() for task in self._turns)
 
     def create_turn(self, parts: Callable[[], Sequence[PartIn]], options: GenerationOptions, ref: str | None) -> None:
-        """Queue a turn whose parts `parts()` gives (called in the turn's task, so decoding waits its turn)."""
+        """Queue a turn whose parts `parts()` gives (called in the turn's task, so decoding waits its turn).
+
+        A reply still talking is cut (barge-in): the new turn does not wait for its speech."""
         self._queue(lambda: self._decode_and_run(parts, options, ref), ref)
+        self.barge_in()
 
     async def _decode_and_run(self, parts: Callable[[], Sequence[PartIn]], options: GenerationOptions, ref: str | None) -> None:
         await run_turn(self, await decode_turn(self.app, parts(), options, ref), ref)
 
     def submit_turn(self, turn: TurnInput, ref: str | None) -> None:
-        """Queue a turn built elsewhere (a committed utterance) behind this client's other turns."""
+        """Queue a turn built elsewhere (a committed utterance) behind this client's other turns, cutting a reply still talking."""
         self._queue(lambda: run_turn(self, turn, ref), ref)
+        self.barge_in()
+
+    def barge_in(self) -> bool:
+        """The user talks over the assistant: a reply of this client still speaking stops at once, text and speech.
+
+        Returns whether one was cut. What the user heard is stored with the reply (see `audio_played`)."""
+        speaker = self.speaker
+        if speaker is None or not speaker.talking:
+            return False
+        for reply in self.app.replies:
+            if reply.response_id == speaker.response_id:
+                reply.cancel()
+        return True
+
+    async def audio_played(self, response_id: str, played_ms: int, ref: str | None) -> None:
+        """The client played `played_ms` of a reply's speech: when that is less than all of it, store what was heard,
+        which the next turns' context uses instead of the whole reply."""
+        speaker = self.speaker
+        if speaker is None or speaker.response_id != response_id:
+            raise AssistantError("not_found", f"no spoken reply {response_id!r} in this conversation", ref)
+        assert self.app.store is not None
+        sent = speaker.segments[-1][1] if speaker.segments else 0
+        if played_ms * speaker.speech.voice.sample_rate // 1000 < sent or speaker.talking:
+            await self.app.store.set_heard(response_id, speaker.heard(played_ms))
 
     def _queue(self, run: Callable[[], Awaitable[None]], ref: str | None) -> None:
         if not self.app.accepting_turns:

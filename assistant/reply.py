@@ -87,7 +87,7 @@ async def stream_reply(
             await conversation.publish(events.TurnCreated(turn_id=turn_id))
         await conversation.publish(events.ReplyStarted(response_id=response_id, turn_id=turn_id))
         if conversation.speech is not None:
-            speaker = Speaker(conversation, conversation.speech, response_id, reply.cancelled)
+            speaker = conversation.speaker = Speaker(app, conversation.publish, conversation.speech, response_id, reply.cancelled)
         gate = app.scheduler.gate
 
         def on_delta(delta: str) -> None:  # on the engine's thread, after each piece of text

@@ -14,6 +14,7 @@ from assistant.types import Emit, SpeechOut, Tell
 
 if TYPE_CHECKING:
     from assistant.app import App
+    from assistant.speech import Speaker
 
 
 class ConversationScope:
@@ -27,6 +28,7 @@ class ConversationScope:
         self._tell = tell
         self.jobs: set[Any] = set()  # this client's image jobs (image_jobs.ImageJob), queued or painting
         self.speech: SpeechOut | None = None  # set when the client asked for spoken replies
+        self.speaker: Speaker | None = None  # the speech of this client's latest spoken reply
 
     async def publish(self, event: events.Event, seq: int | None = None) -> None:
         """Publish a conversation event (numbered next, or with its reserved `seq`) to every follower."""

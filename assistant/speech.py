@@ -21,11 +21,10 @@ from assistant.engines import EngineError, SpeechSynthesizer
 from assistant.errors import AssistantError, error_code
 from assistant.events import EndStatus, ErrorInfo
 from assistant.scheduler import NoProgress, Relay
-from assistant.types import SpeechOut
+from assistant.types import SpeechOut, Tell
 
 if TYPE_CHECKING:
     from assistant.app import App
-    from assistant.scope import ConversationScope
 
 log = logging.getLogger("assistant.speech")
 
@@ -78,15 +77,43 @@ def split_speakable(text: str, final: bool = False) -> tuple[list[str], str]:
 class Speaker:
     """Speaks one reply: takes its text as it streams, synthesizes it sentence by sentence, publishes the audio."""
 
-    def __init__(self, conversation: ConversationScope, speech: SpeechOut, response_id: str, cancelled: threading.Event) -> None:
-        self.conversation = conversation
+    def __init__(self, app: App, publish: Tell, speech: SpeechOut, response_id: str, cancelled: threading.Event) -> None:
+        self.app = app
+        self.publish = publish  # the conversation's: audio events go to every follower
         self.speech = speech
         self.response_id = response_id
         self.cancelled = cancelled  # the reply's: cancelling the reply stops its speech too
         self._stop = threading.Event()  # the synthesizer's: set by a reply cancel, or when a hung call is given up
         self._pending = ""
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        self.segments: list[tuple[int, int, str, bool]] = []  # (first sample, end sample, sentence, all of it sent)
         self._task = asyncio.create_task(self._speak())
+
+    @property
+    def talking(self) -> bool:
+        """True until the speech has ended and `AudioDone` is published."""
+        return not self._task.done()
+
+    def heard(self, played_ms: int | None = None) -> str:
+        """The text the user heard: the sentences whose audio was sent (or, given `played_ms`, played),
+        and of a sentence cut in the middle its words in proportion to the audio heard of it (a sentence
+        whose synthesis was cut is estimated at the pace of the whole ones, or 0.4 s a word)."""
+        rate = self.speech.voice.sample_rate
+        sent = self.segments[-1][1] if self.segments else 0
+        played = sent if played_ms is None else min(sent, played_ms * rate // 1000)
+        whole = [(end - start, len(sentence.split())) for start, end, sentence, complete in self.segments if complete]
+        per_word = sum(s for s, _ in whole) / max(1, sum(w for _, w in whole)) if whole else 0.4 * rate
+        said = []
+        for start, end, sentence, complete in self.segments:
+            words = sentence.split()
+            length = end - start if complete else max(end - start, round(len(words) * per_word))
+            if start + length <= played:
+                said.append(sentence)
+                continue
+            if start < played:
+                said.append(" ".join(words[: len(words) * (played - start) // length]))
+            break
+        return " ".join(piece for piece in said if piece)
 
     def add(self, delta: str) -> None:
         """More of the reply's text; each sentence it finishes is queued for speech at once."""
@@ -104,17 +131,19 @@ class Speaker:
         await asyncio.shield(self._task)
 
     async def _speak(self) -> None:
-        app = self.conversation.app
+        app = self.app
         engine = self.speech.engine
         timeout = app.config.limits.engine_timeout_s
         samples = 0
         status: EndStatus = "completed"
+        store = app.store
         error: ErrorInfo | None = None
         try:
             while (sentence := await self._sentences.get()) is not None:
                 if self.cancelled.is_set():
                     break
                 chunks: Relay[bytes] = Relay()
+                first = samples
                 future = app.scheduler.submit(engine, engine.synthesize, sentence, self.speech.voice.name, chunks.push, self._stop)
                 try:
                     async for chunk in chunks.until(future, timeout):
@@ -124,17 +153,24 @@ class Speaker:
                         if not isinstance(chunk, bytes | bytearray) or len(chunk) % 2:
                             raise TypeError(f"the speech synthesizer gave {type(chunk).__name__} instead of PCM16 bytes")
                         samples += len(chunk) // 2
-                        await self.conversation.publish(events.AudioDelta(self.response_id, bytes(chunk), self.speech.voice.sample_rate))
+                        await self.publish(events.AudioDelta(self.response_id, bytes(chunk), self.speech.voice.sample_rate))
                 except (NoProgress, TypeError) as exc:
                     why = f"the speech synthesizer made no progress for {timeout:g} s" if isinstance(exc, NoProgress) else str(exc)
                     await app.scheduler.give_up(engine, future, self._stop.set)
                     raise EngineError(why) from None
                 future.result()  # the synthesizer's own exception, if it raised
+                if samples > first:
+                    self.segments.append((first, samples, sentence, not self._stop.is_set()))
         except Exception as exc:
             code = error_code(exc.code) if isinstance(exc, EngineError) else "internal"
             log.warning("speech of reply %s failed (%s): %s", self.response_id, engine.id, exc)
             status, error = "failed", ErrorInfo(code, f"speech failed: {exc}")
         if status == "completed" and self.cancelled.is_set():
             status = "cancelled"
+            if store is not None:  # cut short: until the client says how much it played, what was sent was heard
+                try:
+                    await store.set_heard(self.response_id, self.heard())
+                except Exception:
+                    log.exception("storing what was heard of reply %s failed", self.response_id)
         duration_ms = round(samples * 1000 / self.speech.voice.sample_rate)
-        await self.conversation.publish(events.AudioDone(self.response_id, status, duration_ms, error))
+        await self.publish(events.AudioDone(self.response_id, status, duration_ms, error))

@@ -378,6 +378,14 @@ class Store:
                 for i, p in enumerate(parts)
             ])
 
+    def set_heard(self, turn_id: str, heard: str) -> None:
+        """Record what of a spoken reply the user heard before it was cut: one `heard` part, replacing any earlier one."""
+        with self.engine.begin() as conn:
+            pk = conn.execute(select(_turns.c.pk).where(_turns.c.id == turn_id)).scalar_one()
+            conn.execute(_parts.delete().where((_parts.c.turn_pk == pk) & (_parts.c.kind == "heard")))
+            position = conn.execute(select(func.coalesce(func.max(_parts.c.position), -1)).where(_parts.c.turn_pk == pk)).scalar_one()
+            conn.execute(_INSERT_PARTS, [{"turn_pk": pk, "position": position + 1, "kind": "heard", "text": heard, "attachment_sha256": None}])
+
     def begin_reply(self, conversation_id: str, user_turn_id: str, history_limit: int) -> TurnStart:
         """Commit a reply placeholder (in_progress) to a stored user turn, then read the context."""
         with self.engine.begin() as conn:
@@ -626,6 +634,10 @@ class AsyncStore:
     async def put_image_features(self, encoder_id: str, vectors: dict[str, bytes], dim: int) -> None:
         """`Store.put_image_features` on the store thread."""
         await self.call(self.store.put_image_features, encoder_id, vectors, dim)
+
+    async def set_heard(self, turn_id: str, heard: str) -> None:
+        """`Store.set_heard` on the store thread."""
+        await self.call(self.store.set_heard, turn_id, heard)
 
     async def image_descriptions(self, sha256s: list[str], describers: list[str]) -> dict[tuple[str, str], str | None]:
         """`Store.image_descriptions` on the store thread."""

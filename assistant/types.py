@@ -36,7 +36,7 @@ class SpeechOut:
 
 
 Tell = Callable[[Event], Awaitable[None]]
-"""Sends an event to one client only (an `Error` about its own request)."""
+"""Sends an event somewhere: to one client only (an `Error` about its own request), or a conversation's publish."""
 
 
 class AppView(Protocol):

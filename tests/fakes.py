@@ -227,13 +227,14 @@ class SettingsApp:
 class ToneVoice(SpeechSynthesizer):
     """A speech synthesizer that 'says' each word as 100 ms of tone, in 100 ms chunks; it records what it spoke.
 
-    `fail` raises on every sentence; `hang` blocks until cancelled (or 30 s).
+    `fail` raises on every sentence; `hang` blocks until cancelled (or 30 s); `pace_s` waits after each word.
     """
 
-    def __init__(self, fail: bool = False, hang: bool = False, engine_id: str = "fake:tone") -> None:
+    def __init__(self, fail: bool = False, hang: bool = False, pace_s: float = 0.002, engine_id: str = "fake:tone") -> None:
         self.id = engine_id
         self.fail = fail
         self.hang = hang
+        self.pace_s = pace_s  # wait after each word's chunk (a real synthesizer takes time too)
         self.spoken: list[str] = []
 
     def voices(self) -> list[Voice]:
@@ -255,4 +256,4 @@ class ToneVoice(SpeechSynthesizer):
             if cancelled.is_set():
                 return
             on_audio(tone)
-            time.sleep(0.002)
+            time.sleep(self.pace_s)

@@ -138,3 +138,91 @@ async def test_audio_without_a_synthesizer_is_unavailable_over_the_wire(server, 
         assert (await client.start())["output_modalities"] == ["text"]
         assert (await client.say("hi"))[-1]["status"] == "completed"
         await asyncio.sleep(0)
+
+
+LONG = [f"Sentence number {i} is here." for i in range(1, 30)]
+
+
+async def test_a_new_turn_cuts_a_talking_reply_and_the_next_context_has_what_was_heard(make_conversation):
+    """Barge-in by a new turn: the talking reply stops (AudioDone cancelled), its heard part is stored, and the next turn's context gives only that."""
+    voice = ToneVoice(pace_s=0.05)
+    engine = ScriptedDialogue(script=lambda request: [" " + s for s in LONG] if "story" in request.messages[-1].content else ["ok"])
+    conversation, recorder = await make_conversation(FakeEnginesPlugin(engine, voice=voice))
+    conversation.speech = speech_out(conversation.app, None, None)
+    conversation.create_turn(lambda: [TextIn("a long story")], GenerationOptions(), "t1")
+    await recorder.wait_for(events.AudioDelta, 6)  # a sentence and a bit into the next
+    conversation.create_turn(lambda: [TextIn("stop, what else?")], GenerationOptions(), "t2")
+    await settle(conversation)
+    first = recorder.of(events.AudioDone)[0]
+    assert first.status == "cancelled" and first.duration_ms < 29 * 500
+    stored = (await conversation.app.store.history(conversation.id))[1]
+    heard = [p.text for p in stored.parts if p.kind == "heard"]
+    assert stored.status in ("completed", "cancelled") and len(heard) == 1 and heard[0].startswith("Sentence number 1 is here.")
+    assert len(heard[0]) < len(stored.text)
+    assert engine.requests[-1].messages[-2].content == heard[0]
+
+
+async def test_the_client_says_how_much_it_played(make_conversation):
+    """response.audio.played after a cut: the heard part becomes the words of the audio played, proportionally."""
+    voice = ToneVoice(pace_s=0.05)
+    engine = ScriptedDialogue(script=lambda request: [" " + s for s in LONG])
+    conversation, recorder = await make_conversation(FakeEnginesPlugin(engine, voice=voice))
+    conversation.speech = speech_out(conversation.app, None, None)
+    conversation.create_turn(lambda: [TextIn("a long story")], GenerationOptions(), "t1")
+    await recorder.wait_for(events.AudioDelta, 8)
+    assert conversation.barge_in()
+    await settle(conversation)
+    response_id = recorder.of(events.ReplyStarted)[0].response_id
+    await conversation.audio_played(response_id, 700, "p1")  # 5 words of "Sentence number 1 is here." and 2 of the next
+    stored = (await conversation.app.store.history(conversation.id))[-1]
+    assert [p.text for p in stored.parts if p.kind == "heard"] == ["Sentence number 1 is here. Sentence number"]
+    with pytest.raises(Exception) as unknown:
+        await conversation.audio_played("nope", 10, "p2")
+    assert unknown.value.code == "not_found"
+
+
+async def test_talking_over_a_spoken_reply_with_the_microphone_stops_it(start_server, connect_client, tmp_path):
+    """A streamed utterance that starts while a reply talks: speech.started, then the reply's audio stops (delay logged), it is stored cut with its heard text, and the utterance is answered."""
+    import base64
+    import time
+
+    from tests.assistant.test_audio_stream import pcm16, utterance
+
+    voice = ToneVoice(pace_s=0.1)
+    engine = ScriptedDialogue(script=lambda request: [" " + s for s in LONG] if "story" in request.messages[-1].content else [" Paris."])
+    config = make_config(tmp_path, engines={"asr": "faster_whisper", "speech_synthesizer": "fake"}, speech={"partial_interval_s": 0})
+    server = await start_server(config, plugins=(FakeEnginesPlugin(engine, voice=voice),))
+    async with connect_client(server) as client:
+        await client.send({"type": "session.start", "output_modalities": ["text", "audio"]})
+        await client.recv_until("session.started")
+        await client.send({"type": "turn.create", "content": [{"type": "text", "text": "tell me a story"}]})
+        seen = [await client.recv()]
+        while seen[-1]["type"] != "response.audio.delta":
+            seen.append(await client.recv())
+        data, chunk = pcm16(utterance()), 3200
+        started_at = audio_stopped_at = None
+        for start in range(0, len(data), chunk):
+            await client.send({"type": "audio.append", "data": base64.b64encode(data[start:start + chunk]).decode()})
+            await asyncio.sleep(0.1)
+            while True:
+                try:
+                    event = await client.recv(timeout=0.001)
+                except TimeoutError:
+                    break
+                seen.append(event)
+                if event["type"] == "speech.started":
+                    started_at = time.perf_counter()
+                if event["type"] == "response.audio.done" and audio_stopped_at is None:
+                    audio_stopped_at = time.perf_counter()
+        while [e["type"] for e in seen].count("response.done") < 2:  # the story's, then the answer's
+            seen.append(await client.recv())
+        answer = seen[len(seen) - 1 - [e["type"] for e in reversed(seen)].index("transcript.done"):]
+        cut = next(e for e in seen if e["type"] == "response.audio.done")
+        assert cut["status"] == "cancelled" and started_at is not None and audio_stopped_at is not None
+        print(f"\naudio stopped {1000 * (audio_stopped_at - started_at):.0f} ms after speech.started reached the client")
+        assert answer[0]["type"] == "transcript.done" and "capital" in answer[0]["text"].lower()
+        assert next(e for e in answer if e["type"] == "response.done")["text"] == " Paris."
+        await client.send({"type": "conversation.get"})
+        turns = (await client.recv_until("conversation.history"))[-1]["turns"]
+        heard = [p for p in turns[1]["content"] if p["type"] == "heard"]
+        assert len(heard) == 1 and heard[0]["text"].startswith("Sentence number 1")

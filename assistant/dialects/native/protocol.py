@@ -95,6 +95,12 @@ class ResponseCancel(ClientEvent):
     response_id: StrictStr = Field(min_length=1, max_length=64)
 
 
+class ResponseAudioPlayed(ClientEvent):
+    type: Literal["response.audio.played"]
+    response_id: StrictStr = Field(min_length=1, max_length=64)
+    ms: StrictInt = Field(ge=0, description="how much of the reply's speech the client played")
+
+
 class ImageGenerate(ClientEvent):
     type: Literal["image.generate"]
     prompt: StrictStr
@@ -123,7 +129,7 @@ class ConversationSearch(ClientEvent):
 
 
 AnyClientEvent = Annotated[
-    SessionStart | TurnCreate | AudioAppend | AudioCommit | AudioClear | ResponseCancel
+    SessionStart | TurnCreate | AudioAppend | AudioCommit | AudioClear | ResponseCancel | ResponseAudioPlayed
     | ImageGenerate | ImageCancel | ConversationGet | ConversationSearch,
     Field(discriminator="type"),
 ]
@@ -131,7 +137,7 @@ _client_event_adapter: TypeAdapter[Any] = TypeAdapter(AnyClientEvent)
 
 CLIENT_EVENT_TYPES: frozenset[str] = frozenset(
     model.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
-    for model in (SessionStart, TurnCreate, AudioAppend, AudioCommit, AudioClear, ResponseCancel,
+    for model in (SessionStart, TurnCreate, AudioAppend, AudioCommit, AudioClear, ResponseCancel, ResponseAudioPlayed,
                   ImageGenerate, ImageCancel, ConversationGet, ConversationSearch)
 )
 

@@ -107,6 +107,8 @@ class Session:
             if self.conversation is None:
                 raise AssistantError("not_found", f"no reply {event.response_id!r} in progress in this conversation", ref)
             self.conversation.cancel_reply(event.response_id, ref)
+        elif isinstance(event, wire.ResponseAudioPlayed):
+            await self._open(ref, "response.audio.played").audio_played(event.response_id, event.ms, ref)
         elif isinstance(event, wire.ConversationGet):
             await self._history(event)
         elif isinstance(event, wire.ConversationSearch):

@@ -25,7 +25,7 @@ def test_every_client_event_type_of_the_design_parses():
     frames = {
         "session.start": {}, "turn.create": {"content": [{"type": "text", "text": "hi"}]},
         "audio.append": {"data": "AAAA"}, "audio.commit": {}, "audio.clear": {},
-        "response.cancel": {"response_id": "r"}, "image.generate": {"prompt": "a cat"},
+        "response.cancel": {"response_id": "r"}, "response.audio.played": {"response_id": "r", "ms": 5}, "image.generate": {"prompt": "a cat"},
         "image.cancel": {"job_id": "j"}, "conversation.get": {}, "conversation.search": {"query": "cat"},
     }
     assert set(frames) == CLIENT_EVENT_TYPES
