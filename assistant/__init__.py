@@ -15,8 +15,10 @@ from assistant.engines import (
     ImageEncoder,
     ImageGenerator,
     ImageRequest,
+    SpeechSynthesizer,
     Transcript,
     Usage,
+    Voice,
 )
 from assistant.hookspecs import hookimpl
 from assistant.modalities import ImageInput, Modality
@@ -45,9 +47,11 @@ __all__ = [
     "Modality",
     "ModelSource",
     "NotHere",
+    "SpeechSynthesizer",
     "Transcript",
     "TurnRouter",
     "Usage",
+    "Voice",
     "__version__",
     "hookimpl",
 ]

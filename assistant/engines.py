@@ -226,7 +226,36 @@ class ImageEncoder(Engine):
         return weights / weights.sum(axis=1, keepdims=True)
 
 
-ENGINE_BASES: dict[str, type[Engine]] = {base.role: base for base in (AsrEngine, ImageEncoder, DialogueEngine, ImageGenerator)}
+@dataclass(frozen=True)
+class Voice:
+    """A voice a speech synthesizer offers."""
+
+    name: str  # what a client asks for
+    language: str  # BCP 47, e.g. "en-US"
+    sample_rate: int  # of the PCM16 it produces
+
+
+class SpeechSynthesizer(Engine):
+    """Text to speech, streamed."""
+
+    role = "speech_synthesizer"
+
+    @abstractmethod
+    def voices(self) -> list[Voice]:
+        """The voices offered, the default first."""
+
+    @abstractmethod
+    def synthesize(self, text: str, voice: str | None, on_audio: Callable[[bytes], None], cancelled: threading.Event) -> None:
+        """Speak `text` (a sentence or clause) in `voice` (None: the default), calling `on_audio(chunk)` with
+        PCM16 mono little-endian audio at the voice's sample rate as it is made. Blocking: runs on the
+        engine's worker thread. Stop at the next chunk once `cancelled` is set. An unknown voice raises
+        EngineError(code "bad_request") naming the available ones. Text it cannot say (emoji, symbols)
+        is skipped, never an exception."""
+
+
+ENGINE_BASES: dict[str, type[Engine]] = {
+    base.role: base for base in (AsrEngine, ImageEncoder, DialogueEngine, ImageGenerator, SpeechSynthesizer)
+}
 """Every engine role with its base class: the one list of roles. config.py's `[engines]` fields and its
 latency-class defaults, config.toml, README.md, docs/plugins.md and docs/protocol.md name the same
 roles, in this order; tests/assistant/test_config.py checks that they agree."""
