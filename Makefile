@@ -8,15 +8,21 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup browser run lint test bench clean
+.PHONY: setup browser speech run lint test bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) speech
 
 # The browser tests drive Debian's chromium through Playwright (no browser download).
 browser:
 	@command -v chromium >/dev/null 2>&1 || $(SUDO) apt-get install -y --no-install-recommends chromium \
 		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends chromium; } \
 		|| { echo "could not install Debian's chromium, which the browser tests need"; exit 1; }
+
+# The speech synthesizers (piper's phonemes, the espeak voice) run Debian's espeak-ng program.
+speech:
+	@command -v espeak-ng >/dev/null 2>&1 || $(SUDO) apt-get install -y --no-install-recommends espeak-ng \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends espeak-ng; } \
+		|| { echo "could not install Debian's espeak-ng, which speech out (the piper and espeak engines) needs"; exit 1; }
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)

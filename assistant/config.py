@@ -90,7 +90,7 @@ class EnginesConfig(_Table):
     image_encoder: str | None = None
     dialogue: str | None = "transformers"
     image_generator: str | None = None
-    speech_synthesizer: str | None = None
+    speech_synthesizer: str | None = "piper"
 
 
 class DialogueConfig(_Table):

@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "assistant_plugins.imagenet_labels",
     "assistant_plugins.rapid_ocr",
     "assistant_plugins.diffusers_image",
+    "assistant_plugins.piper_voice",
     "assistant_plugins.keyword_router",
 )
 

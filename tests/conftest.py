@@ -23,7 +23,7 @@ MODEL_CACHE = REPO / ".cache" / "models"  # shared by test runs so offline packs
 
 
 def make_config(tmp_path: Path, **tables: dict[str, Any]) -> Config:
-    """A config on port 0 with a database under tmp_path, fake dialogue engine, no ASR; tables overridden.
+    """A config on port 0 with a database under tmp_path, fake dialogue engine, no ASR, no speech out; tables overridden.
 
     The built-in modalities (OCR, ImageNet labels, zero-shot labels) are denied so that core tests start fast and see
     only the modalities they register; tests of those plugins set `plugins={"deny": []}`.
@@ -32,7 +32,7 @@ def make_config(tmp_path: Path, **tables: dict[str, Any]) -> Config:
         "server": {"port": 0, "shutdown_grace_s": 5},
         "store": {"url": f"sqlite:///{tmp_path / 'assistant.db'}"},
         "models": {"cache_dir": str(MODEL_CACHE)},
-        "engines": {"dialogue": "fake", "asr": ""},
+        "engines": {"dialogue": "fake", "asr": "", "speech_synthesizer": ""},
         "plugins": {"deny": ["rapid_ocr", "clip_image", "imagenet_labels"]},
     }
     for name, table in tables.items():
