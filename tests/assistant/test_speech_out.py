@@ -226,3 +226,44 @@ async def test_talking_over_a_spoken_reply_with_the_microphone_stops_it(start_se
         turns = (await client.recv_until("conversation.history"))[-1]["turns"]
         heard = [p for p in turns[1]["content"] if p["type"] == "heard"]
         assert len(heard) == 1 and heard[0]["text"].startswith("Sentence number 1")
+
+
+@pytest.mark.offline_model
+async def test_the_offline_voice_speaks_replies_over_the_wire_and_whisper_hears_them(start_server, connect_client, tmp_path):
+    """Offline defaults' voice over /ws: five multi-sentence replies are spoken (audio before each response.done), and
+    Whisper tiny.en transcribes the audio back at a mean word error rate of at most 0.25."""
+    import base64
+
+    import jiwer
+
+    from assistant import audio
+    from tests.plugins.test_piper_voice import REPLIES, normalized
+
+    replies = [f"{REPLIES[i]} {REPLIES[(i + 3) % len(REPLIES)]}" for i in range(5)]
+    config = make_config(tmp_path, engines={"speech_synthesizer": "piper"})
+    def words(request) -> list[str]:  # a model's pace: a word every 30 ms
+        return [(" " if i else "") + word for i, word in enumerate(replies.pop(0).split())]
+
+    server = await start_server(config, plugins=(FakeEnginesPlugin(ScriptedDialogue(script=words, delay_s=0.03)),))
+    asr = server.app.build_engine("asr", "faster_whisper")
+    spoken = list(replies)
+    rates = []
+    async with connect_client(server) as client:
+        await client.send({"type": "session.start", "output_modalities": ["text", "audio"]})
+        started = await client.recv_until("session.started")
+        assert started[-1]["voices"][0]["name"] == "en_US-joe-medium"
+        for text in spoken:
+            await client.send({"type": "turn.create", "content": [{"type": "text", "text": "say something"}]})
+            seen = [await client.recv()]
+            while seen[-1]["type"] != "response.audio.done":
+                seen.append(await client.recv())
+            types = [e["type"] for e in seen]
+            assert types.index("response.audio.delta") < types.index("response.done") and seen[-1]["status"] == "completed"
+            pcm = b"".join(base64.b64decode(e["data"]) for e in seen if e["type"] == "response.audio.delta")
+            rate = next(e for e in seen if e["type"] == "response.audio.delta")["sample_rate"]
+            heard = asr.transcribe(audio.decode(pcm, "pcm16", rate)).text
+            rates.append(jiwer.wer(normalized(text), normalized(heard)))
+            print(f"\nWER {rates[-1]:.2f} {text!r} -> {heard!r}")
+    asr.close()
+    print(f"mean WER {sum(rates) / len(rates):.3f} over {len(rates)} replies")
+    assert sum(rates) / len(rates) <= 0.25
