@@ -53,6 +53,7 @@ bench: setup
 	$(BIN)/python bench/asr.py
 	$(BIN)/python bench/image_encode.py
 	$(BIN)/python bench/image_labels.py
+	$(BIN)/python bench/voice.py
 	$(BIN)/python bench/concurrency.py
 
 clean:

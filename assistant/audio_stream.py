@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -131,6 +132,7 @@ class AudioStream:
             attachments=[("audio/wav", data)] if store_audio else [],
             audio=[(samples, self.language)],
             turn_id=turn_id,
+            spoken_until=time.perf_counter(),
         )
         self.conversation.submit_turn(turn, ref)
 

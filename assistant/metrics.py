@@ -36,6 +36,17 @@ class Metrics:
             "assistant_asr_real_time_factor", "Transcription time / audio duration", buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 4), registry=r,
         )
         self.image_job_seconds = Histogram("assistant_image_job_seconds", "Image job durations, by status", ["status"], buckets=SECONDS, registry=r)
+        self.speech_first_audio = Histogram(
+            "assistant_speech_first_audio_seconds", "From a spoken reply's start to its first audio", buckets=SECONDS, registry=r,
+        )
+        self.voice_to_voice = Histogram(
+            "assistant_voice_to_voice_seconds", "From the end of the user's speech (server VAD) to the first audio of the answer",
+            buckets=SECONDS, registry=r,
+        )
+        self.speech_real_time_factor = Histogram(
+            "assistant_speech_real_time_factor", "Synthesis time / audio duration, per sentence",
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2), registry=r,
+        )
         self.sessions = Gauge("assistant_active_sessions", "Connections with a started session", registry=r)
         self.errors = Counter("assistant_errors", "Errors sent to clients (error events and failed replies or jobs), by code", ["code"], registry=r)
 

@@ -67,9 +67,11 @@ async def announce_end(
 
 async def stream_reply(
     conversation: ConversationScope, engine: DialogueEngine, request: DialogueRequest, reply: Reply, turn_id: str,
-    announce_turn: bool = True,
+    announce_turn: bool = True, spoken_until: float | None = None,
 ) -> None:
-    """Run the engine, publish its deltas, then store and announce how the reply ended, whatever happened."""
+    """Run the engine, publish its deltas, then store and announce how the reply ended, whatever happened.
+
+    `spoken_until` is when the user's utterance ended, for the voice-to-voice latency of a spoken reply."""
     app = conversation.app
     assert app.store is not None
     store = app.store
@@ -87,7 +89,9 @@ async def stream_reply(
             await conversation.publish(events.TurnCreated(turn_id=turn_id))
         await conversation.publish(events.ReplyStarted(response_id=response_id, turn_id=turn_id))
         if conversation.speech is not None:
-            speaker = conversation.speaker = Speaker(app, conversation.publish, conversation.speech, response_id, reply.cancelled)
+            speaker = conversation.speaker = Speaker(
+                app, conversation.publish, conversation.speech, response_id, reply.cancelled, spoken_until,
+            )
         gate = app.scheduler.gate
 
         def on_delta(delta: str) -> None:  # on the engine's thread, after each piece of text

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import re
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from assistant import events
@@ -77,8 +78,13 @@ def split_speakable(text: str, final: bool = False) -> tuple[list[str], str]:
 class Speaker:
     """Speaks one reply: takes its text as it streams, synthesizes it sentence by sentence, publishes the audio."""
 
-    def __init__(self, app: App, publish: Tell, speech: SpeechOut, response_id: str, cancelled: threading.Event) -> None:
+    def __init__(
+        self, app: App, publish: Tell, speech: SpeechOut, response_id: str, cancelled: threading.Event, spoken_until: float | None = None,
+    ) -> None:
         self.app = app
+        self.started = time.perf_counter()
+        self.spoken_until = spoken_until  # when the utterance this reply answers ended (voice-to-voice latency)
+        self.first_audio_at: float | None = None
         self.publish = publish  # the conversation's: audio events go to every follower
         self.speech = speech
         self.response_id = response_id
@@ -130,6 +136,12 @@ class Speaker:
         self._sentences.put_nowait(None)
         await asyncio.shield(self._task)
 
+    def _first_audio(self) -> None:
+        self.first_audio_at = now = time.perf_counter()
+        self.app.metrics.speech_first_audio.observe(now - self.started)
+        if self.spoken_until is not None:
+            self.app.metrics.voice_to_voice.observe(now - self.spoken_until)
+
     async def _speak(self) -> None:
         app = self.app
         engine = self.speech.engine
@@ -144,6 +156,7 @@ class Speaker:
                     break
                 chunks: Relay[bytes] = Relay()
                 first = samples
+                began = time.perf_counter()
                 future = app.scheduler.submit(engine, engine.synthesize, sentence, self.speech.voice.name, chunks.push, self._stop)
                 try:
                     async for chunk in chunks.until(future, timeout):
@@ -153,6 +166,8 @@ class Speaker:
                         if not isinstance(chunk, bytes | bytearray) or len(chunk) % 2:
                             raise TypeError(f"the speech synthesizer gave {type(chunk).__name__} instead of PCM16 bytes")
                         samples += len(chunk) // 2
+                        if self.first_audio_at is None:
+                            self._first_audio()
                         await self.publish(events.AudioDelta(self.response_id, bytes(chunk), self.speech.voice.sample_rate))
                 except (NoProgress, TypeError) as exc:
                     why = f"the speech synthesizer made no progress for {timeout:g} s" if isinstance(exc, NoProgress) else str(exc)
@@ -161,6 +176,8 @@ class Speaker:
                 future.result()  # the synthesizer's own exception, if it raised
                 if samples > first:
                     self.segments.append((first, samples, sentence, not self._stop.is_set()))
+                    said_s = (samples - first) / self.speech.voice.sample_rate
+                    app.metrics.speech_real_time_factor.observe((time.perf_counter() - began) / said_s)
         except Exception as exc:
             code = error_code(exc.code) if isinstance(exc, EngineError) else "internal"
             log.warning("speech of reply %s failed (%s): %s", self.response_id, engine.id, exc)

@@ -69,6 +69,7 @@ class TurnInput:
     audio: list[tuple[Any, str | None]] = field(default_factory=list)  # (16 kHz samples, language)
     images: list[DecodedImage] = field(default_factory=list)
     turn_id: str | None = None  # chosen in advance for streamed speech (its partial transcripts name it)
+    spoken_until: float | None = None  # time.perf_counter() when the server VAD heard the utterance end
     options: GenerationOptions = field(default_factory=GenerationOptions)
 
     @property
@@ -208,7 +209,9 @@ async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | 
     images = await context_images(app, begun.history, turn.images) if engine.capabilities.accepts_images else None
     request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, begun.history, images), turn.options)
     try:
-        await stream_reply(conversation, engine, request, reply, begun.user_turn_id, announce_turn=user_turn_id is None)
+        await stream_reply(
+            conversation, engine, request, reply, begun.user_turn_id, announce_turn=user_turn_id is None, spoken_until=turn.spoken_until,
+        )
     finally:
         app.replies.discard(reply)
         reply.done.set()

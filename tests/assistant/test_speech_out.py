@@ -220,6 +220,10 @@ async def test_talking_over_a_spoken_reply_with_the_microphone_stops_it(start_se
         cut = next(e for e in seen if e["type"] == "response.audio.done")
         assert cut["status"] == "cancelled" and started_at is not None and audio_stopped_at is not None
         print(f"\naudio stopped {1000 * (audio_stopped_at - started_at):.0f} ms after speech.started reached the client")
+        from tests.assistant.test_metrics import scrape
+
+        metrics = await asyncio.to_thread(scrape, server.port)
+        assert metrics[("assistant_voice_to_voice_seconds_count", ())] == 1, "the answer to the utterance was spoken and timed"
         assert answer[0]["type"] == "transcript.done" and "capital" in answer[0]["text"].lower()
         assert next(e for e in answer if e["type"] == "response.done")["text"] == " Paris."
         await client.send({"type": "conversation.get"})
