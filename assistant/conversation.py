@@ -97,6 +97,8 @@ class Conversation(ConversationScope):
             except Exception as exc:
                 log.exception("turn failed")
                 await self.tell(AssistantError("internal", f"the turn failed: {type(exc).__name__}", ref))
+            finally:
+                self.app.scheduler.release_admissions()
 
     def take_turn(self, ref: str | None) -> None:
         """Count a turn against the principal's per-minute allowance; rate_limited past it."""
@@ -118,9 +120,12 @@ class Conversation(ConversationScope):
         if not self.app.accepting_turns:
             raise AssistantError("unavailable", "the server is shutting down", ref)
         request = prepare(image_generator(self.app.engines, ref), params, ref)
-        check_capacity(self, ref)
-        self.take_turn(ref)
-        return await start_job(self, request, prompt_turn=True)
+        try:
+            check_capacity(self, ref)
+            self.take_turn(ref)
+            return await start_job(self, request, prompt_turn=True)
+        finally:
+            self.app.scheduler.release_admissions()
 
     def cancel_image(self, job_id: str, ref: str | None) -> None:
         """Stop an image job of this conversation at its next step; not_found if none is in progress."""
