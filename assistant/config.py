@@ -40,6 +40,10 @@ class ServerConfig(_Table):
     dialects: list[str] = Field(
         default_factory=lambda: ["native"], description="wire protocols served (assistant.dialects.DIALECTS; \"native\": /ws)"
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="with auth off, Host names served besides IP addresses and localhost (DNS rebinding; \"*\": any)",
+    )
 
 
 class ConfiguredTokenTable(_Table):
