@@ -70,6 +70,7 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    seq_reserved: Mapped[int] = mapped_column(Integer, default=0)  # seqs up to this one may have been sent (see channels)
     owner: Mapped[str] = mapped_column(String(100), default="local", index=True)
     turns: Mapped[list[Turn]] = relationship(back_populates="conversation", order_by="Turn.pk")
 
@@ -295,6 +296,9 @@ class Store:
     def _migrate(self) -> None:
         """Bring a database made by an earlier version up to date (columns added since)."""
         columns = {column["name"] for column in inspect(self.engine).get_columns("conversations")}
+        if "seq_reserved" not in columns:
+            with self.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE conversations ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0"))
         if "owner" not in columns:
             with self.engine.begin() as conn:
                 conn.execute(text("ALTER TABLE conversations ADD COLUMN owner VARCHAR(100) NOT NULL DEFAULT 'local'"))
@@ -323,12 +327,38 @@ class Store:
             return conversation.id
 
     def conversation_last_seq(self, conversation_id: str, owner: str | None = None) -> int | None:
-        """The conversation's stored last event seq, or None if it does not exist (or belongs to another owner)."""
-        query = select(Conversation.last_seq).where(Conversation.id == conversation_id)
+        """The seq the conversation's numbering resumes after: its last event's, or its reserved seq if higher
+        (after a crash, seqs up to it may have been sent); None if it does not exist (or belongs to another owner)."""
+        query = select(Conversation.last_seq, Conversation.seq_reserved).where(Conversation.id == conversation_id)
         if owner is not None:
             query = query.where(Conversation.owner == owner)
         with Session(self.engine) as db:
-            return db.scalar(query)
+            row = db.execute(query).first()
+        return None if row is None else max(row.last_seq, row.seq_reserved or 0)
+
+    def reserve_seqs(self, conversation_id: str, until: int) -> None:
+        """Durably reserve the conversation's seqs up to `until` (never lowers the reservation)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                _conversations.update()
+                .where((_conversations.c.id == conversation_id) & (_conversations.c.seq_reserved < until))
+                .values(seq_reserved=until)
+            )
+
+    def settle_seqs(self, conversation_id: str, delivered: int, reserved: int) -> None:
+        """A channel ended cleanly at `delivered`: record it, and give back the reservation up to `reserved`
+        unless another channel has raised it since (so numbering goes on without a gap)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                _conversations.update()
+                .where((_conversations.c.id == conversation_id) & (_conversations.c.last_seq < delivered))
+                .values(last_seq=delivered)
+            )
+            conn.execute(
+                _conversations.update()
+                .where((_conversations.c.id == conversation_id) & (_conversations.c.seq_reserved == reserved))
+                .values(seq_reserved=delivered)
+            )
 
     def owns_attachment(self, owner: str, sha256: str) -> bool:
         """True when one of `owner`'s conversations holds this attachment."""
@@ -584,6 +614,14 @@ class AsyncStore:
     async def raise_last_seq(self, conversation_id: str, seq: int) -> None:
         """`Store.raise_last_seq` on the store thread."""
         await self.call(self.store.raise_last_seq, conversation_id, seq)
+
+    async def reserve_seqs(self, conversation_id: str, until: int) -> None:
+        """`Store.reserve_seqs` on the store thread."""
+        await self.call(self.store.reserve_seqs, conversation_id, until)
+
+    async def settle_seqs(self, conversation_id: str, delivered: int, reserved: int) -> None:
+        """`Store.settle_seqs` on the store thread."""
+        await self.call(self.store.settle_seqs, conversation_id, delivered, reserved)
 
     async def image_features(self, sha256s: list[str], encoder_id: str) -> dict[str, bytes]:
         """`Store.image_features` on the store thread."""
