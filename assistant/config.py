@@ -101,6 +101,10 @@ class DialogueConfig(_Table):
 
     system_prompt: str = "You are a helpful assistant. Answer briefly and accurately."
     history_turns: int = Field(50, ge=0, description="most recent stored turns sent as context")
+    context_chars: int = Field(
+        32_000, ge=100,
+        description="characters of stored turns handed to the dialogue engine, newest first; a turn with more text is too_large before it is stored",
+    )
 
 
 class SpeechConfig(_Table):

@@ -43,12 +43,27 @@ async def open_conversation(app: App, principal: str, conversation_id: str | Non
     return conversation_id, last_seq, True
 
 
-async def history(app: App, principal: str | None, conversation_id: str, ref: str | None = None) -> list[TurnRecord]:
-    """Every stored turn of one of `principal`'s conversations, oldest first (None: any owner, auth off)."""
+HISTORY_PAGE_TURNS = 100
+"""Turns in one page of history unless the client asks for fewer (or more, up to HISTORY_MAX_TURNS)."""
+HISTORY_MAX_TURNS = 1000
+HISTORY_PAGE_CHARS = 1_000_000
+"""A page stops before the turn whose text would take it past this many characters (it holds one turn at least)."""
+
+
+async def history(
+    app: App, principal: str | None, conversation_id: str, ref: str | None = None, before: str | None = None,
+    limit: int = HISTORY_PAGE_TURNS,
+) -> tuple[list[TurnRecord], bool]:
+    """One page of one of `principal`'s conversations (None: any owner, auth off): up to `limit` turns older than
+    turn `before` (None: the newest), oldest first, and whether older ones remain. Bounded in turns and characters,
+    so a long conversation never becomes one huge answer."""
     assert app.store is not None
     if await app.store.conversation_last_seq(conversation_id, owner=principal) is None:
         raise AssistantError("not_found", f"no conversation {conversation_id!r}", ref)
-    return await app.store.history(conversation_id)
+    page = await app.store.history_page(conversation_id, before, max(1, min(limit, HISTORY_MAX_TURNS)), HISTORY_PAGE_CHARS)
+    if page is None:
+        raise AssistantError("not_found", f"no turn {before!r} in conversation {conversation_id!r}", ref)
+    return page
 
 
 class Conversation(ConversationScope):

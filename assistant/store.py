@@ -530,6 +530,40 @@ class Store:
             job_id = self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=reply_to)
         return user_id, job_id
 
+    def history_page(self, conversation_id: str, before: str | None, limit: int, max_chars: int) -> tuple[list[TurnRecord], bool] | None:
+        """Up to `limit` turns older than turn `before` (None: the newest), oldest first, cut (keeping at least one)
+        where their text passes `max_chars`; and whether older turns remain. None when `before` is not a turn of it."""
+        with self.engine.connect() as conn:
+            query = select(_turns).where(_turns.c.conversation_id == conversation_id)
+            if before is not None:
+                pk = conn.execute(
+                    select(_turns.c.pk).where((_turns.c.id == before) & (_turns.c.conversation_id == conversation_id))
+                ).scalar_one_or_none()
+                if pk is None:
+                    return None
+                query = query.where(_turns.c.pk < pk)
+            rows = conn.execute(query.order_by(_turns.c.pk.desc()).limit(limit + 1)).all()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            sizes = dict(conn.execute(
+                select(_parts.c.turn_pk, func.sum(func.coalesce(func.length(_parts.c.text), 0)))
+                .where(_parts.c.turn_pk.in_([r.pk for r in rows])).group_by(_parts.c.turn_pk)
+            ).all()) if rows else {}
+            kept: list[Any] = []
+            chars = 0
+            for row in rows:  # newest first
+                chars += sizes.get(row.pk, 0) or 0
+                if kept and chars > max_chars:
+                    more = True
+                    break
+                kept.append(row)
+            kept.reverse()
+            parts: dict[int, list[PartRecord]] = {t.pk: [] for t in kept}
+            if kept:
+                for part in conn.execute(_HISTORY_PARTS, {"pks": list(parts)}):
+                    parts[part.turn_pk].append(PartRecord(part.kind, part.text, part.attachment_sha256, part.mime))
+        return [_record(t, parts[t.pk]) for t in kept], more
+
     def history(self, conversation_id: str, limit: int | None = None) -> list[TurnRecord]:
         """The conversation's turns in order, oldest first; the last `limit` when given."""
         with self.engine.connect() as conn:
@@ -638,6 +672,10 @@ class AsyncStore:
     async def begin_image_job(self, conversation_id: str, prompt: str | None, reply_to: str | None) -> tuple[str | None, str]:
         """`Store.begin_image_job` on the store thread."""
         return await self.call(self.store.begin_image_job, conversation_id, prompt, reply_to)
+
+    async def history_page(self, conversation_id: str, before: str | None, limit: int, max_chars: int) -> tuple[list[TurnRecord], bool] | None:
+        """`Store.history_page` on the store thread."""
+        return await self.call(self.store.history_page, conversation_id, before, limit, max_chars)
 
     async def history(self, conversation_id: str, limit: int | None = None) -> list[TurnRecord]:
         """`Store.history` on the store thread."""

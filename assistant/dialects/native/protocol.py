@@ -110,6 +110,8 @@ class ImageCancel(ClientEvent):
 class ConversationGet(ClientEvent):
     type: Literal["conversation.get"]
     conversation_id: StrictStr | None = Field(None, min_length=1, max_length=64)
+    before: StrictStr | None = Field(None, min_length=1, max_length=64, description="a turn_id: the page ends just before it; unset: the newest turns")
+    limit: StrictInt = Field(100, ge=1, le=1000, description="turns in the page at most")
 
 
 class ConversationSearch(ClientEvent):
@@ -250,6 +252,7 @@ class ConversationHistory(ServerEvent):
     type: Literal["conversation.history"] = "conversation.history"
     conversation_id: str
     turns: list[dict[str, Any]]
+    has_more: bool = False
 
 
 class SearchResult(BaseModel):

@@ -226,8 +226,8 @@ class Session:
         conversation_id = event.conversation_id or self.conversation_id
         if conversation_id is None:
             raise AssistantError("bad_request", "no conversation: give conversation_id or send session.start first", event.event_id)
-        turns = await core.history(self.app, self.principal, conversation_id, event.event_id)
-        await self._reply(wire.ConversationHistory(conversation_id=conversation_id, turns=[t.to_wire() for t in turns]))
+        turns, more = await core.history(self.app, self.principal, conversation_id, event.event_id, event.before, event.limit)
+        await self._reply(wire.ConversationHistory(conversation_id=conversation_id, turns=[t.to_wire() for t in turns], has_more=more))
 
     async def _search(self, event: wire.ConversationSearch) -> None:
         conversation = self._open(event.event_id, "conversation.search")
