@@ -214,12 +214,21 @@ class Config(_Table):
 
     @property
     def database_url(self) -> str:
-        """The store URL with a relative SQLite file path made absolute."""
+        """The store URL with a relative SQLite file path made absolute.
+
+        A SQLite URI filename (`sqlite:///file:PATH?mode=ro&uri=true`) keeps its form, with PATH made
+        absolute the same way.
+        """
         url = self.store.url
         prefix = "sqlite:///"
-        if url.startswith(prefix) and url != prefix + ":memory:" and len(url) > len(prefix):
-            return prefix + str(self.resolve_path(url[len(prefix):]))
-        return url
+        if not url.startswith(prefix) or url == prefix + ":memory:" or len(url) == len(prefix):
+            return url
+        database, question, query = url[len(prefix):].partition("?")
+        if "uri=true" in query.split("&"):
+            if database.startswith("file:") and database != "file::memory:":
+                database = "file:" + str(self.resolve_path(database[len("file:"):]))
+            return prefix + database + question + query
+        return prefix + str(self.resolve_path(url[len(prefix):]))
 
     @property
     def model_cache_dir(self) -> Path:

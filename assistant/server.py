@@ -13,6 +13,7 @@ import logging
 import re
 import signal
 import socket
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ log = logging.getLogger("assistant.server")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 NOT_FOUND = "not found: the websocket endpoint is /ws, the web client is at /\n"
 NEEDS_TOKEN = "this server needs Authorization: Bearer <token>\n"
+HEALTH_CHECK_S = 1.0
+"""/healthz probes the database for writes at most this often."""
 
 
 class UnsafeListen(RuntimeError):
@@ -166,6 +169,7 @@ class AssistantServer:
         self.asgi = self._build_asgi_app()
         self._uvicorn: _Uvicorn | None = None
         self._serving: asyncio.Task[None] | None = None
+        self._store_checked: tuple[float, bool] = (-HEALTH_CHECK_S, False)  # (when, writable)
 
     @property
     def port(self) -> int:
@@ -190,10 +194,16 @@ class AssistantServer:
         return asgi
 
     async def _healthz(self, request: Request) -> Response:
-        """GET /healthz: 200 while serving, 503 before and once shutdown begins."""
-        if self.ready:
-            return PlainTextResponse("ok\n")
-        return PlainTextResponse("not ready\n", 503)
+        """GET /healthz: 200 while serving, 503 before, once shutdown begins, and while the database takes no writes."""
+        if not self.ready:
+            return PlainTextResponse("not ready\n", 503)
+        now = time.monotonic()
+        if now - self._store_checked[0] >= HEALTH_CHECK_S:  # at most one probe write per second, however often polled
+            store = self.app.store
+            self._store_checked = (now, store is not None and await store.writable())
+        if not self._store_checked[1]:
+            return PlainTextResponse("the database does not take writes\n", 503)
+        return PlainTextResponse("ok\n")
 
     async def _metrics(self, request: Request) -> Response:
         """GET /metrics: Prometheus text format; with auth on, any valid bearer token may read it."""

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from sqlalchemy.pool import StaticPool
 
 T = TypeVar("T")
+
+log = logging.getLogger("assistant.store")
 
 REPLY_STATUSES = ("in_progress", "completed", "cancelled", "failed", "interrupted")
 
@@ -275,7 +278,12 @@ def open_engine(url: str) -> SqlEngine:
     options: dict[str, Any] = {}
     if is_sqlite:
         options["connect_args"] = {"check_same_thread": False}
-        if parsed.database and parsed.database != ":memory:":
+        if parsed.query.get("uri") == "true":  # a URI filename (file:...?mode=...): SQLite opens exactly what it names
+            if parsed.database and parsed.database.startswith("file:") and "mode=memory" not in url:
+                path = Path(parsed.database[len("file:"):].partition("?")[0])
+                if not path.exists() and parsed.query.get("mode") in ("ro", "rw"):
+                    raise FileNotFoundError(f"{url}: no database at {path} (mode={parsed.query['mode']} does not create one)")
+        elif parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:
             options["poolclass"] = StaticPool  # one in-memory database shared by every thread
@@ -307,6 +315,11 @@ class Store:
     def close(self) -> None:
         """Release database connections."""
         self.engine.dispose()
+
+    def check_writable(self) -> None:
+        """Raise (the driver's error) unless the database takes writes now: a write statement that changes no row."""
+        with self.engine.begin() as conn:
+            conn.execute(_conversations.update().where(_conversations.c.id.is_(None)).values(updated_at=_conversations.c.updated_at))
 
     def mark_interrupted(self) -> int:
         """Mark replies left in progress (by a crash) as interrupted; returns how many."""
@@ -590,6 +603,19 @@ class AsyncStore:
         """Run `method(*args, **kwargs)` on the store thread and await its result."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(method, *args, **kwargs))
+
+    async def check_writable(self) -> None:
+        """`Store.check_writable` on the store thread."""
+        await self.call(self.store.check_writable)
+
+    async def writable(self) -> bool:
+        """Whether the database takes writes now (`check_writable`, its error logged)."""
+        try:
+            await self.check_writable()
+        except Exception as exc:
+            log.error("the database does not take writes: %s", exc)
+            return False
+        return True
 
     async def mark_interrupted(self) -> int:
         """`Store.mark_interrupted` on the store thread."""
