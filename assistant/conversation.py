@@ -20,7 +20,7 @@ from assistant.image_features import SearchHit, search_images
 from assistant.image_jobs import ImageJob, check_capacity, image_generator, prepare, start_job
 from assistant.scope import ConversationScope
 from assistant.store import TurnRecord
-from assistant.turns import PartIn, TurnInput, decode_turn, run_turn
+from assistant.turns import PartIn, TurnInput, decode_turn, release_media, run_turn
 from assistant.types import Emit, Tell
 
 if TYPE_CHECKING:
@@ -36,6 +36,10 @@ async def open_conversation(app: App, principal: str, conversation_id: str | Non
     """
     assert app.store is not None
     if conversation_id is None:
+        wait = app.conversation_rate.take(principal)
+        if wait is not None:
+            per_minute = app.config.limits.conversations_per_minute
+            raise AssistantError("rate_limited", f"at most {per_minute} new conversations per minute; try again in {wait:.0f} s", ref)
         return await app.store.create_conversation(principal), 0, False
     last_seq = await app.store.conversation_last_seq(conversation_id, owner=principal)
     if last_seq is None:
@@ -83,7 +87,11 @@ class Conversation(ConversationScope):
         self._queue(lambda: self._decode_and_run(parts, options, ref), ref)
 
     async def _decode_and_run(self, parts: Callable[[], Sequence[PartIn]], options: GenerationOptions, ref: str | None) -> None:
-        await run_turn(self, await decode_turn(self.app, parts(), options, ref), ref)
+        turn = await decode_turn(self.app, parts(), options, ref)
+        try:
+            await run_turn(self, turn, ref)
+        finally:
+            release_media(self.app, turn)
 
     def submit_turn(self, turn: TurnInput, ref: str | None) -> None:
         """Queue a turn built elsewhere (a committed utterance) behind this client's other turns."""

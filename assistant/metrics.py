@@ -37,6 +37,8 @@ class Metrics:
         )
         self.image_job_seconds = Histogram("assistant_image_job_seconds", "Image job durations, by status", ["status"], buckets=SECONDS, registry=r)
         self.sessions = Gauge("assistant_active_sessions", "Connections with a started session", registry=r)
+        self.media_bytes = Gauge("assistant_media_bytes_in_flight", "Decoded media bytes held by requests now ([limits] media_bytes_in_flight)", registry=r)
+        self.media_budget = Gauge("assistant_media_bytes_budget", "The media bytes in flight allowed ([limits] media_bytes_in_flight)", registry=r)
         self.errors = Counter("assistant_errors", "Errors sent to clients (error events and failed replies or jobs), by code", ["code"], registry=r)
 
     def render(self) -> bytes:

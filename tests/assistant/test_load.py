@@ -76,7 +76,7 @@ async def test_100_connections_1000_turns_all_stored_once_memory_returns(start_s
         replies = [(t.status, t.text) for t in turns if t.role == "assistant"]
         assert replies == [("completed", f"You said: {text}") for text in said]
     app = server.app
-    assert not app.turns and not app.replies and len(app.channels) == 0 and app.sessions["local"] == 0
+    assert not app.turns and not app.replies and len(app.channels) == 0 and app.sessions.total == 0
     assert after - baseline < 15, f"memory did not return: {baseline:.1f} -> {after:.1f} MB"
 
 

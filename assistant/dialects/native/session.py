@@ -30,9 +30,11 @@ class Session:
 
     def __init__(
         self, app: App, send: Callable[[str], Awaitable[None]], token: str | None = None,
-        close: Callable[[int, str], Awaitable[None]] | None = None,
+        close: Callable[[int, str], Awaitable[None]] | None = None, source: str | None = None,
     ) -> None:
         self.app = app
+        self.source = source  # the client's address
+        self._session_key: str | None = None  # what app.sessions counts for this session
         self._send = send
         self._close = close
         self._token = token  # from the Authorization header (checked at the handshake) or session.start
@@ -152,19 +154,22 @@ class Session:
             why = "invalid or revoked token" if token else "this server needs a token (Authorization: Bearer, or token in session.start)"
             raise AssistantError("unauthorized", why, event.event_id)
         if principal != self.principal:
-            if not self.app.sessions.enter(principal):
-                limit = self.app.config.limits.sessions_per_principal
-                raise AssistantError("rate_limited", f"{principal} already has {limit} sessions open", event.event_id)
+            key = self.app.session_key(principal, self.source)
+            refused = self.app.sessions.enter(key)
+            if refused is not None:
+                raise AssistantError("rate_limited", refused, event.event_id)
             self._leave()
+            self._session_key = key
             self.app.metrics.sessions.inc()
         self.principal, self._token = principal, token
         return principal
 
     def _leave(self) -> None:
         if self.principal is not None:
-            self.app.sessions.leave(self.principal)
+            assert self._session_key is not None
+            self.app.sessions.leave(self._session_key)
             self.app.metrics.sessions.dec()
-            self.principal = None
+            self.principal = self._session_key = None
 
     async def _start(self, event: wire.SessionStart) -> None:
         if self.busy():
