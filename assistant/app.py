@@ -19,7 +19,7 @@ from assistant.auth import Authenticator, ConfiguredToken, TokenFile
 from assistant.channels import Channels
 from assistant.config import Config
 from assistant.engines import ENGINE_BASES, ROLES, Engine
-from assistant.limits import SessionCount, TurnRate
+from assistant.limits import MediaBudget, SessionCount, TurnRate
 from assistant.metrics import Metrics
 from assistant.modalities import RegisteredModality, load_modalities
 from assistant.models import ModelLocator
@@ -43,10 +43,15 @@ class App:
         self.scheduler = Scheduler({"image_generator": config.images.concurrency}, self.metrics)
         self.scheduler.max_queued = config.scheduler.max_queued
         self.scheduler.gate = LatencyGate(config.scheduler.latency_classes)
-        self.channels = Channels(config.server.replay_events, config.server.replay_ttl_s, self._persist_last_seq)
+        self.channels = Channels(
+            config.server.replay_events, config.server.replay_ttl_s, self._persist_last_seq, self._reserve_seqs, self._settle_seqs
+        )
         self.auth = Authenticator([ConfiguredToken(t.principal, t.sha256) for t in config.auth.tokens], TokenFile(config.tokens_path))
         self.turn_rate = TurnRate(config.limits.turns_per_minute)
-        self.sessions = SessionCount(config.limits.sessions_per_principal)
+        self.sessions = SessionCount(config.limits.sessions_per_principal, config.limits.max_sessions)
+        self.conversation_rate = TurnRate(config.limits.conversations_per_minute)
+        self.media = MediaBudget(config.limits.media_bytes_in_flight, self.metrics.media_bytes.set)
+        self.metrics.media_budget.set(config.limits.media_bytes_in_flight)
         self.store: AsyncStore | None = None
         self.vad: Any = None  # vad.SileroVad, loaded at start when an ASR engine is configured
         self.modalities: list[RegisteredModality] = []  # loaded at start when the dialogue engine only reads text
@@ -88,6 +93,14 @@ class App:
             await app.stop(run_shutdown_hooks=False)
             raise
         return app
+
+    def session_key(self, principal: str, source: str | None) -> str:
+        """What `[limits] sessions_per_principal` counts for a session of `principal` from client address `source`.
+
+        With auth on, the principal. With auth off everyone is `local`, so one runaway client would
+        lock out every other device: the limit then applies per client address instead.
+        """
+        return principal if self.auth.enabled or not source else f"{principal}@{source}"
 
     def selected_engines(self) -> dict[str, str]:
         """Role -> engine name from `[engines]`, for roles with an engine configured."""
@@ -136,6 +149,14 @@ class App:
         if self.store is not None:
             await self.store.raise_last_seq(conversation_id, seq)
 
+    async def _reserve_seqs(self, conversation_id: str, until: int) -> None:
+        if self.store is not None:
+            await self.store.reserve_seqs(conversation_id, until)
+
+    async def _settle_seqs(self, conversation_id: str, delivered: int, reserved: int) -> None:
+        if self.store is not None:
+            await self.store.settle_seqs(conversation_id, delivered, reserved)
+
     def plugin_settings(self, plugin_name: str) -> BaseModel:
         """The plugin's `[plugins.<plugin_name>]` table as validated at startup by the settings model it
         registered (`register(..., settings=Model)`); raises LookupError for a plugin that registered none."""
@@ -163,7 +184,10 @@ class App:
         await asyncio.to_thread(self.scheduler.close)
         if self.store is not None:
             for channel in self.channels.live():
-                await self.store.raise_last_seq(channel.conversation_id, channel.last_delivered)
+                if channel.pending or channel.last_reserved != channel.last_delivered:
+                    await self.store.raise_last_seq(channel.conversation_id, channel.last_delivered)  # keep the reservation
+                else:
+                    await self.store.settle_seqs(channel.conversation_id, channel.last_delivered, channel.durable)
         for entry in self.modalities:
             try:
                 entry.modality.close()

@@ -8,7 +8,7 @@ FLAC. Raw PCM16 needs its sample rate. No I/O beyond the bytes given; callers ru
 from __future__ import annotations
 
 import io
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -60,8 +60,8 @@ def duration_s(samples: np.ndarray) -> float:
 
 
 def is_silent(samples: np.ndarray) -> bool:
-    """True when the clip's peak is below the silence threshold."""
-    return samples.size == 0 or float(np.max(np.abs(samples))) < SILENCE_PEAK
+    """True when the clip's peak is below the silence threshold (NaN counts as silence, never as speech)."""
+    return samples.size == 0 or not float(np.nanmax(np.abs(samples), initial=0.0)) >= SILENCE_PEAK
 
 
 def _check_rate(rate: int | None) -> int:
@@ -83,6 +83,8 @@ def _decode_pcm16(data: bytes, sample_rate: int | None) -> np.ndarray:
 
 
 def _decode_container(data: bytes, audio_format: str, max_seconds: float | None) -> np.ndarray:
+    """Decode and resample frame by frame: no decoded frame outlives its resampling (a 384 kHz
+    multichannel file would otherwise hold every decoded frame at once)."""
     import av
 
     try:
@@ -95,31 +97,51 @@ def _decode_container(data: bytes, audio_format: str, max_seconds: float | None)
                 raise AudioError("the data holds no audio stream")
             stream = container.streams.audio[0]
             _check_rate(stream.rate or stream.codec_context.sample_rate)
-            frames = []
+            resampler = _Resampler()
             decoded = 0.0
             for frame in container.decode(stream):
-                frames.append(frame)
                 decoded += frame.samples / (frame.sample_rate or 1)
                 if max_seconds is not None and decoded > max_seconds + 1:
                     raise AudioError(f"the audio lasts more than {max_seconds:g} s", code="too_large")
-            return _resample(frames)
+                resampler.push(frame)
+                del frame
+            return resampler.finish()
     except AudioError:
         raise
     except (av.error.FFmpegError, ValueError, EOFError) as exc:
         raise AudioError(f"cannot decode the {audio_format} audio: {exc}") from None
 
 
-def _resample(frames: list) -> np.ndarray:
-    import av
+class _Resampler:
+    """Frames in, 16 kHz mono float32 chunks kept; only the output (at most max_seconds of 16 kHz) accumulates."""
 
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-    chunks = []
-    for frame in [*frames, None]:
-        for out in resampler.resample(frame):
-            chunks.append(out.to_ndarray().reshape(-1))
-    if not chunks:
-        return np.zeros(0, dtype=np.float32)
-    return np.clip(np.concatenate(chunks).astype(np.float32, copy=False), -1.0, 1.0)
+    def __init__(self) -> None:
+        import av
+
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._chunks: list[np.ndarray] = []
+
+    def push(self, frame: Any) -> None:
+        for out in self._resampler.resample(frame):
+            self._chunks.append(out.to_ndarray().reshape(-1).copy())
+
+    def finish(self) -> np.ndarray:
+        self.push(None)
+        if not self._chunks:
+            return np.zeros(0, dtype=np.float32)
+        samples = np.concatenate(self._chunks).astype(np.float32, copy=False)
+        self._chunks = []
+        # NaN or infinite samples (a float WAV can hold them) would pass the silence check and feed
+        # the recognizer garbage: NaN becomes silence, infinities full scale.
+        np.nan_to_num(samples, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+        return np.clip(samples, -1.0, 1.0, out=samples)
+
+
+def _resample(frames: list) -> np.ndarray:
+    resampler = _Resampler()
+    for frame in frames:
+        resampler.push(frame)
+    return resampler.finish()
 
 
 class StreamResampler:

@@ -8,6 +8,12 @@ delivered strictly in seq order, a later one waiting for a reserved one. Events 
 published after their client has gone: they are buffered and reach whoever follows the conversation
 next. A channel nobody follows is dropped `ttl_s` after its last follower left, its last seq kept in
 the store.
+
+Seqs only ever rise, across restarts and crashes: with a store (`reserve_seqs`), no event is handed
+to a follower past the conversation's durably reserved seq; the channel raises that reservation by
+SEQ_BLOCK before it gets there, and after a crash numbering resumes past it. A reply's events a
+client saw can therefore never be numbered again, and a replay after a restart says it is not
+complete unless the client saw the last reserved seq.
 """
 
 from __future__ import annotations
@@ -22,6 +28,9 @@ from typing import Protocol
 from assistant.events import Event
 
 log = logging.getLogger("assistant.channels")
+
+SEQ_BLOCK = 100
+"""Seqs reserved in the store at a time: one store write per this many events."""
 
 STALL_S = 10.0
 """A reserved seq not published within this long is skipped (a bug elsewhere), so delivery never stalls for good."""
@@ -45,6 +54,8 @@ class Channel:
         self.pending: dict[int, tuple[Event, float]] = {}
         self.followers: set[Follower] = set()
         self.left_at: float | None = time.monotonic()
+        self.durable = last_seq  # seqs up to this one are reserved in the store: deliverable
+        self.reserving = asyncio.Lock()
 
     def reserve(self) -> int:
         """The next seq, to be published later."""
@@ -78,10 +89,19 @@ class Channel:
 class Channels:
     """Every live conversation channel of the process."""
 
-    def __init__(self, capacity: int, ttl_s: float, persist_last_seq: Callable[[str, int], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self, capacity: int, ttl_s: float, persist_last_seq: Callable[[str, int], Awaitable[None]] | None = None,
+        reserve_seqs: Callable[[str, int], Awaitable[None]] | None = None,
+        settle_seqs: Callable[[str, int, int], Awaitable[None]] | None = None,
+    ) -> None:
+        """`persist_last_seq(id, seq)` records a dropped channel's last seq; with a store, `reserve_seqs(id, until)`
+        durably reserves seqs up to `until` (never lowering it) and `settle_seqs(id, delivered, reserved)` records a
+        dropped channel's last seq and gives back its unused reservation if it is still `reserved`."""
         self.capacity = capacity
         self.ttl_s = ttl_s
         self.persist_last_seq = persist_last_seq
+        self.reserve_seqs = reserve_seqs
+        self.settle_seqs = settle_seqs
         self._channels: dict[str, Channel] = {}
 
     def __len__(self) -> int:
@@ -116,6 +136,12 @@ class Channels:
         channel = self.get(conversation_id)
         if seq is None:
             seq = channel.reserve()
+        if self.reserve_seqs is not None and seq > channel.durable:
+            async with channel.reserving:
+                if seq > channel.durable:  # reserved in the store before anyone may see it
+                    until = max(seq, channel.last_reserved) + SEQ_BLOCK
+                    await self.reserve_seqs(conversation_id, until)
+                    channel.durable = until
         channel.pending[seq] = (event, time.monotonic())
         for ready_seq, ready in channel.ready():
             for follower in list(channel.followers):
@@ -148,18 +174,27 @@ class Channels:
         ]
         for channel in dropped:
             del self._channels[channel.conversation_id]
-            if self.persist_last_seq is not None and channel.last_delivered:
+            if (self.persist_last_seq is not None or self.settle_seqs is not None) and channel.last_delivered:
                 self._persist(channel)
         return len(dropped)
 
+    def settle(self, channel: Channel) -> Awaitable[None] | None:
+        """Record the channel's last seq in the store, giving back its unused reservation (for a channel with nothing in flight)."""
+        if self.settle_seqs is not None:
+            return self.settle_seqs(channel.conversation_id, channel.last_delivered, channel.durable)
+        if self.persist_last_seq is not None:
+            return self.persist_last_seq(channel.conversation_id, channel.last_delivered)
+        return None
+
     def _persist(self, channel: Channel) -> None:
-        assert self.persist_last_seq is not None
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (shutting down): the store's value may lag; resumed seqs still increase past it
             return
-        task = loop.create_task(_awaited(self.persist_last_seq(channel.conversation_id, channel.last_delivered)))
-        task.add_done_callback(_log_failure)
+        settling = self.settle(channel)
+        if settling is not None:
+            task = loop.create_task(_awaited(settling))
+            task.add_done_callback(_log_failure)
 
 
 async def _awaited(awaitable: Awaitable[None]) -> None:

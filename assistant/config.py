@@ -40,6 +40,10 @@ class ServerConfig(_Table):
     dialects: list[str] = Field(
         default_factory=lambda: ["native"], description="wire protocols served (assistant.dialects.DIALECTS; \"native\": /ws)"
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="with auth off, Host names served besides IP addresses and localhost (DNS rebinding; \"*\": any)",
+    )
 
 
 class ConfiguredTokenTable(_Table):
@@ -61,10 +65,18 @@ class LimitsConfig(_Table):
     """`[limits]`: what one principal or one turn may use."""
 
     turns_per_minute: int = Field(60, ge=1, description="turns (and image.generate) per principal per minute")
-    sessions_per_principal: int = Field(32, ge=1, description="connections one principal may have in a session at once")
+    sessions_per_principal: int = Field(
+        32, ge=1, description="connections one principal may have in a session at once (auth off: per client address)"
+    )
+    max_sessions: int = Field(1024, ge=1, description="connections in a session at once, all principals together")
+    conversations_per_minute: int = Field(120, ge=1, description="new conversations (session.start without an id) per principal per minute")
     idle_timeout_s: float = Field(900.0, gt=0, description="a connection silent this long, with nothing in progress, is closed")
     max_turn_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="decoded bytes of all parts of one turn")
     engine_timeout_s: float = Field(120.0, gt=0, description="an engine call with no progress this long fails its turn")
+    media_bytes_in_flight: int = Field(
+        512 * 1024 * 1024, ge=1024 * 1024, description="decoded image and audio bytes all requests together may hold at once"
+    )
+    media_wait_s: float = Field(10.0, ge=0, description="how long new media waits for room in media_bytes_in_flight before rate_limited")
 
 
 class StoreConfig(_Table):
@@ -98,6 +110,10 @@ class DialogueConfig(_Table):
 
     system_prompt: str = "You are a helpful assistant. Answer briefly and accurately."
     history_turns: int = Field(50, ge=0, description="most recent stored turns sent as context")
+    context_chars: int = Field(
+        32_000, ge=100,
+        description="characters of stored turns handed to the dialogue engine, newest first; a turn with more text is too_large before it is stored",
+    )
 
 
 class SpeechConfig(_Table):
@@ -134,7 +150,10 @@ class ImageInputConfig(_Table):
     """`[image_input]`: image parts users send (PNG, JPEG, WebP, GIF)."""
 
     max_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="largest encoded image accepted")
-    max_pixels: int = Field(40_000_000, ge=1, description="width x height at most this (decompression bombs)")
+    max_pixels: int = Field(24_000_000, ge=1, description="width x height at most this, checked from the header (decompression bombs)")
+    max_decoded_pixels: int = Field(
+        4_194_304, ge=4096, description="pixels kept of a decoded image (engines, modalities); larger ones are downscaled while decoding"
+    )
     max_images_per_turn: int = Field(8, ge=1)
     context_images: int = Field(4, ge=0, description="most recent images a vision-language dialogue engine is shown")
 
@@ -207,12 +226,21 @@ class Config(_Table):
 
     @property
     def database_url(self) -> str:
-        """The store URL with a relative SQLite file path made absolute."""
+        """The store URL with a relative SQLite file path made absolute.
+
+        A SQLite URI filename (`sqlite:///file:PATH?mode=ro&uri=true`) keeps its form, with PATH made
+        absolute the same way.
+        """
         url = self.store.url
         prefix = "sqlite:///"
-        if url.startswith(prefix) and url != prefix + ":memory:" and len(url) > len(prefix):
-            return prefix + str(self.resolve_path(url[len(prefix):]))
-        return url
+        if not url.startswith(prefix) or url == prefix + ":memory:" or len(url) == len(prefix):
+            return url
+        database, question, query = url[len(prefix):].partition("?")
+        if "uri=true" in query.split("&"):
+            if database.startswith("file:") and database != "file::memory:":
+                database = "file:" + str(self.resolve_path(database[len("file:"):]))
+            return prefix + database + question + query
+        return prefix + str(self.resolve_path(url[len(prefix):]))
 
     @property
     def model_cache_dir(self) -> Path:

@@ -18,7 +18,7 @@ log = logging.getLogger("assistant.context")
 
 
 def dialogue_context(
-    system_prompt: str, history: list[TurnRecord], images: dict[str, Any] | None = None
+    system_prompt: str, history: list[TurnRecord], images: dict[str, Any] | None = None, max_chars: int | None = None
 ) -> list[ChatMessage]:
     """The messages for the engine: system prompt, then stored turns that have something to say, oldest first.
 
@@ -27,19 +27,30 @@ def dialogue_context(
     `images` (sha256 -> pixels) is given for an engine that sees images: user messages then carry
     those images. Otherwise each user image is rendered as the text the modalities stored for it
     (`[Image N: ocr text; labels]`, one line per image), before the turn's own words.
+
+    `max_chars` bounds the characters of the turns' messages: the newest are kept, and the history
+    stops at the first older message that would not fit (the newest message is always kept). It is
+    what keeps an engine from tokenizing a long stored history again at every turn.
     """
-    messages = [ChatMessage("system", system_prompt)] if system_prompt else []
-    for turn in history:
+    kept: list[ChatMessage] = []
+    chars = 0
+    for turn in reversed(history):
+        message: ChatMessage | None = None
         if turn.role == "user":
             message = _user_message(turn, images)
-            if message.content or message.images:
-                messages.append(message)
+            if not (message.content or message.images):
+                message = None
         elif turn.role == "assistant" and turn.status in ("completed", "cancelled") and turn.text:
             heard = [p.text or "" for p in turn.parts if p.kind == "heard"]  # a spoken reply cut short: what the user heard
             said = heard[-1] if heard else turn.text
-            if said:
-                messages.append(ChatMessage("assistant", said))
-    return messages
+            message = ChatMessage("assistant", said) if said else None
+        if message is None:
+            continue
+        chars += len(message.content)
+        if max_chars is not None and kept and chars > max_chars:
+            break
+        kept.append(message)
+    return ([ChatMessage("system", system_prompt)] if system_prompt else []) + kept[::-1]
 
 
 def image_numbers(shas: list[str]) -> dict[str, int]:

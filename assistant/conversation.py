@@ -20,7 +20,7 @@ from assistant.image_features import SearchHit, search_images
 from assistant.image_jobs import ImageJob, check_capacity, image_generator, prepare, start_job
 from assistant.scope import ConversationScope
 from assistant.store import TurnRecord
-from assistant.turns import PartIn, TurnInput, decode_turn, run_turn
+from assistant.turns import PartIn, TurnInput, decode_turn, release_media, run_turn
 from assistant.types import Emit, Tell
 
 if TYPE_CHECKING:
@@ -36,6 +36,10 @@ async def open_conversation(app: App, principal: str, conversation_id: str | Non
     """
     assert app.store is not None
     if conversation_id is None:
+        wait = app.conversation_rate.take(principal)
+        if wait is not None:
+            per_minute = app.config.limits.conversations_per_minute
+            raise AssistantError("rate_limited", f"at most {per_minute} new conversations per minute; try again in {wait:.0f} s", ref)
         return await app.store.create_conversation(principal), 0, False
     last_seq = await app.store.conversation_last_seq(conversation_id, owner=principal)
     if last_seq is None:
@@ -43,12 +47,27 @@ async def open_conversation(app: App, principal: str, conversation_id: str | Non
     return conversation_id, last_seq, True
 
 
-async def history(app: App, principal: str | None, conversation_id: str, ref: str | None = None) -> list[TurnRecord]:
-    """Every stored turn of one of `principal`'s conversations, oldest first (None: any owner, auth off)."""
+HISTORY_PAGE_TURNS = 100
+"""Turns in one page of history unless the client asks for fewer (or more, up to HISTORY_MAX_TURNS)."""
+HISTORY_MAX_TURNS = 1000
+HISTORY_PAGE_CHARS = 1_000_000
+"""A page stops before the turn whose text would take it past this many characters (it holds one turn at least)."""
+
+
+async def history(
+    app: App, principal: str | None, conversation_id: str, ref: str | None = None, before: str | None = None,
+    limit: int = HISTORY_PAGE_TURNS,
+) -> tuple[list[TurnRecord], bool]:
+    """One page of one of `principal`'s conversations (None: any owner, auth off): up to `limit` turns older than
+    turn `before` (None: the newest), oldest first, and whether older ones remain. Bounded in turns and characters,
+    so a long conversation never becomes one huge answer."""
     assert app.store is not None
     if await app.store.conversation_last_seq(conversation_id, owner=principal) is None:
         raise AssistantError("not_found", f"no conversation {conversation_id!r}", ref)
-    return await app.store.history(conversation_id)
+    page = await app.store.history_page(conversation_id, before, max(1, min(limit, HISTORY_MAX_TURNS)), HISTORY_PAGE_CHARS)
+    if page is None:
+        raise AssistantError("not_found", f"no turn {before!r} in conversation {conversation_id!r}", ref)
+    return page
 
 
 class Conversation(ConversationScope):
@@ -71,7 +90,11 @@ class Conversation(ConversationScope):
         self.barge_in()
 
     async def _decode_and_run(self, parts: Callable[[], Sequence[PartIn]], options: GenerationOptions, ref: str | None) -> None:
-        await run_turn(self, await decode_turn(self.app, parts(), options, ref), ref)
+        turn = await decode_turn(self.app, parts(), options, ref)
+        try:
+            await run_turn(self, turn, ref)
+        finally:
+            release_media(self.app, turn)
 
     def submit_turn(self, turn: TurnInput, ref: str | None) -> None:
         """Queue a turn built elsewhere (a committed utterance) behind this client's other turns, cutting a reply still talking."""
@@ -124,6 +147,8 @@ class Conversation(ConversationScope):
             except Exception as exc:
                 log.exception("turn failed")
                 await self.tell(AssistantError("internal", f"the turn failed: {type(exc).__name__}", ref))
+            finally:
+                self.app.scheduler.release_admissions()
 
     def take_turn(self, ref: str | None) -> None:
         """Count a turn against the principal's per-minute allowance; rate_limited past it."""
@@ -145,9 +170,12 @@ class Conversation(ConversationScope):
         if not self.app.accepting_turns:
             raise AssistantError("unavailable", "the server is shutting down", ref)
         request = prepare(image_generator(self.app.engines, ref), params, ref)
-        check_capacity(self, ref)
-        self.take_turn(ref)
-        return await start_job(self, request, prompt_turn=True)
+        try:
+            check_capacity(self, ref)
+            self.take_turn(ref)
+            return await start_job(self, request, prompt_turn=True)
+        finally:
+            self.app.scheduler.release_admissions()
 
     def cancel_image(self, job_id: str, ref: str | None) -> None:
         """Stop an image job of this conversation at its next step; not_found if none is in progress."""

@@ -126,7 +126,7 @@ async def stored_image(app: App, sha256: str) -> tuple[str, Any] | None:
         return None
     limits = app.config.image_input
     try:
-        decoded = await asyncio.to_thread(decode_image, found[1], max(limits.max_bytes, len(found[1])), 1 << 62)
+        decoded = await asyncio.to_thread(decode_image, found[1], max(limits.max_bytes, len(found[1])), 1 << 62, limits.max_decoded_pixels)
     except ImageInputError as exc:
         log.warning("stored image %s cannot be decoded for search: %s", sha256[:12], exc)
         return None

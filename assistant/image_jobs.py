@@ -89,30 +89,31 @@ async def start_job(
     conversation.jobs.add(job)
     if app.cancelling_replies:
         job.cancel()
-    await conversation.publish(events.ImageStarted(
-        job_id=job_id, turn_id=user_turn, prompt=request.prompt, width=request.width, height=request.height,
-        steps=request.steps, seed=request.seed,
-    ))
-    task = asyncio.create_task(_run(engine, job))
-    app.turns.add(task)
-    task.add_done_callback(app.turns.discard)
-    return job
-
-
-async def _run(engine: ImageGenerator, job: ImageJob) -> None:
-    """Paint, relaying progress in order, then commit and announce how the job ended."""
-    conversation = job.conversation
-    app = conversation.app
-    assert app.store is not None
-    store = app.store
     progress: Relay[events.ImageProgress] = Relay()
 
     def on_step(step: int, total: int, preview: bytes | None) -> None:
         app.scheduler.gate.pause_for_higher("image_generator", job.cancelled)
         progress.push(events.ImageProgress(job_id=job.job_id, step=step, total=total, preview=preview or None))
 
-    began = time.perf_counter()
+    # submitted here, in the task that was admitted: the call takes the admitted place at once
     future = app.scheduler.submit(engine, engine.generate, job.request, on_step, job.cancelled)
+    await conversation.publish(events.ImageStarted(
+        job_id=job_id, turn_id=user_turn, prompt=request.prompt, width=request.width, height=request.height,
+        steps=request.steps, seed=request.seed,
+    ))
+    task = asyncio.create_task(_run(engine, job, progress, future))
+    app.turns.add(task)
+    task.add_done_callback(app.turns.discard)
+    return job
+
+
+async def _run(engine: ImageGenerator, job: ImageJob, progress: Relay[events.ImageProgress], future: asyncio.Future[GeneratedImage]) -> None:
+    """Paint (the engine call already submitted), relaying progress in order, then commit and announce how the job ended."""
+    conversation = job.conversation
+    app = conversation.app
+    assert app.store is not None
+    store = app.store
+    began = time.perf_counter()
     timeout = app.config.limits.engine_timeout_s
     stalled = False
     try:

@@ -48,6 +48,8 @@ class Metrics:
             buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2), registry=r,
         )
         self.sessions = Gauge("assistant_active_sessions", "Connections with a started session", registry=r)
+        self.media_bytes = Gauge("assistant_media_bytes_in_flight", "Decoded media bytes held by requests now ([limits] media_bytes_in_flight)", registry=r)
+        self.media_budget = Gauge("assistant_media_bytes_budget", "The media bytes in flight allowed ([limits] media_bytes_in_flight)", registry=r)
         self.errors = Counter("assistant_errors", "Errors sent to clients (error events and failed replies or jobs), by code", ["code"], registry=r)
 
     def render(self) -> bytes:

@@ -14,6 +14,8 @@ import functools
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from assistant.engines import Engine
@@ -102,6 +104,18 @@ class Relay(Generic[T]):
             yield item  # type: ignore[misc]
 
 
+@dataclass(eq=False)
+class Admission:
+    """A place in an engine's queue, taken by `Scheduler.admit` before the call exists (the turn is still
+    being stored); the engine's next `submit` from the same task (or a task it starts) turns it into the call."""
+
+    key: int
+    released: bool = False
+
+
+_admissions: ContextVar[list[Admission] | None] = ContextVar("admissions", default=None)
+
+
 class Scheduler:
     """Runs blocking engine calls on per-engine worker threads."""
 
@@ -113,6 +127,7 @@ class Scheduler:
         self._running_calls: dict[int, set[object]] = {}  # engine -> its calls running now (for the gate)
         self._calls_lock = threading.Lock()
         self._in_flight: dict[int, int] = {}
+        self._admitted: dict[int, int] = {}  # places taken by admit() whose call is not submitted yet
         self._workers: dict[int, ThreadPoolExecutor] = {}
         self._named: dict[str, ThreadPoolExecutor] = {}
         self._abandoned: list[ThreadPoolExecutor] = []
@@ -129,6 +144,10 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._worker(engine), self._marked, engine, functools.partial(fn, *args))
         key = id(engine)
+        for admission in _admissions.get() or ():
+            if admission.key == key and not admission.released:
+                self._release_admission(admission)  # the call takes its place, with no moment between
+                break
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
         future.add_done_callback(lambda _future: self._done(key))
         if self.metrics is not None:
@@ -163,17 +182,46 @@ class Scheduler:
             del self._in_flight[key]
 
     def in_flight(self, engine: Engine) -> int:
-        """Calls of this engine waiting or running."""
-        return self._in_flight.get(id(engine), 0)
+        """Calls of this engine waiting or running, and places admitted for calls about to be submitted."""
+        key = id(engine)
+        return self._in_flight.get(key, 0) + self._admitted.get(key, 0)
 
-    def admit(self, engine: Engine, ref: str | None = None) -> None:
-        """Raise QueueFull (about client event `ref`) when the engine already has `max_queued` calls waiting or running.
+    def admit(self, engine: Engine, ref: str | None = None) -> Admission:
+        """Take a place in the engine's queue, or raise QueueFull (about client event `ref`) when it already
+        has `max_queued` calls waiting, running or admitted.
 
         Checked before a turn is stored, so a refused turn leaves nothing behind; bounded queues keep
-        memory flat under overload instead of growing without end.
+        memory flat under overload instead of growing without end. The place is taken here, in the same
+        step as the check, so turns admitted together can never overshoot the bound while they are
+        being stored; the engine's next `submit` in this task uses it, and `release_admissions` gives
+        back any left unused when the turn ends.
         """
         if self.max_queued is not None and self.in_flight(engine) >= self.max_queued:
             raise QueueFull(f"the {engine.role} engine already has {self.max_queued} requests waiting or running; try again shortly", ref)
+        admission = Admission(id(engine))
+        self._admitted[admission.key] = self._admitted.get(admission.key, 0) + 1
+        held = _admissions.get()
+        if held is None:
+            held = []
+            _admissions.set(held)
+        held.append(admission)
+        return admission
+
+    def _release_admission(self, admission: Admission) -> None:
+        if admission.released:
+            return
+        admission.released = True
+        self._admitted[admission.key] -= 1
+        if not self._admitted[admission.key]:
+            del self._admitted[admission.key]
+
+    def release_admissions(self) -> None:
+        """Give back the places this task admitted and never used (its turn ended or failed before the call)."""
+        held = _admissions.get()
+        if held:
+            for admission in held:
+                self._release_admission(admission)
+            held.clear()
 
     def submit_named(self, key: str, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue `fn(*args)` on a single worker thread named `key` (for small shared models such as VAD)."""

@@ -13,6 +13,7 @@ import logging
 import re
 import signal
 import socket
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from assistant.access import bearer_token, is_loopback, principal_of
+from assistant.access import bearer_token, host_allowed, is_loopback, principal_of, repeated_header
 from assistant.app import App
 from assistant.config import Config
 from assistant.dialects import Dialect, build_dialects
@@ -39,6 +40,8 @@ log = logging.getLogger("assistant.server")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 NOT_FOUND = "not found: the websocket endpoint is /ws, the web client is at /\n"
 NEEDS_TOKEN = "this server needs Authorization: Bearer <token>\n"
+HEALTH_CHECK_S = 1.0
+"""/healthz probes the database for writes at most this often."""
 
 
 class UnsafeListen(RuntimeError):
@@ -57,6 +60,44 @@ async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         await WebSocket(scope, receive, send).send_denial_response(response)
     else:
         await response(scope, receive, send)
+
+
+class AccessGuard:
+    """Rules every request of every wire passes before any route sees it (ASGI middleware).
+
+    A request repeating Host, Origin or Authorization answers 400; with auth off, a Host that is not
+    an IP address, `localhost` or in `[server] allowed_hosts` answers 421 (DNS rebinding: a page on
+    another name must not reach a server that trusts whoever can connect).
+    """
+
+    def __init__(self, app: Any, server: AssistantServer) -> None:
+        self.app = app
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                if scope["type"] == "websocket":
+                    await WebSocket(scope, receive, send).send_denial_response(refusal)
+                else:
+                    await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> Response | None:
+        """The response refusing this request, or None to serve it."""
+        headers = scope.get("headers", [])
+        repeated = repeated_header(headers)
+        if repeated is not None:
+            return PlainTextResponse(f"the {repeated} header may appear only once\n", 400)
+        app = self.server.app
+        if not app.auth.enabled:
+            host = next((value.decode("latin-1") for name, value in headers if name.lower() == b"host"), None)
+            if not host_allowed(host, app.config.server.allowed_hosts):
+                log.warning("refused a request for host %r (auth is off; see [server] allowed_hosts)", host)
+                return PlainTextResponse(f"host {host!r} is not served; see [server] allowed_hosts\n", 421)
+        return None
 
 
 class _SansIOWebSocket(WebSocketsSansIOProtocol):
@@ -128,6 +169,7 @@ class AssistantServer:
         self.asgi = self._build_asgi_app()
         self._uvicorn: _Uvicorn | None = None
         self._serving: asyncio.Task[None] | None = None
+        self._store_checked: tuple[float, bool] = (-HEALTH_CHECK_S, False)  # (when, writable)
 
     @property
     def port(self) -> int:
@@ -148,13 +190,20 @@ class AssistantServer:
         asgi = Starlette(routes=routes)
         asgi.router.redirect_slashes = False  # /healthz/ is not /healthz
         asgi.router.default = not_found  # websocket handshakes get the 404 too (Starlette's would be a 403)
+        asgi.add_middleware(AccessGuard, server=self)
         return asgi
 
     async def _healthz(self, request: Request) -> Response:
-        """GET /healthz: 200 while serving, 503 before and once shutdown begins."""
-        if self.ready:
-            return PlainTextResponse("ok\n")
-        return PlainTextResponse("not ready\n", 503)
+        """GET /healthz: 200 while serving, 503 before, once shutdown begins, and while the database takes no writes."""
+        if not self.ready:
+            return PlainTextResponse("not ready\n", 503)
+        now = time.monotonic()
+        if now - self._store_checked[0] >= HEALTH_CHECK_S:  # at most one probe write per second, however often polled
+            store = self.app.store
+            self._store_checked = (now, store is not None and await store.writable())
+        if not self._store_checked[1]:
+            return PlainTextResponse("the database does not take writes\n", 503)
+        return PlainTextResponse("ok\n")
 
     async def _metrics(self, request: Request) -> Response:
         """GET /metrics: Prometheus text format; with auth on, any valid bearer token may read it."""
@@ -182,7 +231,8 @@ class AssistantServer:
         if found is None:
             return PlainTextResponse("no such attachment\n", 404)
         mime, body = found
-        return ok_response(body, mime, ("Cache-Control", "public, max-age=31536000, immutable"))  # the name is the content's hash
+        # the name is the content's hash, so it never changes; private: it may belong to one principal
+        return ok_response(body, mime, ("Cache-Control", "private, max-age=31536000, immutable"), ("X-Content-Type-Options", "nosniff"))
 
     async def _static(self, request: Request) -> Response:
         """A web client file, with a policy that keeps the page to this origin."""

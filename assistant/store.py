@@ -13,6 +13,7 @@ import asyncio
 import functools
 import hashlib
 import json
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,8 @@ from sqlalchemy.pool import StaticPool
 
 T = TypeVar("T")
 
+log = logging.getLogger("assistant.store")
+
 REPLY_STATUSES = ("in_progress", "completed", "cancelled", "failed", "interrupted")
 
 
@@ -70,6 +73,7 @@ class Conversation(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    seq_reserved: Mapped[int] = mapped_column(Integer, default=0)  # seqs up to this one may have been sent (see channels)
     owner: Mapped[str] = mapped_column(String(100), default="local", index=True)
     turns: Mapped[list[Turn]] = relationship(back_populates="conversation", order_by="Turn.pk")
 
@@ -289,7 +293,12 @@ def open_engine(url: str) -> SqlEngine:
     options: dict[str, Any] = {}
     if is_sqlite:
         options["connect_args"] = {"check_same_thread": False}
-        if parsed.database and parsed.database != ":memory:":
+        if parsed.query.get("uri") == "true":  # a URI filename (file:...?mode=...): SQLite opens exactly what it names
+            if parsed.database and parsed.database.startswith("file:") and "mode=memory" not in url:
+                path = Path(parsed.database[len("file:"):].partition("?")[0])
+                if not path.exists() and parsed.query.get("mode") in ("ro", "rw"):
+                    raise FileNotFoundError(f"{url}: no database at {path} (mode={parsed.query['mode']} does not create one)")
+        elif parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         else:
             options["poolclass"] = StaticPool  # one in-memory database shared by every thread
@@ -310,6 +319,9 @@ class Store:
     def _migrate(self) -> None:
         """Bring a database made by an earlier version up to date (columns added since)."""
         columns = {column["name"] for column in inspect(self.engine).get_columns("conversations")}
+        if "seq_reserved" not in columns:
+            with self.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE conversations ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0"))
         if "owner" not in columns:
             with self.engine.begin() as conn:
                 conn.execute(text("ALTER TABLE conversations ADD COLUMN owner VARCHAR(100) NOT NULL DEFAULT 'local'"))
@@ -318,6 +330,11 @@ class Store:
     def close(self) -> None:
         """Release database connections."""
         self.engine.dispose()
+
+    def check_writable(self) -> None:
+        """Raise (the driver's error) unless the database takes writes now: a write statement that changes no row."""
+        with self.engine.begin() as conn:
+            conn.execute(_conversations.update().where(_conversations.c.id.is_(None)).values(updated_at=_conversations.c.updated_at))
 
     def mark_interrupted(self) -> int:
         """Mark replies left in progress (by a crash) as interrupted; returns how many."""
@@ -338,12 +355,38 @@ class Store:
             return conversation.id
 
     def conversation_last_seq(self, conversation_id: str, owner: str | None = None) -> int | None:
-        """The conversation's stored last event seq, or None if it does not exist (or belongs to another owner)."""
-        query = select(Conversation.last_seq).where(Conversation.id == conversation_id)
+        """The seq the conversation's numbering resumes after: its last event's, or its reserved seq if higher
+        (after a crash, seqs up to it may have been sent); None if it does not exist (or belongs to another owner)."""
+        query = select(Conversation.last_seq, Conversation.seq_reserved).where(Conversation.id == conversation_id)
         if owner is not None:
             query = query.where(Conversation.owner == owner)
         with Session(self.engine) as db:
-            return db.scalar(query)
+            row = db.execute(query).first()
+        return None if row is None else max(row.last_seq, row.seq_reserved or 0)
+
+    def reserve_seqs(self, conversation_id: str, until: int) -> None:
+        """Durably reserve the conversation's seqs up to `until` (never lowers the reservation)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                _conversations.update()
+                .where((_conversations.c.id == conversation_id) & (_conversations.c.seq_reserved < until))
+                .values(seq_reserved=until)
+            )
+
+    def settle_seqs(self, conversation_id: str, delivered: int, reserved: int) -> None:
+        """A channel ended cleanly at `delivered`: record it, and give back the reservation up to `reserved`
+        unless another channel has raised it since (so numbering goes on without a gap)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                _conversations.update()
+                .where((_conversations.c.id == conversation_id) & (_conversations.c.last_seq < delivered))
+                .values(last_seq=delivered)
+            )
+            conn.execute(
+                _conversations.update()
+                .where((_conversations.c.id == conversation_id) & (_conversations.c.seq_reserved == reserved))
+                .values(seq_reserved=delivered)
+            )
 
     def owns_attachment(self, owner: str, sha256: str) -> bool:
         """True when one of `owner`'s conversations holds this attachment."""
@@ -542,6 +585,40 @@ class Store:
             job_id = self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=reply_to)
         return user_id, job_id
 
+    def history_page(self, conversation_id: str, before: str | None, limit: int, max_chars: int) -> tuple[list[TurnRecord], bool] | None:
+        """Up to `limit` turns older than turn `before` (None: the newest), oldest first, cut (keeping at least one)
+        where their text passes `max_chars`; and whether older turns remain. None when `before` is not a turn of it."""
+        with self.engine.connect() as conn:
+            query = select(_turns).where(_turns.c.conversation_id == conversation_id)
+            if before is not None:
+                pk = conn.execute(
+                    select(_turns.c.pk).where((_turns.c.id == before) & (_turns.c.conversation_id == conversation_id))
+                ).scalar_one_or_none()
+                if pk is None:
+                    return None
+                query = query.where(_turns.c.pk < pk)
+            rows = conn.execute(query.order_by(_turns.c.pk.desc()).limit(limit + 1)).all()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            sizes = dict(conn.execute(
+                select(_parts.c.turn_pk, func.sum(func.coalesce(func.length(_parts.c.text), 0)))
+                .where(_parts.c.turn_pk.in_([r.pk for r in rows])).group_by(_parts.c.turn_pk)
+            ).all()) if rows else {}
+            kept: list[Any] = []
+            chars = 0
+            for row in rows:  # newest first
+                chars += sizes.get(row.pk, 0) or 0
+                if kept and chars > max_chars:
+                    more = True
+                    break
+                kept.append(row)
+            kept.reverse()
+            parts: dict[int, list[PartRecord]] = {t.pk: [] for t in kept}
+            if kept:
+                for part in conn.execute(_HISTORY_PARTS, {"pks": list(parts)}):
+                    parts[part.turn_pk].append(PartRecord(part.kind, part.text, part.attachment_sha256, part.mime))
+        return [_record(t, parts[t.pk]) for t in kept], more
+
     def history(self, conversation_id: str, limit: int | None = None) -> list[TurnRecord]:
         """The conversation's turns in order, oldest first; the last `limit` when given."""
         with self.engine.connect() as conn:
@@ -568,6 +645,19 @@ class AsyncStore:
         """Run `method(*args, **kwargs)` on the store thread and await its result."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(method, *args, **kwargs))
+
+    async def check_writable(self) -> None:
+        """`Store.check_writable` on the store thread."""
+        await self.call(self.store.check_writable)
+
+    async def writable(self) -> bool:
+        """Whether the database takes writes now (`check_writable`, its error logged)."""
+        try:
+            await self.check_writable()
+        except Exception as exc:
+            log.error("the database does not take writes: %s", exc)
+            return False
+        return True
 
     async def mark_interrupted(self) -> int:
         """`Store.mark_interrupted` on the store thread."""
@@ -627,6 +717,14 @@ class AsyncStore:
         """`Store.raise_last_seq` on the store thread."""
         await self.call(self.store.raise_last_seq, conversation_id, seq)
 
+    async def reserve_seqs(self, conversation_id: str, until: int) -> None:
+        """`Store.reserve_seqs` on the store thread."""
+        await self.call(self.store.reserve_seqs, conversation_id, until)
+
+    async def settle_seqs(self, conversation_id: str, delivered: int, reserved: int) -> None:
+        """`Store.settle_seqs` on the store thread."""
+        await self.call(self.store.settle_seqs, conversation_id, delivered, reserved)
+
     async def image_features(self, sha256s: list[str], encoder_id: str) -> dict[str, bytes]:
         """`Store.image_features` on the store thread."""
         return await self.call(self.store.image_features, sha256s, encoder_id)
@@ -654,6 +752,10 @@ class AsyncStore:
     async def begin_image_job(self, conversation_id: str, prompt: str | None, reply_to: str | None) -> tuple[str | None, str]:
         """`Store.begin_image_job` on the store thread."""
         return await self.call(self.store.begin_image_job, conversation_id, prompt, reply_to)
+
+    async def history_page(self, conversation_id: str, before: str | None, limit: int, max_chars: int) -> tuple[list[TurnRecord], bool] | None:
+        """`Store.history_page` on the store thread."""
+        return await self.call(self.store.history_page, conversation_id, before, limit, max_chars)
 
     async def history(self, conversation_id: str, limit: int | None = None) -> list[TurnRecord]:
         """`Store.history` on the store thread."""

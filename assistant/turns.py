@@ -7,7 +7,6 @@ encoding); `decode_turn` checks and decodes them (nothing is stored for a refuse
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from assistant.context import context_images, dialogue_context
 from assistant.engines import AsrEngine, DialogueEngine, DialogueRequest, EngineError, GenerationOptions, ImageGenerator, Transcript
 from assistant.errors import AssistantError, error_code
 from assistant.fusion import fuse_images
-from assistant.image_input import DecodedImage, ImageInputError, decode_image
+from assistant.image_input import DecodedImage, ImageInputError, decode_cost, decode_image, image_size
 from assistant.image_jobs import check_capacity, image_generator, prepare, start_job
 from assistant.reply import Reply, announce_end, stream_reply
 from assistant.routes import ImageRoute, first_route
@@ -71,6 +70,7 @@ class TurnInput:
     turn_id: str | None = None  # chosen in advance for streamed speech (its partial transcripts name it)
     spoken_until: float | None = None  # time.perf_counter() when the server VAD heard the utterance end
     options: GenerationOptions = field(default_factory=GenerationOptions)
+    media_bytes: int = 0  # of the app's media budget, held by the decoded audio and images until `release_media`
 
     @property
     def text(self) -> str:
@@ -85,38 +85,77 @@ def check_turn_bytes(app: App, size: int, ref: str | None) -> None:
         raise AssistantError("too_large", f"the turn's parts are about {size} bytes; at most {limit} are accepted ([limits] max_turn_bytes)", ref)
 
 
+def check_turn_text(app: App, text: str, ref: str | None) -> None:
+    """too_large when a turn's text alone is longer than `[dialogue] context_chars`: checked before anything is stored."""
+    limit = app.config.dialogue.context_chars
+    if len(text) > limit:
+        raise AssistantError(
+            "too_large", f"the turn's text is {len(text)} characters; at most {limit} fit the dialogue context ([dialogue] context_chars)", ref
+        )
+
+
+async def take_media(app: App, size: int, where: str, ref: str | None) -> int:
+    """Take `size` bytes of the process's media budget for decoding; rate_limited when no room frees up in time."""
+    limits = app.config.limits
+    if not await app.media.acquire(size, limits.media_wait_s):
+        raise AssistantError(
+            "rate_limited", f"{where}: the server is decoding as much media as it may at once; try again shortly", ref
+        )
+    return size
+
+
+def release_media(app: App, turn: TurnInput) -> None:
+    """Give back the media budget a decoded turn holds (its pixels and samples are no longer needed)."""
+    app.media.release(turn.media_bytes)
+    turn.media_bytes = 0
+
+
 async def decode_turn(app: App, parts: Sequence[PartIn], options: GenerationOptions, ref: str | None) -> TurnInput:
-    """Check and decode every part off the event loop; AssistantError names the part at fault."""
+    """Check and decode every part off the event loop; AssistantError names the part at fault.
+
+    Decoding takes from the process's media budget (`[limits] media_bytes_in_flight`) what it may hold
+    at its peak and keeps what the decoded part holds; the caller gives it back with `release_media`.
+    """
     turn = TurnInput(parts=[], options=options)
     check_turn_bytes(app, sum(len(p.text.encode()) if isinstance(p, TextIn) else len(p.data) for p in parts), ref)
-    for index, part in enumerate(parts):
-        where = f"content.{index}"
-        if isinstance(part, TextIn):
-            turn.parts.append(PartRecord(kind="text", text=part.text))
-        elif isinstance(part, AudioIn):
-            if not isinstance(app.engines.get("asr"), AsrEngine):
-                raise AssistantError("unavailable", f"{where}: audio needs an ASR engine ([engines] asr)", ref)
-            try:
-                samples = await asyncio.to_thread(audio.decode, part.data, part.format, part.sample_rate, app.config.speech.max_seconds)
-            except audio.AudioError as exc:
-                raise AssistantError(exc.code, f"{where}: {exc}", ref) from None  # type: ignore[arg-type]
-            sha256 = None
-            if app.config.speech.store_audio:
-                turn.attachments.append((audio.MIME_TYPES[part.format], part.data))
-                sha256 = audio.sha256(part.data)
-            turn.parts.append(PartRecord(kind="audio", attachment_sha256=sha256))
-            turn.audio.append((samples, part.language or app.config.speech.language))
-        else:
-            image = await _decode_image(app, part, where, len(turn.images), ref)
-            turn.attachments.append((image.mime, image.data))
-            turn.parts.append(PartRecord(kind="image", attachment_sha256=image.sha256, mime=image.mime))
-            turn.images.append(image)
-    if not turn.audio and not turn.images and not turn.text.strip():
-        raise AssistantError("bad_request", "the turn has no text", ref)
+    check_turn_text(app, "\n".join(p.text for p in parts if isinstance(p, TextIn)), ref)
+    try:
+        for index, part in enumerate(parts):
+            where = f"content.{index}"
+            if isinstance(part, TextIn):
+                turn.parts.append(PartRecord(kind="text", text=part.text))
+            elif isinstance(part, AudioIn):
+                if not isinstance(app.engines.get("asr"), AsrEngine):
+                    raise AssistantError("unavailable", f"{where}: audio needs an ASR engine ([engines] asr)", ref)
+                speech = app.config.speech
+                # at most max_seconds of 16 kHz float32 out, twice while the chunks are joined, and the input
+                taken = await take_media(app, int(speech.max_seconds * audio.SAMPLE_RATE * 4 * 2) + len(part.data), where, ref)
+                try:
+                    samples = await app.scheduler.submit_named("media-decode", audio.decode, part.data, part.format, part.sample_rate, speech.max_seconds)
+                except audio.AudioError as exc:
+                    app.media.release(taken)
+                    raise AssistantError(exc.code, f"{where}: {exc}", ref) from None  # type: ignore[arg-type]
+                turn.media_bytes += app.media.shrink(taken, samples.nbytes)
+                sha256 = None
+                if speech.store_audio:
+                    turn.attachments.append((audio.MIME_TYPES[part.format], part.data))
+                    sha256 = audio.sha256(part.data)
+                turn.parts.append(PartRecord(kind="audio", attachment_sha256=sha256))
+                turn.audio.append((samples, part.language or speech.language))
+            else:
+                image = await _decode_image(app, turn, part, where, len(turn.images), ref)
+                turn.attachments.append((image.mime, image.data))
+                turn.parts.append(PartRecord(kind="image", attachment_sha256=image.sha256, mime=image.mime))
+                turn.images.append(image)
+        if not turn.audio and not turn.images and not turn.text.strip():
+            raise AssistantError("bad_request", "the turn has no text", ref)
+    except BaseException:
+        release_media(app, turn)
+        raise
     return turn
 
 
-async def _decode_image(app: App, part: ImageIn, where: str, images_so_far: int, ref: str | None) -> DecodedImage:
+async def _decode_image(app: App, turn: TurnInput, part: ImageIn, where: str, images_so_far: int, ref: str | None) -> DecodedImage:
     """Decode and check one image part off the loop; AssistantError with the part's index on any problem."""
     limits = app.config.image_input
     if "dialogue" not in app.engines and "image_encoder" not in app.engines:
@@ -125,10 +164,21 @@ async def _decode_image(app: App, part: ImageIn, where: str, images_so_far: int,
         raise AssistantError("too_large", f"{where}: at most {limits.max_images_per_turn} images per turn", ref)
     if part.mime is not None and not part.mime.startswith("image/"):
         raise AssistantError("bad_request", f"{where}.mime: {part.mime!r} is not an image type", ref)
+    size = image_size(part.data) if len(part.data) <= limits.max_bytes else None
+    taken = 0
+    if size is not None and size[0] * size[1] <= limits.max_pixels:  # else decode_image refuses it before decoding pixels
+        taken = await take_media(app, decode_cost(*size), where, ref)
     try:
-        return await asyncio.to_thread(decode_image, part.data, limits.max_bytes, limits.max_pixels)
+        image = await app.scheduler.submit_named("media-decode", decode_image, part.data, limits.max_bytes, limits.max_pixels, limits.max_decoded_pixels)
     except ImageInputError as exc:
+        app.media.release(taken)
         raise AssistantError(exc.code, f"{where}: {exc}", ref) from None  # type: ignore[arg-type]
+    except BaseException:
+        app.media.release(taken)
+        raise
+    width, height = image.size
+    turn.media_bytes += app.media.shrink(taken, width * height * 3)
+    return image
 
 
 async def transcribe(conversation: ConversationScope, turn_id: str, turn: TurnInput) -> str:
@@ -207,7 +257,8 @@ async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | 
     if app.cancelling_replies:
         reply.cancel()
     images = await context_images(app, begun.history, turn.images) if engine.capabilities.accepts_images else None
-    request = DialogueRequest(dialogue_context(app.config.dialogue.system_prompt, begun.history, images), turn.options)
+    dialogue = app.config.dialogue
+    request = DialogueRequest(dialogue_context(dialogue.system_prompt, begun.history, images, dialogue.context_chars), turn.options)
     try:
         await stream_reply(
             conversation, engine, request, reply, begun.user_turn_id, announce_turn=user_turn_id is None, spoken_until=turn.spoken_until,

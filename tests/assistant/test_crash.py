@@ -88,3 +88,45 @@ async def test_sigkill_mid_reply_loses_no_committed_turn_and_marks_replies_inter
     assert db.execute("SELECT count(*) FROM turns WHERE status = 'in_progress'").fetchone() == (0,)
     print(f"\ncrash: SIGKILL with 1 reply streaming and {CLIENTS - 1} waiting for the engine; {len(states)} turns before, all there after; "
           f"{CLIENTS} replies interrupted, integrity_check ok")
+
+
+async def test_sigkill_mid_reply_then_resume_never_reuses_a_seq(tmp_path):
+    """Killed mid-reply, restarted, resumed with the last seq the client saw: the replay is complete and gapless or says it is not, and no seq is reused."""
+    config = write_config(tmp_path, CONFIG)
+    proc, url = serve(config)
+    try:
+        client = Client(await connect(url))
+        conversation_id = (await client.start())["conversation_id"]
+        await client.say("quick")
+        await client.send({"type": "turn.create", "content": [{"type": "text", "text": "count"}]})
+        seen = []
+        while sum(e["type"] == "response.text.delta" for e in seen) < 40:  # well into a seq block
+            seen.append(await client.recv())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    client.ws.transport.abort()
+    last_seq = seen[-1]["seq"]
+    assert [e["seq"] for e in seen] == list(range(seen[0]["seq"], last_seq + 1))
+    db = database(tmp_path)
+    stored_last, reserved = db.execute("SELECT last_seq, seq_reserved FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+    db.close()
+    assert stored_last < last_seq <= reserved, "the reservation, not the last stored event, covers what the client saw"
+
+    proc, url = serve(config)
+    try:
+        async with connect(url) as ws:
+            resumed = Client(ws)
+            await resumed.send({"type": "session.start", "conversation_id": conversation_id, "last_seq": last_seq})
+            started = await resumed.recv()
+            replay = started["replay"]
+            replayed = [await resumed.recv() for _ in range(replay["events"])]
+            if replay["complete"]:
+                assert [e["seq"] for e in replayed] == list(range(last_seq + 1, last_seq + 1 + len(replayed)))
+            events = await resumed.say("quick")
+            assert all(e["seq"] > last_seq for e in events), "no event after the restart reuses a seq the client saw"
+            assert [e["seq"] for e in events] == list(range(events[0]["seq"], events[-1]["seq"] + 1))
+    finally:
+        assert stop(proc) == 0
+    print(f"\ncrash: client saw seq {last_seq} (stored last_seq {stored_last}, reserved {reserved}); after SIGKILL and restart the resume "
+          f"says complete={replay['complete']} with {replay['events']} events, and the next turn starts at seq {events[0]['seq']}")

@@ -23,11 +23,12 @@ def test_turn_rate_is_a_sliding_minute_per_principal():
 
 
 def test_session_count_is_per_principal():
-    """Two sessions each; leaving frees a place."""
-    count = SessionCount(2)
-    assert count.enter("a") and count.enter("a") and not count.enter("a") and count.enter("b")
+    """Two sessions each, three in all; leaving frees a place."""
+    count = SessionCount(2, max_total=3)
+    assert count.enter("a") is None and count.enter("a") is None and "2 sessions" in (count.enter("a") or "")
+    assert count.enter("b") is None and "3 sessions" in (count.enter("c") or "")
     count.leave("a")
-    assert count.enter("a") and count["a"] == 2
+    assert count.enter("a") is None and count["a"] == 2 and count.total == 3
 
 
 async def test_turns_past_the_minute_allowance_are_rate_limited(start_server, connect_client, tmp_path):

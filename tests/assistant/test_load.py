@@ -43,7 +43,9 @@ def rss_mb() -> float:
 async def test_100_connections_1000_turns_all_stored_once_memory_returns(start_server, connect_client, tmp_path):
     """Every turn is stored exactly once with its complete reply; p50/p99 latency printed; RSS returns to its baseline."""
     config = make_config(
-        tmp_path, server={"replay_ttl_s": 0}, limits={"turns_per_minute": 1_000_000, "sessions_per_principal": CONNECTIONS * 2},
+        tmp_path, server={"replay_ttl_s": 0},
+        limits={"turns_per_minute": 1_000_000, "sessions_per_principal": CONNECTIONS * 2, "conversations_per_minute": 1_000_000},
+        scheduler={"max_queued": CONNECTIONS},  # every connection's turn may wait for the engine at once (the bound holds now)
     )
     server = await start_server(config, plugins=(FakeEnginesPlugin(ScriptedDialogue(record=False)),))
     # Warm-up at full size: the allocator's arenas, SQLite's page cache and lazy imports grow once; a
@@ -76,7 +78,7 @@ async def test_100_connections_1000_turns_all_stored_once_memory_returns(start_s
         replies = [(t.status, t.text) for t in turns if t.role == "assistant"]
         assert replies == [("completed", f"You said: {text}") for text in said]
     app = server.app
-    assert not app.turns and not app.replies and len(app.channels) == 0 and app.sessions["local"] == 0
+    assert not app.turns and not app.replies and len(app.channels) == 0 and app.sessions.total == 0
     assert after - baseline < 15, f"memory did not return: {baseline:.1f} -> {after:.1f} MB"
 
 

@@ -329,14 +329,14 @@ async def test_a_store_failure_answers_internal_and_keeps_the_connection(server,
     """If the store fails while handling an event, the client gets `internal` and the connection goes on."""
     async with connect_client(server) as client:
         await client.start()
-        original = server.app.store.store.history
+        original = server.app.store.store.history_page
 
         def broken(*args, **kwargs):
             raise OSError("disk on fire")
 
-        monkeypatch.setattr(server.app.store.store, "history", broken)
+        monkeypatch.setattr(server.app.store.store, "history_page", broken)
         await client.send({"type": "conversation.get", "event_id": "g"})
         error = await client.recv()
         assert error["type"] == "error" and error["code"] == "internal" and error["ref"] == "g"
-        monkeypatch.setattr(server.app.store.store, "history", original)
+        monkeypatch.setattr(server.app.store.store, "history_page", original)
         assert (await client.say("still fine"))[-1]["status"] == "completed"

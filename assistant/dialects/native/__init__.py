@@ -56,7 +56,7 @@ class NativeDialect(Dialect):
         async def close(code: int, reason: str) -> None:
             await ws.close(code, reason)
 
-        session = Session(server.app, ws.send_text, token=token, close=close)
+        session = Session(server.app, ws.send_text, token=token, close=close, source=ws.client.host if ws.client else None)
         idle = server.app.config.limits.idle_timeout_s
         try:
             while True:

@@ -6,6 +6,7 @@ docs/protocol.md is the reference for client authors; keep the two in step.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
@@ -120,6 +121,8 @@ class ImageCancel(ClientEvent):
 class ConversationGet(ClientEvent):
     type: Literal["conversation.get"]
     conversation_id: StrictStr | None = Field(None, min_length=1, max_length=64)
+    before: StrictStr | None = Field(None, min_length=1, max_length=64, description="a turn_id: the page ends just before it; unset: the newest turns")
+    limit: StrictInt = Field(100, ge=1, le=1000, description="turns in the page at most")
 
 
 class ConversationSearch(ClientEvent):
@@ -142,15 +145,57 @@ CLIENT_EVENT_TYPES: frozenset[str] = frozenset(
 )
 
 
+MAX_REF_CHARS = 200
+"""An `error`'s `ref` echoes at most this much of the event_id (the longest valid one)."""
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def safe_ref(value: object) -> str | None:
+    """An event_id fit to echo as `ref`: a string, cut to MAX_REF_CHARS, lone surrogates replaced."""
+    if not isinstance(value, str):
+        return None
+    value = value[:MAX_REF_CHARS]
+    return value.encode("utf-8", "replace").decode("utf-8") if _has_lone_surrogate(value) else value
+
+
+def _has_lone_surrogate(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _lone_surrogate_in(data: Any) -> bool:
+    """Whether any string (key or value) in parsed JSON holds a lone surrogate (not UTF-8: it cannot be stored or sent)."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _has_lone_surrogate(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def parse_client_event(raw: str | bytes) -> ClientEvent:
     """Parse and validate one client text frame; raises AssistantError(bad_request) naming the problem."""
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AssistantError("bad_request", f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise AssistantError("bad_request", "malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise AssistantError("bad_request", f"an event must be a JSON object, got {type(data).__name__}")
-    ref = data.get("event_id") if isinstance(data.get("event_id"), str) else None
+    ref = safe_ref(data.get("event_id"))
+    if _SURROGATE_ESCAPE.search(raw if isinstance(raw, str) else raw.decode("utf-8", "replace")) and _lone_surrogate_in(data):
+        raise AssistantError("bad_request", "the event holds a lone surrogate (\\ud800-\\udfff): strings must be valid Unicode", ref)
     event_type = data.get("type")
     if not isinstance(event_type, str):
         raise AssistantError("bad_request", "the event has no string field 'type'", ref)
@@ -160,6 +205,8 @@ def parse_client_event(raw: str | bytes) -> ClientEvent:
         return _client_event_adapter.validate_python(data)
     except ValidationError as exc:
         raise AssistantError("bad_request", f"invalid {event_type}: {_describe(exc)}", ref) from None
+    except RecursionError:
+        raise AssistantError("bad_request", f"invalid {event_type}: nested too deeply", ref) from None
 
 
 def _describe(exc: ValidationError) -> str:
@@ -284,6 +331,7 @@ class ConversationHistory(ServerEvent):
     type: Literal["conversation.history"] = "conversation.history"
     conversation_id: str
     turns: list[dict[str, Any]]
+    has_more: bool = False
 
 
 class SearchResult(BaseModel):
@@ -350,9 +398,18 @@ SERVER_EVENTS: tuple[type[ServerEvent], ...] = (
 
 
 def serialize(event: ServerEvent, seq: int) -> str:
-    """One server event as a JSON text frame, stamped with `seq`."""
+    """One server event as a JSON text frame, stamped with `seq`.
+
+    An `error`'s ref is cut to MAX_REF_CHARS; any lone surrogate that reached a string (never from a
+    parsed client event) is replaced rather than failing the frame.
+    """
     event.seq = seq
-    return event.model_dump_json(exclude_none=True)
+    if isinstance(event, Error):
+        event.ref = safe_ref(event.ref)
+    try:
+        return event.model_dump_json(exclude_none=True)
+    except ValueError:  # pydantic_core's PydanticSerializationError: a lone surrogate somewhere
+        return json.dumps(event.model_dump(exclude_none=True, mode="json"))  # ASCII, surrogates escaped
 
 
 _server_event_adapter: TypeAdapter[Any] = TypeAdapter(

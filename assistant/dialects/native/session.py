@@ -32,9 +32,11 @@ class Session:
 
     def __init__(
         self, app: App, send: Callable[[str], Awaitable[None]], token: str | None = None,
-        close: Callable[[int, str], Awaitable[None]] | None = None,
+        close: Callable[[int, str], Awaitable[None]] | None = None, source: str | None = None,
     ) -> None:
         self.app = app
+        self.source = source  # the client's address
+        self._session_key: str | None = None  # what app.sessions counts for this session
         self._send = send
         self._close = close
         self._token = token  # from the Authorization header (checked at the handshake) or session.start
@@ -156,19 +158,22 @@ class Session:
             why = "invalid or revoked token" if token else "this server needs a token (Authorization: Bearer, or token in session.start)"
             raise AssistantError("unauthorized", why, event.event_id)
         if principal != self.principal:
-            if not self.app.sessions.enter(principal):
-                limit = self.app.config.limits.sessions_per_principal
-                raise AssistantError("rate_limited", f"{principal} already has {limit} sessions open", event.event_id)
+            key = self.app.session_key(principal, self.source)
+            refused = self.app.sessions.enter(key)
+            if refused is not None:
+                raise AssistantError("rate_limited", refused, event.event_id)
             self._leave()
+            self._session_key = key
             self.app.metrics.sessions.inc()
         self.principal, self._token = principal, token
         return principal
 
     def _leave(self) -> None:
         if self.principal is not None:
-            self.app.sessions.leave(self.principal)
+            assert self._session_key is not None
+            self.app.sessions.leave(self._session_key)
             self.app.metrics.sessions.dec()
-            self.principal = None
+            self.principal = self._session_key = None
 
     async def _start(self, event: wire.SessionStart) -> None:
         if self.busy():
@@ -243,8 +248,8 @@ class Session:
         conversation_id = event.conversation_id or self.conversation_id
         if conversation_id is None:
             raise AssistantError("bad_request", "no conversation: give conversation_id or send session.start first", event.event_id)
-        turns = await core.history(self.app, self.principal, conversation_id, event.event_id)
-        await self._reply(wire.ConversationHistory(conversation_id=conversation_id, turns=[t.to_wire() for t in turns]))
+        turns, more = await core.history(self.app, self.principal, conversation_id, event.event_id, event.before, event.limit)
+        await self._reply(wire.ConversationHistory(conversation_id=conversation_id, turns=[t.to_wire() for t in turns], has_more=more))
 
     async def _search(self, event: wire.ConversationSearch) -> None:
         conversation = self._open(event.event_id, "conversation.search")
