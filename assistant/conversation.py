@@ -116,10 +116,11 @@ class Conversation(ConversationScope):
     async def audio_played(self, response_id: str, played_ms: int, ref: str | None) -> None:
         """The client played `played_ms` of a reply's speech: when that is less than all of it, store what was heard,
         which the next turns' context uses instead of the whole reply."""
-        speaker = self.speaker
-        if speaker is None or speaker.response_id != response_id:
+        speaker = self.speakers.get(response_id)
+        if speaker is None:
             raise AssistantError("not_found", f"no spoken reply {response_id!r} in this conversation", ref)
         assert self.app.store is not None
+        speaker.played_ms = played_ms  # a speech still ending stores this, not its own estimate
         sent = speaker.segments[-1][1] if speaker.segments else 0
         if played_ms * speaker.speech.voice.sample_rate // 1000 < sent or speaker.talking:
             await self.app.store.set_heard(response_id, speaker.heard(played_ms))

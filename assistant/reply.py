@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("assistant.reply")
 
+RECENT_SPEAKERS = 8
+"""Spoken replies per client whose played time the client may still report (`response.audio.played`)."""
+
 T = TypeVar("T")
 
 
@@ -89,7 +92,7 @@ async def stream_reply(
             await conversation.publish(events.TurnCreated(turn_id=turn_id))
         await conversation.publish(events.ReplyStarted(response_id=response_id, turn_id=turn_id))
         if conversation.speech is not None:
-            speaker = conversation.speaker = Speaker(
+            speaker = conversation.speaker = conversation.speakers[response_id] = Speaker(
                 app, conversation.publish, conversation.speech, response_id, reply.cancelled, spoken_until,
             )
         gate = app.scheduler.gate
@@ -148,6 +151,8 @@ async def stream_reply(
             end_event,
         )
         if speaker is not None:  # the text is done and stored; its speech may still be talking
+            while len(conversation.speakers) > RECENT_SPEAKERS:  # a client reports what it played of its last few replies
+                del conversation.speakers[next(iter(conversation.speakers))]
             await speaker.finish()
 
 

@@ -28,7 +28,8 @@ class ConversationScope:
         self._tell = tell
         self.jobs: set[Any] = set()  # this client's image jobs (image_jobs.ImageJob), queued or painting
         self.speech: SpeechOut | None = None  # set when the client asked for spoken replies
-        self.speaker: Speaker | None = None  # the speech of this client's latest spoken reply
+        self.speakers: dict[str, Speaker] = {}  # the speech of this client's latest spoken replies, by response id
+        self.speaker: Speaker | None = None  # the latest
 
     async def publish(self, event: events.Event, seq: int | None = None) -> None:
         """Publish a conversation event (numbered next, or with its reserved `seq`) to every follower."""

@@ -85,6 +85,7 @@ class Speaker:
         self.started = time.perf_counter()
         self.spoken_until = spoken_until  # when the utterance this reply answers ended (voice-to-voice latency)
         self.first_audio_at: float | None = None
+        self.played_ms: int | None = None  # what the client says it played, once it says so
         self.publish = publish  # the conversation's: audio events go to every follower
         self.speech = speech
         self.response_id = response_id
@@ -184,9 +185,9 @@ class Speaker:
             status, error = "failed", ErrorInfo(code, f"speech failed: {exc}")
         if status == "completed" and self.cancelled.is_set():
             status = "cancelled"
-            if store is not None:  # cut short: until the client says how much it played, what was sent was heard
+            if store is not None:  # cut short: what the client says it played, else what was sent, was heard
                 try:
-                    await store.set_heard(self.response_id, self.heard())
+                    await store.set_heard(self.response_id, self.heard(self.played_ms))
                 except Exception:
                     log.exception("storing what was heard of reply %s failed", self.response_id)
         duration_ms = round(samples * 1000 / self.speech.voice.sample_rate)

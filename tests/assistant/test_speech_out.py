@@ -271,3 +271,18 @@ async def test_the_offline_voice_speaks_replies_over_the_wire_and_whisper_hears_
     asr.close()
     print(f"mean WER {sum(rates) / len(rates):.3f} over {len(rates)} replies")
     assert sum(rates) / len(rates) <= 0.25
+
+
+async def test_a_report_that_comes_before_the_speech_has_ended_is_kept(make_conversation):
+    """The client's played report, sent the moment the user talks, is what is stored, not the server's later estimate."""
+    voice = ToneVoice(pace_s=0.05)
+    conversation, recorder = await make_conversation(FakeEnginesPlugin(ScriptedDialogue(script=lambda request: [" " + s for s in LONG]), voice=voice))
+    conversation.speech = speech_out(conversation.app, None, None)
+    conversation.create_turn(lambda: [TextIn("a long story")], GenerationOptions(), "t1")
+    await recorder.wait_for(events.AudioDelta, 8)
+    response_id = recorder.of(events.ReplyStarted)[0].response_id
+    assert conversation.barge_in()
+    await conversation.audio_played(response_id, 300, "p1")  # before AudioDone
+    await settle(conversation)
+    stored = (await conversation.app.store.history(conversation.id))[-1]
+    assert [p.text for p in stored.parts if p.kind == "heard"] == ["Sentence number 1"]
