@@ -5,8 +5,12 @@ A screenshot of each run is saved under test-artifacts/ for a person to look at.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import itertools
+import json
 import os
+import re
 import shutil
 import wave
 from pathlib import Path
@@ -16,7 +20,7 @@ from playwright.async_api import async_playwright, expect
 
 from tests import images
 from tests.conftest import REPO, make_config
-from tests.fakes import FakeEnginesPlugin, ScriptedDialogue, echo_script
+from tests.fakes import FakeEnginesPlugin, ScriptedDialogue, ToneVoice, echo_script
 
 CHROMIUM = os.environ.get("ASSISTANT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -254,4 +258,215 @@ async def test_the_capability_list_names_the_modalities_that_read_images(start_s
         await page.goto(f"http://127.0.0.1:{server.port}/")
         await expect(page.locator("#status")).to_have_text("Connected")
         await expect(page.locator("#capabilities")).to_contain_text("images read by: labels")
+        await browser.close()
+
+
+def record_frames(page) -> tuple[list[dict], list[dict]]:
+    """The JSON events the page sends and receives over its websockets, as they go (binary audio frames left out)."""
+    sent: list[dict] = []
+    received: list[dict] = []
+
+    def keep(into, payload):
+        if isinstance(payload, str):
+            into.append(json.loads(payload))
+
+    def on_websocket(ws):
+        ws.on("framesent", lambda payload: keep(sent, payload))
+        ws.on("framereceived", lambda payload: keep(received, payload))
+
+    page.on("websocket", on_websocket)
+    return sent, received
+
+
+async def eventually(check, timeout: float = 30.0):
+    """Wait until `check()` gives something truthy, and return it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (result := check()):
+        assert loop.time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.05)
+    return result
+
+
+async def assert_heard(server, conversation_id: str, response_id: str, words: list[str], timeout: float = 10.0) -> None:
+    """The stored reply gets a `heard` part of these words (within `timeout`: the page's report may still be on its way)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        turns = await server.app.store.history(conversation_id)
+        heard = [(p.text or "").split() for t in turns if t.id == response_id for p in t.parts if p.kind == "heard"]
+        if heard == [words] or loop.time() > deadline:
+            assert heard == [words]
+            return
+        await asyncio.sleep(0.1)
+
+
+TAP_AUDIO = """
+    window.__chunks = [];  // every AudioBufferSourceNode started: [when, seconds]
+    const start = AudioBufferSourceNode.prototype.start;
+    AudioBufferSourceNode.prototype.start = function (when = 0, ...rest) {
+      window.__chunks.push([when, this.buffer ? this.buffer.duration : 0]);
+      return start.call(this, when, ...rest);
+    };
+"""
+
+
+def spoken_sessions(received: list[dict]) -> list[dict]:
+    """The session.started events that granted spoken replies."""
+    return [e for e in received if e["type"] == "session.started" and "audio" in e["output_modalities"]]
+
+
+async def test_the_speaker_switch_reads_replies_aloud_without_gaps(start_server, tmp_path):
+    """Speaker on: the reply's speech chunks play back to back on one AudioContext, the played-ms counter reaches its length, the switch is remembered."""
+    sentences = [
+        "One two three four five. ", "Six seven eight nine ten eleven. ",
+        "Twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty.",
+    ]
+    engine = ScriptedDialogue(script=lambda request: sentences, delay_s=0.01)
+    config = make_config(tmp_path, engines={"speech_synthesizer": "fake"})
+    server = await start_server(config, plugins=(FakeEnginesPlugin(engine, voice=ToneVoice()),))
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        page = await browser.new_page(viewport={"width": 1000, "height": 640})
+        errors = await watch_page(page)
+        await page.add_init_script(TAP_AUDIO)
+        sent, received = record_frames(page)
+        await page.goto(f"http://127.0.0.1:{server.port}/")
+        await expect(page.locator("#status")).to_have_text("Connected")
+        speaker = page.locator("#speaker")
+        await expect(speaker).to_have_attribute("aria-pressed", "false")
+        await expect(speaker).to_have_attribute("aria-label", "Read replies aloud")
+        assert "output_modalities" not in sent[0]
+        await speaker.click()  # also the gesture that lets the page play sound
+        await expect(speaker).to_have_attribute("aria-pressed", "true")
+        await expect(speaker).to_have_attribute("title", "Speaker on: replies are read aloud (click to turn off)")
+        await eventually(lambda: spoken_sessions(received))  # the session restarted on the same conversation, asking for audio
+        restart = [e for e in sent if e["type"] == "session.start"][-1]
+        assert restart["output_modalities"] == ["text", "audio"] and restart["conversation_id"] == spoken_sessions(received)[0]["conversation_id"]
+
+        await page.fill("#input", "Count to twenty")
+        await page.press("#input", "Enter")
+        await expect(page.locator(".message.assistant .text")).to_have_text("".join(sentences))
+        await page.wait_for_function("() => Number(document.body.dataset.audioPlayedMs) > 300 && document.body.dataset.audioPlaying === 'true'")
+        await expect(page.locator("#speech-state")).to_contain_text("Speaking")
+        await expect(page.locator(".message.assistant.speaking")).to_have_count(1)
+        await expect(page.locator("#stop")).to_be_visible()  # the text is done, the speech goes on: Stop stops it
+        await page.screenshot(path=str(ARTIFACTS / "speech-out.png"))
+        done = await eventually(lambda: [e for e in received if e["type"] == "response.audio.done"])
+        assert done[0]["status"] == "completed" and done[0]["duration_ms"] == 2000  # 20 words of 100 ms tone
+        await expect(page.locator("body")).to_have_attribute("data-audio-playing", "false", timeout=10_000)
+        assert abs(int(await page.evaluate("document.body.dataset.audioPlayedMs")) - 2000) <= 1
+        await expect(page.locator("#speech-state")).to_have_text("Spoke 2.0 s")
+        await expect(page.locator("#stop")).to_be_hidden()
+        chunks = await page.evaluate("window.__chunks")
+        deltas = [e for e in received if e["type"] == "response.audio.delta"]
+        assert len(chunks) == len(deltas) == 20 and all(e["sample_rate"] == 16000 for e in deltas)
+        for (start, length), (next_start, _) in itertools.pairwise(chunks):
+            assert next_start == pytest.approx(start + length, abs=1e-6)  # each chunk starts where the last one ends
+        assert not [e for e in sent if e["type"] == "response.audio.played"]  # played to the end: nothing to report
+
+        await page.reload()
+        await expect(page.locator("#status")).to_have_text("Connected")
+        await expect(speaker).to_have_attribute("aria-pressed", "true")
+        assert [e for e in sent if e["type"] == "session.start"][-1]["output_modalities"] == ["text", "audio"]
+
+        await page.fill("#input", "Once more")  # Stop while the page still plays speech the server has all sent
+        await page.press("#input", "Enter")
+        await page.wait_for_function("() => Number(document.body.dataset.audioPlayedMs) > 300 && document.body.dataset.audioPlaying === 'true'")
+        again = await page.evaluate("document.body.dataset.audioResponse")
+        await page.click("#stop")
+        await expect(page.locator("body")).to_have_attribute("data-audio-playing", "false")
+        await expect(page.locator("#stop")).to_be_hidden()
+        report = (await eventually(lambda: [e for e in sent if e["type"] == "response.audio.played"]))[-1]
+        assert report["response_id"] == again and 300 < report["ms"] < 2000
+        conversation_id = await page.locator("#conversation-id").inner_text()
+        words = " ".join(sentences).split()[: report["ms"] // 100]  # ToneVoice says a word in 100 ms
+        await assert_heard(server, conversation_id, again, words)
+        assert errors == []
+        await browser.close()
+
+
+@pytest.mark.offline_model
+async def test_talking_over_a_spoken_reply_stops_it_in_the_page(start_server, tmp_path):
+    """Chromium's fake microphone talks over a reply read aloud: playback stops, the page reports what it played (stored as heard), the question is answered."""
+    story = [f"Sentence number {i} is here. " for i in range(1, 21)]  # 100 words: 10 s of speech
+    engine = ScriptedDialogue(script=lambda request: story if "story" in request.messages[-1].content else echo_script(request))
+    config = make_config(tmp_path, engines={"asr": "faster_whisper", "speech_synthesizer": "fake"})
+    server = await start_server(config, plugins=(FakeEnginesPlugin(engine, voice=ToneVoice(pace_s=0.1)),))
+    wav = padded_speech(tmp_path / "speech.wav")
+    flags = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", f"--use-file-for-fake-audio-capture={wav}"]
+    async with async_playwright() as playwright:
+        browser = await launch(playwright, flags)
+        page = await browser.new_page(viewport={"width": 1000, "height": 720})
+        errors = await watch_page(page)
+        sent, received = record_frames(page)
+        await page.goto(f"http://127.0.0.1:{server.port}/")
+        await expect(page.locator("#status")).to_have_text("Connected")
+        await page.click("#speaker")
+        await eventually(lambda: spoken_sessions(received))
+        await page.fill("#input", "Tell me a story")
+        await page.press("#input", "Enter")
+        await page.wait_for_function("() => Number(document.body.dataset.audioPlayedMs) > 500 && document.body.dataset.audioPlaying === 'true'")
+        story_id = await page.evaluate("document.body.dataset.audioResponse")
+
+        await page.click("#mic")  # the fake microphone's WAV: 0.8 s of silence, then the question
+        await eventually(lambda: [e for e in received if e["type"] == "speech.started"], timeout=60)
+        await expect(page.locator("body")).to_have_attribute("data-audio-playing", "false")
+        await expect(page.locator("#speech-state")).to_contain_text("Stopped after")
+        reports = await eventually(lambda: [e for e in sent if e["type"] == "response.audio.played"])
+        assert reports[0]["response_id"] == story_id and 500 < reports[0]["ms"] < 10_000
+        played_ms = reports[0]["ms"]
+        assert played_ms == int(await page.evaluate("document.body.dataset.audioPlayedMs"))
+        cut = await eventually(lambda: [e for e in received if e["type"] == "response.audio.done"])
+        assert cut[0]["response_id"] == story_id and cut[0]["status"] == "cancelled" and cut[0]["duration_ms"] < 10_000
+        stopped = page.locator(".message.assistant .heard")
+        await expect(stopped).to_have_text(re.compile(r"Stopped reading aloud after \d+\.\d s\."))
+        assert float((await stopped.inner_text()).split()[-2]) == pytest.approx(played_ms / 1000, abs=0.051)
+
+        transcript = page.locator(".message.user .transcript").first
+        await expect(transcript).to_have_text("What is the capital of France?", timeout=60_000)
+        await expect(page.locator(".message.assistant .text").last).to_have_text("You said: What is the capital of France?")
+        await page.click("#mic")
+        reports = [e for e in sent if e["type"] == "response.audio.played" and e["response_id"] == story_id]
+        assert {e["ms"] for e in reports} == {played_ms}  # said at the cut, and again after its response.audio.done
+        conversation_id = await page.locator("#conversation-id").inner_text()
+        # What the page played, in words: ToneVoice says a word in 100 ms, so the stored heard part has
+        # ms // 100 words when it comes from the page's report (the server alone stores what it had sent).
+        words = "".join(story).split()[: played_ms // 100]
+        await assert_heard(server, conversation_id, story_id, words)
+
+        await page.reload()
+        await expect(page.locator("#status")).to_have_text("Connected")
+        await expect(stopped).to_have_text(f"Read aloud until you spoke: “{'… ' if len(words) > 8 else ''}{' '.join(words[-8:])}”")
+        await page.screenshot(path=str(ARTIFACTS / "speech-out-barge-in.png"))
+        assert errors == []
+        await browser.close()
+
+
+async def test_the_speaker_switch_is_disabled_without_a_speech_synthesizer(start_server, tmp_path, engine):
+    """On a server that cannot speak, the switch is disabled with a title saying why, even when it was left on, and text goes on."""
+    server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(engine),))
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        page = await browser.new_page()
+        errors = await watch_page(page)
+        sent, received = record_frames(page)
+        await page.add_init_script("localStorage.setItem('assistant.speaker', 'on')")  # left on, e.g. on another server
+        await page.goto(f"http://127.0.0.1:{server.port}/")
+        await expect(page.locator("#status")).to_have_text("Connected")
+        speaker = page.locator("#speaker")
+        await expect(speaker).to_be_disabled()
+        await expect(speaker).to_have_attribute("title", "No speech synthesizer on this server, so replies cannot be read aloud")
+        await expect(speaker).to_have_attribute("aria-pressed", "false")
+        starts = [e for e in sent if e["type"] == "session.start"]
+        assert starts[0]["output_modalities"] == ["text", "audio"] and "output_modalities" not in starts[-1]
+        assert [e["code"] for e in received if e["type"] == "error"] == ["unavailable"]
+        assert received[-1]["type"] == "session.started" and received[-1]["voices"] == [] and received[-1]["capabilities"]["speech_synthesizer"] is None
+        await expect(page.locator("#error")).to_be_hidden()
+        await page.fill("#input", "still fine?")
+        await page.press("#input", "Enter")
+        await expect(page.locator(".message.assistant .text")).to_have_text("You said: still fine?")
+        await expect(page.locator("body")).to_have_attribute("data-audio-playing", "false")
+        assert errors == []
         await browser.close()

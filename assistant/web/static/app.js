@@ -6,6 +6,7 @@ const MAX_UPLOAD_BYTES = 8 * 1024 * 1024;
 const RECENT_KEY = "assistant.recent";
 const LAST_KEY = "assistant.conversation";
 const TOKEN_KEY = "assistant.token";
+const SPEAKER_KEY = "assistant.speaker"; // "on": replies are read aloud
 const ERROR_WORDS = {
   bad_request: "That was not understood",
   unauthorized: "Not allowed",
@@ -31,6 +32,12 @@ const state = {
   lastSeq: null, // seq of the last conversation event seen, for a replay after reconnecting
   mic: null,
   hearing: false,
+  speakerOn: localStorage.getItem(SPEAKER_KEY) === "on", // the user's choice, kept across visits
+  speechAvailable: true, // false when the server has no speech synthesizer (session.started says so)
+  sessionAudio: false, // whether the current session asked for spoken replies
+  startAskedAudio: false, // whether the last session.start sent asked for them
+  sessionReady: false, // session.started came for the last session.start
+  voiced: new Set(), // response_ids of this session's spoken replies whose response.audio.done has not come
   retry: 0,
   counter: 0,
 };
@@ -50,6 +57,7 @@ function connect() {
   };
   ws.onclose = () => {
     if (state.ws !== ws) return;
+    state.sessionReady = false;
     setStatus("disconnected", "Disconnected; reconnecting…");
     stopMic(false);
     endStreaming();
@@ -66,11 +74,13 @@ function send(event) {
   return true;
 }
 
-function startSession(conversationId, lastSeq = null) {
-  const event = { type: "session.start", event_id: "start", sample_rate: 16000 };
+function startSession(conversationId, lastSeq = null, eventId = "start") {
+  const event = { type: "session.start", event_id: eventId, sample_rate: 16000 };
   if (conversationId) event.conversation_id = conversationId;
   if (conversationId && lastSeq !== null) event.last_seq = lastSeq; // reconnecting: replay what was missed
   if (state.token) event.token = state.token;
+  state.startAskedAudio = wantsAudio();
+  if (state.startAskedAudio) event.output_modalities = ["text", "audio"];
   send(event);
 }
 
@@ -86,11 +96,16 @@ function handle(event) {
     case "turn.created": return turnCreated(event);
     case "transcript.delta": return showLiveTranscript(event.text);
     case "transcript.done": return transcriptDone(event);
-    case "speech.started": state.hearing = true; $("mic").classList.add("hearing"); return;
+    case "speech.started": // the user talks: stop reading the reply aloud at once (barge-in)
+      state.hearing = true;
+      $("mic").classList.add("hearing");
+      return cutAudio();
     case "speech.stopped": state.hearing = false; $("mic").classList.remove("hearing"); return;
     case "response.created": return responseCreated(event);
     case "response.text.delta": return responseDelta(event);
     case "response.done": return responseDone(event);
+    case "response.audio.delta": return audioDelta(event);
+    case "response.audio.done": return audioDone(event);
     case "image.started": return imageStarted(event);
     case "image.progress": return imageProgress(event);
     case "image.done": return imageDone(event);
@@ -113,13 +128,18 @@ function sessionStarted(event) {
     : "Message, or paste an image.";
   $("mic").disabled = !state.capabilities.asr;
   $("mic").title = state.capabilities.asr ? "Talk (the server notices when you stop)" : "No speech recognition on this server";
+  state.sessionReady = true;
+  state.sessionAudio = (event.output_modalities || []).includes("audio");
+  state.speechAvailable = Boolean(state.capabilities.speech_synthesizer) && Boolean(event.voices && event.voices.length);
+  renderSpeaker();
   setStatus("connected", "Connected");
   $("token-form").hidden = true;
   if (state.token) localStorage.setItem(TOKEN_KEY, state.token);
-  if (event.replay && event.replay.complete) return; // reconnected: the missed events follow, the page stays
+  if (event.replay && event.replay.complete) return restartIfIdle(); // reconnected or restarted: the missed events follow, the page stays
   clearMessages();
   state.lastSeq = event.seq;
   if (event.resumed) send({ type: "conversation.get", event_id: "history" });
+  restartIfIdle();
 }
 
 function turnCreated(event) {
@@ -156,7 +176,8 @@ function responseCreated(event) {
   bubble.dataset.responseId = event.response_id;
   state.replies.set(event.response_id, bubble);
   state.streaming = event.response_id;
-  $("stop").hidden = false;
+  if (state.sessionAudio) state.voiced.add(event.response_id);
+  updateStop();
 }
 
 function responseDelta(event) {
@@ -180,11 +201,16 @@ function responseDone(event) {
     }
   }
   if (state.streaming === event.response_id) endStreaming();
+  restartIfIdle();
 }
 
 function endStreaming() {
   state.streaming = null;
-  $("stop").hidden = true;
+  updateStop();
+}
+
+function updateStop() {
+  $("stop").hidden = !state.streaming && !player.active();
 }
 
 function imageStarted(event) {
@@ -239,9 +265,24 @@ function imageDone(event) {
     addNote(card, event.status === "cancelled" ? "Cancelled." : `Failed: ${event.error ? event.error.message : "unknown error"}`);
   }
   state.jobs.delete(event.job_id);
+  restartIfIdle();
 }
 
 function serverError(event) {
+  if (event.ref && (event.ref.startsWith("played-") || (event.ref.startsWith("cancel-") && event.code === "not_found"))) {
+    return; // a report of audio played for a reply the server has moved past, or a stop that came after the end: nothing to tell
+  }
+  if ((event.ref === "start" || event.ref === "restart") && state.startAskedAudio && event.code === "unavailable") {
+    state.speechAvailable = false; // the server cannot speak (no synthesizer): go on in text, with the switch disabled
+    renderSpeaker();
+    if (event.ref === "start") startSession(state.conversationId, state.lastSeq);
+    else state.sessionReady = true; // the session in place goes on
+    return;
+  }
+  if (event.ref === "restart" && event.code === "bad_request") {
+    state.sessionReady = true; // something was still in progress: the switch applies when it ends
+    return;
+  }
   if (event.code === "unauthorized") {
     $("token-form").hidden = false;
     $("token-input").focus();
@@ -271,6 +312,7 @@ function clearMessages() {
   state.turns.clear();
   state.replies.clear();
   state.jobs.clear();
+  state.voiced.clear();
   endStreaming();
 }
 
@@ -304,6 +346,17 @@ function addMessage(role, { text = "", images = [] }) {
   return bubble;
 }
 
+function addHeard(bubble, heard) {
+  // A spoken reply the user talked over: the server keeps what was heard, and the next turns use that.
+  const words = heard.trim().split(/\s+/).filter(Boolean);
+  const note = document.createElement("span");
+  note.className = "heard";
+  note.textContent = words.length
+    ? `Read aloud until you spoke: “${words.length > 8 ? "… " : ""}${words.slice(-8).join(" ")}”`
+    : "Cut before any of it was heard.";
+  bubble.appendChild(note);
+}
+
 function addNote(bubble, text) {
   const note = document.createElement("span");
   note.className = "note";
@@ -322,8 +375,10 @@ function renderHistory(turns) {
     const texts = [];
     const images = [];
     const transcripts = [];
+    let heard = null;
     for (const part of turn.content) {
-      if (part.type === "text") texts.push(part.text);
+      if (part.type === "heard") heard = part.text;
+      else if (part.type === "text") texts.push(part.text);
       else if (part.type === "image") images.push(part.url);
       else if (part.type === "transcript") transcripts.push(part.text);
       else if (part.type === "image_request") texts.push(`/imagine ${part.text}`);
@@ -343,6 +398,7 @@ function renderHistory(turns) {
       addNote(bubble, turn.status === "failed" ? `Failed: ${turn.error || ""}` : "Interrupted: the server stopped during this reply.");
     }
     if (turn.role === "assistant" && turn.status === "in_progress") addNote(bubble, "Still in progress.");
+    if (turn.role === "assistant" && heard !== null) addHeard(bubble, heard);
   }
 }
 
@@ -359,6 +415,7 @@ function submit(event) {
   }
   const content = state.attachments.map((a) => ({ type: "image", data: a.base64, mime: a.mime }));
   if (text) content.push({ type: "text", text });
+  cutAudio(); // a new message talks over a reply still being read aloud (the server stops it too)
   const eventId = `turn-${++state.counter}`;
   if (!send({ type: "turn.create", event_id: eventId, content })) return;
   const bubble = addMessage("user", { text, images: state.attachments.map((a) => a.url) });
@@ -468,6 +525,191 @@ function stopMic(commit) {
   state.hearing = false;
 }
 
+// ---------------------------------------------------------------- speaker (spoken replies)
+
+// Each reply's speech comes as response.audio.delta events (base64 PCM16 mono at sample_rate). Every chunk
+// becomes an AudioBuffer started exactly where the previous one ends on one AudioContext, so the speech
+// plays without gaps or overlaps however the chunks arrive. What was played is measured on the context's clock.
+const LEAD_S = 0.05; // after a pause (the first chunk, or a chunk later than the audio before it): start this much ahead
+
+const player = {
+  context: null,
+  nextStartTime: 0, // where the next chunk starts, in context time
+  speeches: new Map(), // response_id -> {chunks: [{source, start, duration}], end, serverDone, cut, playedMs}
+  shown: null, // response_id the indicator is about (the latest spoken reply)
+  cut: new Set(), // response_ids whose playback was stopped: their late chunks are dropped
+  timer: null,
+  reports: 0,
+
+  audio() {
+    if (!this.context) this.context = new AudioContext();
+    if (this.context.state === "suspended") this.context.resume().catch(() => {});
+    return this.context;
+  },
+
+  played(speech) {
+    // Milliseconds of this reply's speech played so far: each chunk counts from its start to now, up to its length.
+    if (speech.cut) return speech.playedMs;
+    const now = this.context ? this.context.currentTime : 0;
+    let seconds = 0;
+    for (const chunk of speech.chunks) seconds += Math.min(Math.max(now - chunk.start, 0), chunk.duration);
+    return seconds * 1000;
+  },
+
+  playing(speech) {
+    return !speech.cut && !(speech.serverDone && (!this.context || this.context.currentTime >= speech.end));
+  },
+
+  active() {
+    for (const speech of this.speeches.values()) if (this.playing(speech)) return true;
+    return false;
+  },
+
+  show() {
+    // The indicator, and data attributes on <body> for tests and tools: data-audio-playing, data-audio-played-ms, data-audio-response.
+    const speech = this.shown && this.speeches.get(this.shown);
+    const playing = Boolean(speech && this.playing(speech));
+    const ms = speech ? Math.round(this.played(speech)) : 0;
+    document.body.dataset.audioPlaying = String(playing);
+    document.body.dataset.audioPlayedMs = String(ms);
+    document.body.dataset.audioResponse = this.shown || "";
+    const indicator = $("speech-state");
+    indicator.hidden = !speech;
+    indicator.classList.toggle("playing", playing);
+    const seconds = (ms / 1000).toFixed(1);
+    indicator.textContent = !speech ? "" : playing ? `Speaking ${seconds} s` : speech.cut ? `Stopped after ${seconds} s` : `Spoke ${seconds} s`;
+    for (const [id, each] of this.speeches) state.replies.get(id)?.classList.toggle("speaking", this.playing(each));
+    for (const [id, each] of this.speeches) if (id !== this.shown && !this.playing(each)) this.speeches.delete(id);
+    if (playing && !this.timer) this.timer = setInterval(() => this.show(), 100);
+    if (!this.active() && this.timer) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+    updateStop();
+  },
+};
+
+function wantsAudio() {
+  return state.speakerOn && state.speechAvailable;
+}
+
+function renderSpeaker() {
+  const button = $("speaker");
+  button.disabled = !state.speechAvailable;
+  button.setAttribute("aria-pressed", String(wantsAudio()));
+  button.title = !state.speechAvailable
+    ? "No speech synthesizer on this server, so replies cannot be read aloud"
+    : state.speakerOn ? "Speaker on: replies are read aloud (click to turn off)" : "Speaker off: click to hear replies read aloud";
+}
+
+function toggleSpeaker() {
+  state.speakerOn = !state.speakerOn;
+  localStorage.setItem(SPEAKER_KEY, state.speakerOn ? "on" : "off");
+  renderSpeaker();
+  if (state.speakerOn) player.audio(); // this click is the gesture that lets the page play sound
+  else cutAudio();
+  restartIfIdle();
+}
+
+function restartIfIdle() {
+  // The speaker switch asks for (or stops) spoken replies with a new session.start on the same conversation,
+  // with last_seq so nothing is replayed and the page stays. The server refuses that while a turn is in
+  // progress, so it waits until nothing is (this runs again whenever a reply, its speech or a picture ends).
+  if (!state.sessionReady || state.sessionAudio === wantsAudio()) return;
+  if (state.streaming || state.voiced.size || state.jobs.size || state.pendingUser.length) return;
+  state.sessionReady = false; // until its session.started
+  startSession(state.conversationId, state.lastSeq, "restart");
+}
+
+function unlockAudio() {
+  if (wantsAudio()) player.audio(); // made (or resumed) during a gesture, so the browser lets it play
+}
+
+function decodePcm16(base64) {
+  const bytes = atob(base64);
+  const samples = new Float32Array(bytes.length >> 1);
+  for (let i = 0; i < samples.length; i++) {
+    const value = bytes.charCodeAt(2 * i) | (bytes.charCodeAt(2 * i + 1) << 8); // little-endian
+    samples[i] = (value >= 0x8000 ? value - 0x10000 : value) / 32768;
+  }
+  return samples;
+}
+
+function audioDelta(event) {
+  if (!state.sessionAudio || !wantsAudio() || player.cut.has(event.response_id)) return; // switched off, or stopped
+  const samples = decodePcm16(event.data);
+  if (!samples.length) return;
+  const context = player.audio();
+  let speech = player.speeches.get(event.response_id);
+  if (!speech) {
+    speech = { chunks: [], end: 0, serverDone: false, cut: false, playedMs: 0 };
+    player.speeches.set(event.response_id, speech);
+    player.shown = event.response_id;
+  }
+  const buffer = context.createBuffer(1, samples.length, event.sample_rate);
+  buffer.copyToChannel(samples, 0);
+  const source = context.createBufferSource();
+  source.buffer = buffer;
+  source.connect(context.destination);
+  const start = Math.max(player.nextStartTime, context.currentTime + LEAD_S * (player.nextStartTime < context.currentTime));
+  source.start(start);
+  source.onended = () => player.show();
+  player.nextStartTime = start + buffer.duration;
+  speech.chunks.push({ source, start, duration: buffer.duration });
+  speech.end = player.nextStartTime;
+  player.show();
+}
+
+function audioDone(event) {
+  state.voiced.delete(event.response_id);
+  const speech = player.speeches.get(event.response_id);
+  if (speech) {
+    speech.serverDone = true;
+    // Said again now that the server has finished with this reply: a report it got while the reply was still
+    // stopping can be overwritten by its own estimate (what it had sent) when the speech ends.
+    if (speech.cut && speech.reportAgain) report(event.response_id, speech.playedMs);
+  }
+  if (event.status === "failed") {
+    const bubble = state.replies.get(event.response_id);
+    if (bubble) addNote(bubble, `Not read aloud: ${event.error ? event.error.message : "the speech failed"}`);
+  }
+  player.show();
+  restartIfIdle();
+}
+
+function report(responseId, ms) {
+  send({ type: "response.audio.played", event_id: `played-${++player.reports}`, response_id: responseId, ms: Math.round(ms) });
+}
+
+function cutAudio() {
+  // Barge-in: stop every scheduled chunk at once and tell the server how much of each reply was heard.
+  for (const [id, speech] of player.speeches) {
+    if (!player.playing(speech)) continue;
+    speech.playedMs = Math.round(player.played(speech));
+    speech.cut = true;
+    speech.reportAgain = !speech.serverDone;
+    player.cut.add(id);
+    for (const chunk of speech.chunks) {
+      chunk.source.onended = null;
+      try {
+        chunk.source.stop();
+      } catch {
+        // already stopped
+      }
+    }
+    report(id, speech.playedMs);
+    const bubble = state.replies.get(id);
+    if (bubble) {
+      const note = document.createElement("span");
+      note.className = "heard";
+      note.textContent = `Stopped reading aloud after ${(speech.playedMs / 1000).toFixed(1)} s.`;
+      bubble.appendChild(note);
+    }
+  }
+  player.nextStartTime = 0;
+  player.show();
+}
+
 // ---------------------------------------------------------------- recent conversations
 
 function recent() {
@@ -515,11 +757,12 @@ function renderRecent() {
 }
 
 function switchTo(id) {
-  if (state.streaming) {
+  if (state.streaming || state.voiced.size) {
     showError("Wait for the reply to finish (or stop it) before switching conversations.");
     return;
   }
   stopMic(false);
+  cutAudio();
   state.lastSeq = null;
   startSession(id);
 }
@@ -559,9 +802,16 @@ function init() {
     event.target.value = "";
   });
   $("stop").addEventListener("click", () => {
-    if (state.streaming) send({ type: "response.cancel", response_id: state.streaming });
+    cutAudio();
+    const stopping = new Set(state.voiced); // replies whose speech the server may still be making
+    if (state.streaming) stopping.add(state.streaming);
+    for (const id of stopping) send({ type: "response.cancel", event_id: `cancel-${++state.counter}`, response_id: id });
   });
   $("mic").addEventListener("click", toggleMic);
+  $("speaker").addEventListener("click", toggleSpeaker);
+  for (const kind of ["pointerdown", "keydown"]) document.addEventListener(kind, unlockAudio, true); // browsers start audio only after a gesture
+  renderSpeaker();
+  player.show();
   $("new-conversation").addEventListener("click", () => switchTo(null));
   $("error-close").addEventListener("click", () => ($("error").hidden = true));
   $("token-form").addEventListener("submit", (event) => {
