@@ -134,7 +134,7 @@ class SchedulerConfig(_Table):
 
     max_queued: int = Field(32, ge=1, description="calls one engine may have waiting or running; more: rate_limited")
     latency_classes: dict[str, int] = Field(
-        default_factory=lambda: {"asr": 0, "image_encoder": 1, "dialogue": 1, "image_generator": 2, "speech_synthesizer": 0},
+        default_factory=lambda: {"asr": 0, "image_encoder": 1, "dialogue": 1, "image_generator": 2, "speech_synthesizer": 1},
         description="per role; a larger number pauses between its steps while a smaller one runs (equal: no waiting)",
     )
 
