@@ -6,7 +6,7 @@ Batched: `describe_batch` on all of them, `batch_size` images per forward pass (
 makes per turn). One at a time: `describe` per image, as a loop would. Both sides give the same
 descriptions (checked). Rounds alternate (ABBA); the median images/s are compared.
 
-    python bench/image_labels.py [--images 32] [--batch 16] [--rounds 4]
+    python bench/image_labels.py [--images 32] [--batch 4] [--rounds 4]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
 

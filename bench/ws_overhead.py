@@ -151,7 +151,8 @@ def run_ours(db_url: str, port_queue: mp.Queue) -> None:
         "server": {"port": 0}, "store": {"url": db_url},
         "engines": {"dialogue": "instant"}, "dialogue": {"history_turns": 4},
         "plugins": {"deny": ["rapid_ocr", "imagenet_labels", "clip_image"]},  # text turns only: no image modalities
-        "limits": {"turns_per_minute": 10**9},  # measuring the path, not the per-principal allowance
+        # measuring the path, not the allowances: one client address opens every connection
+        "limits": {"turns_per_minute": 10**9, "sessions_per_principal": 10**4, "conversations_per_minute": 10**6},
     })
 
     async def main():

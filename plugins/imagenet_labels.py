@@ -40,7 +40,7 @@ class LabelSettings(BaseModel):
         description="the best label needs at least this probability, else the image is 'nothing recognized'; "
         "further labels need half of it",
     )
-    batch_size: int = Field(16, ge=1, description="images per forward pass")
+    batch_size: int = Field(4, ge=1, description="images per forward pass (on a 2-core CPU larger batches are slower; raise it on a GPU)")
     device: str = Field("cpu", description='"cpu", "cuda" or "auto"')
 
 

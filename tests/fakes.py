@@ -257,3 +257,16 @@ class ToneVoice(SpeechSynthesizer):
                 return
             on_audio(tone)
             time.sleep(self.pace_s)
+
+
+def record_requests(engine: DialogueEngine) -> list[DialogueRequest]:
+    """Wrap a real dialogue engine's `generate` so that every request it gets is kept in the returned list."""
+    requests: list[DialogueRequest] = []
+    generate = engine.generate
+
+    def recording(request, emit, cancelled):
+        requests.append(request)
+        return generate(request, emit, cancelled)
+
+    engine.generate = recording  # type: ignore[method-assign]
+    return requests

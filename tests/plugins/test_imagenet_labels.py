@@ -12,7 +12,7 @@ from PIL import Image
 from assistant.modalities import ImageInput
 from assistant_plugins.imagenet_labels import NOTHING_RECOGNIZED, ImageNetLabels, LabelSettings, describe_scores, load_labels
 from tests.conftest import make_config
-from tests.fakes import FakeEnginesPlugin, ScriptedDialogue, SettingsApp
+from tests.fakes import FakeEnginesPlugin, ScriptedDialogue, SettingsApp, record_requests
 
 
 @pytest.fixture(scope="module")
@@ -129,15 +129,7 @@ async def test_the_photo_scenario_on_the_offline_defaults(start_server, connect_
     )
     server = await start_server(config)
     assert [m.name for m in server.app.modalities] == ["ocr", "labels"]
-    engine = server.app.engines["dialogue"]
-    requests = []
-    generate = engine.generate
-
-    def spy(request, emit, cancelled):
-        requests.append(request)
-        return generate(request, emit, cancelled)
-
-    engine.generate = spy
+    requests = record_requests(server.app.engines["dialogue"])
     buffer = io.BytesIO()
     photo("coffee").save(buffer, format="JPEG", quality=90)
     async with connect_client(server) as client:

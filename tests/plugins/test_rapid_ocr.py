@@ -9,7 +9,7 @@ from assistant.modalities import ImageInput
 from assistant_plugins.rapid_ocr import OcrSettings, RapidOcr
 from tests import images
 from tests.conftest import make_config
-from tests.fakes import SettingsApp
+from tests.fakes import SettingsApp, record_requests
 
 
 def _App(table: dict | None = None) -> SettingsApp:
@@ -65,15 +65,7 @@ async def test_sign_question_with_smollm2_puts_the_ocr_text_in_the_prompt(start_
     )
     server = await start_server(config)
     assert [m.name for m in server.app.modalities] == ["ocr", "labels"], "no image encoder: the zero-shot labels sit out"
-    engine = server.app.engines["dialogue"]
-    requests = []
-    generate = engine.generate
-
-    def spy(request, emit, cancelled):
-        requests.append(request)
-        return generate(request, emit, cancelled)
-
-    engine.generate = spy
+    requests = record_requests(server.app.engines["dialogue"])
     async with connect_client(server) as client:
         await client.start()
         events = await client.say_parts([images.image_part(images.sign("NO PARKING")), {"type": "text", "text": "What does the sign say?"}])
