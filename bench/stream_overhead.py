@@ -85,6 +85,7 @@ def run_ours(tokens: int, db_url: str, port_queue: mp.Queue) -> None:
     config = Config.from_dict({
         "server": {"port": 0}, "store": {"url": db_url}, "engines": {"dialogue": "stream"},
         "limits": {"turns_per_minute": 10**9, "sessions_per_principal": 10**4},
+        "scheduler": {"max_queued": 10**4},
         "plugins": {"deny": ["rapid_ocr", "imagenet_labels", "clip_image"]},
     })
 

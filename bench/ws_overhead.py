@@ -153,6 +153,7 @@ def run_ours(db_url: str, port_queue: mp.Queue) -> None:
         "plugins": {"deny": ["rapid_ocr", "imagenet_labels", "clip_image"]},  # text turns only: no image modalities
         # measuring the path, not the allowances: one client address opens every connection
         "limits": {"turns_per_minute": 10**9, "sessions_per_principal": 10**4, "conversations_per_minute": 10**6},
+        "scheduler": {"max_queued": 10**4},  # and not the engine's queue bound (64 connections > its default 32)
     })
 
     async def main():
