@@ -259,7 +259,7 @@ class AssistantServer:
             )
         self._uvicorn = _Uvicorn(uvicorn.Config(
             self.asgi, host=cfg.host, port=cfg.port, lifespan="off", proxy_headers=False,
-            ws=_SansIOWebSocket, ws_max_size=cfg.max_frame_bytes,
+            ws=_SansIOWebSocket, ws_max_size=cfg.max_frame_bytes, ws_per_message_deflate=cfg.compression,
             ws_ping_interval=cfg.ping_interval_s, ws_ping_timeout=cfg.ping_timeout_s,
             log_config=None,  # the process's logging as it is (see cli.main)
             access_log=logging.getLogger("uvicorn.access").isEnabledFor(logging.INFO),  # on with `assistant -v`

@@ -61,7 +61,7 @@ def run_bare(tokens: int, port_queue: mp.Queue) -> None:
     asyncio.run(main())
 
 
-def run_ours(tokens: int, db_url: str, port_queue: mp.Queue) -> None:
+def run_ours(tokens: int, db_url: str, compression: bool, port_queue: mp.Queue) -> None:
     """Our server with an engine that emits `tokens` deltas at once."""
     from assistant import DialogueEngine, DialogueResult, Usage, hookimpl
     from assistant.config import Config
@@ -83,7 +83,7 @@ def run_ours(tokens: int, db_url: str, port_queue: mp.Queue) -> None:
             register("dialogue", "stream", lambda app: Instant())
 
     config = Config.from_dict({
-        "server": {"port": 0}, "store": {"url": db_url}, "engines": {"dialogue": "stream"},
+        "server": {"port": 0, "compression": compression}, "store": {"url": db_url}, "engines": {"dialogue": "stream"},
         "limits": {"turns_per_minute": 10**9, "sessions_per_principal": 10**4},
         "scheduler": {"max_queued": 10**4},
         "plugins": {"deny": ["rapid_ocr", "imagenet_labels", "clip_image"]},
@@ -152,10 +152,14 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256, help="deltas per reply")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    runs: dict[str, list[tuple[float, list[float]]]] = {"bare websockets": [], "ours (full stack)": []}
+    runs: dict[str, list[tuple[float, list[float]]]] = {"bare websockets": [], "ours (full stack)": [], "ours, no compression": []}
     with tempfile.TemporaryDirectory() as db_dir:
         for round_ in range(args.rounds):
-            order = [("bare websockets", run_bare, (args.tokens,)), ("ours (full stack)", run_ours, (args.tokens, f"sqlite:///{db_dir}/s{round_}.db"))]
+            order = [
+                ("bare websockets", run_bare, (args.tokens,)),
+                ("ours (full stack)", run_ours, (args.tokens, f"sqlite:///{db_dir}/s{round_}.db", True)),
+                ("ours, no compression", run_ours, (args.tokens, f"sqlite:///{db_dir}/p{round_}.db", False)),
+            ]
             for name, target, target_args in order if round_ % 2 == 0 else order[::-1]:
                 runs[name].append(measure(target, target_args, args.replies))
     print(f"{args.replies} concurrent replies x {args.tokens} deltas, {args.rounds} rounds (median deltas/s)")
@@ -166,6 +170,7 @@ def main() -> None:
         gaps = [gap for _, run_gaps in results for gap in run_gaps]
         print(f"{name:20} {rates[name]:10.0f} {pct(gaps, 50) * 1000:11.3f} {pct(gaps, 99) * 1000:11.3f}")
     print(f"ratio ours / bare: {rates['ours (full stack)'] / rates['bare websockets']:.2f}  (goal >= 0.5)")
+    print(f"ratio ours without compression / bare: {rates['ours, no compression'] / rates['bare websockets']:.2f}")
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ def run_reference(db_path: str, port_queue: mp.Queue) -> None:
     asyncio.run(main())
 
 
-def run_ours(db_url: str, port_queue: mp.Queue) -> None:
+def run_ours(db_url: str, compression: bool, port_queue: mp.Queue) -> None:
     """Our server with an instant one-delta fake engine, storing in `db_url`."""
     from assistant import DialogueEngine, DialogueResult, Usage, hookimpl
     from assistant.config import Config
@@ -148,7 +148,7 @@ def run_ours(db_url: str, port_queue: mp.Queue) -> None:
             register("dialogue", "instant", lambda app: Instant())
 
     config = Config.from_dict({
-        "server": {"port": 0}, "store": {"url": db_url},
+        "server": {"port": 0, "compression": compression}, "store": {"url": db_url},
         "engines": {"dialogue": "instant"}, "dialogue": {"history_turns": 4},
         "plugins": {"deny": ["rapid_ocr", "imagenet_labels", "clip_image"]},  # text turns only: no image modalities
         # measuring the path, not the allowances: one client address opens every connection
@@ -233,8 +233,9 @@ def table(connections: int, turns: int) -> None:
             "bare echo (1 frame)": measure(run_bare, ("echo",), connections, turns, 1, False),
             "bare same frames (4)": measure(run_bare, ("same-frames",), connections, turns, 4, False),
             "reference (+ sqlite3)": measure(run_reference, (f"{db_dir}/reference.db",), connections, turns, 4, True),
-            "ours (full stack)": measure(run_ours, (f"sqlite:///{db_dir}/bench.db",), connections, turns, 4, True),
-            "ours, in-memory SQLite": measure(run_ours, ("sqlite:///:memory:",), connections, turns, 4, True),
+            "ours (full stack)": measure(run_ours, (f"sqlite:///{db_dir}/bench.db", True), connections, turns, 4, True),
+            "ours, in-memory SQLite": measure(run_ours, ("sqlite:///:memory:", True), connections, turns, 4, True),
+            "ours, no compression": measure(run_ours, (f"sqlite:///{db_dir}/plain.db", False), connections, turns, 4, True),
         }
     print(f"{connections} connections x {turns} round trips each")
     print(f"{'server':24} {'round trips/s':>14} {'p50 ms':>8} {'p99 ms':>8}")

@@ -146,3 +146,17 @@ async def test_shutdown_closes_open_sessions_with_going_away(start_server):
     assert closed.value.rcvd.code == 1001
     with pytest.raises(OSError):
         await connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5)
+
+
+async def test_compression_is_negotiated_unless_turned_off(start_server, tmp_path):
+    """permessage-deflate is agreed with a client that offers it, and not when [server] compression is false."""
+    agreed = []
+    for compression in (True, False):
+        config = make_config(tmp_path / str(compression), server={"compression": compression})
+        server = await start_server(config, plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
+        async with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:  # the websockets client offers it by default
+            agreed.append("permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions") or ""))
+            client = Client(ws)
+            assert (await client.start())["type"] == "session.started"
+            assert (await client.say("hi"))[-1]["status"] == "completed"
+    assert agreed == [True, False]
