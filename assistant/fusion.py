@@ -58,7 +58,8 @@ async def describe_images(app: App, images: list[ImageInput]) -> list[tuple[str,
     """
     assert app.store is not None
     keys = {entry.name: entry.modality.cache_key() for entry in app.modalities}
-    stored = await app.store.image_descriptions([image.sha256 for image in images], [key for key in keys.values() if key])
+    cached = [key for key in keys.values() if key]
+    stored = await app.store.image_descriptions([image.sha256 for image in images], cached) if cached else {}
     texts: dict[tuple[str, str], str | None] = {}  # (sha256, modality) -> what it said, None for nothing
     calls: list[tuple[list[ImageInput], RegisteredModality, asyncio.Future[Any], bool]] = []  # (images, modality, call, batched)
     for entry in app.modalities:
