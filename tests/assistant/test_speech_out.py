@@ -10,8 +10,8 @@ from assistant import events
 from assistant.engines import GenerationOptions
 from assistant.speech import MAX_CLAUSE_CHARS, speech_out, split_speakable
 from assistant.turns import TextIn
-from tests.assistant.test_turns import kinds, make_conversation, settle  # noqa: F401 (fixture)
 from tests.conftest import make_config
+from tests.conversations import kinds, settle
 from tests.fakes import FakeEnginesPlugin, ScriptedDialogue, ToneVoice
 
 STORY = ["The sea was calm.", " The keeper lit the lamp!", " Would the ship see it?", " It did"]

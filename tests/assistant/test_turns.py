@@ -1,90 +1,24 @@
 """The turn core with no socket: a Conversation whose events land in a list.
 
-Each test starts a real App (SQLite store, fake engines, the built-in keyword router) and drives
+Each test starts a real App (SQLite store, fake engines, the built-in keyword router; the `make_conversation`
+fixture in tests/assistant/conftest.py, the recorder in tests/conversations.py) and drives
 `assistant.conversation.Conversation` directly, as a dialect would.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 
 import numpy as np
 import pytest
 
 from assistant import events
-from assistant.app import App
 from assistant.audio import wav_bytes
-from assistant.conversation import Conversation, open_conversation
 from assistant.engines import GenerationOptions
 from assistant.turns import AudioIn, ImageIn, TextIn
 from tests import images
-from tests.conftest import make_config
+from tests.conversations import kinds, settle
 from tests.fakes import ColourNamer, FakeEnginesPlugin, FixedAsr, ScriptedDialogue, StepPainter
-
-
-class Recorder:
-    """An `Emit` that numbers events and keeps them in seq order, as a channel delivers them, and a `Tell` that keeps errors."""
-
-    def __init__(self) -> None:
-        self.numbered: list[tuple[int, events.Event]] = []
-        self.told: list[events.Event] = []
-        self.seq = 0
-
-    def reserve(self) -> int:
-        self.seq += 1
-        return self.seq
-
-    async def __call__(self, event: events.Event, seq: int | None = None) -> None:
-        self.numbered.append((self.reserve() if seq is None else seq, event))
-
-    @property
-    def events(self) -> list[events.Event]:
-        return [event for _, event in sorted(self.numbered, key=lambda pair: pair[0])]
-
-    async def tell(self, event: events.Event) -> None:
-        self.told.append(event)
-
-    def of(self, kind: type) -> list:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    async def wait_for(self, kind: type, count: int = 1, timeout: float = 30) -> list:
-        """The first `count` events of `kind`, waiting for them."""
-        async with asyncio.timeout(timeout):
-            while len(self.of(kind)) < count:
-                await asyncio.sleep(0.005)
-        return self.of(kind)[:count]
-
-
-@pytest.fixture
-async def make_conversation(tmp_path):
-    """Factory: an App with the given fake engines and a new Conversation on it; the app stops after the test."""
-    apps: list[App] = []
-
-    async def make(plugin: FakeEnginesPlugin, **tables) -> tuple[Conversation, Recorder]:
-        engines = {"dialogue": "fake", **{role: "fake" if engine else "" for role, engine in plugin.others.items()}}
-        app = await App.start(make_config(tmp_path, engines=engines, **tables), [plugin])
-        apps.append(app)
-        conversation_id, _, resumed = await open_conversation(app, "local", None)
-        assert not resumed
-        recorder = Recorder()
-        return Conversation(app, conversation_id, "local", recorder, recorder.tell), recorder
-
-    yield make
-    for app in apps:
-        await app.drain(0)
-        await app.stop()
-
-
-async def settle(conversation: Conversation, timeout: float = 30) -> None:
-    """Wait until the conversation has no turn or image job left."""
-    async with asyncio.timeout(timeout):
-        while conversation.busy():
-            await asyncio.sleep(0.005)
-
-
-def kinds(recorder: Recorder) -> list[str]:
-    return [type(e).__name__ for e in recorder.events]
 
 
 async def test_a_text_turn_is_stored_and_streamed_as_events(make_conversation):
