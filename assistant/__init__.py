@@ -9,6 +9,7 @@ from assistant.engines import (
     DialogueResult,
     Engine,
     EngineError,
+    FinishReason,
     GeneratedImage,
     GenerationCancelled,
     GenerationOptions,
@@ -16,6 +17,9 @@ from assistant.engines import (
     ImageGenerator,
     ImageRequest,
     SpeechSynthesizer,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
     Transcript,
     Usage,
     Voice,
@@ -24,6 +28,7 @@ from assistant.hookspecs import hookimpl
 from assistant.modalities import ImageInput, Modality
 from assistant.models import ModelSource, NotHere
 from assistant.routes import ImageRoute, TurnRouter
+from assistant.tool_calls import ToolCallFilter, new_call_id, parse_tool_calls
 
 __version__ = "0.1.0"
 
@@ -36,6 +41,7 @@ __all__ = [
     "DialogueResult",
     "Engine",
     "EngineError",
+    "FinishReason",
     "GeneratedImage",
     "GenerationCancelled",
     "GenerationOptions",
@@ -48,10 +54,16 @@ __all__ = [
     "ModelSource",
     "NotHere",
     "SpeechSynthesizer",
+    "ToolCall",
+    "ToolCallFilter",
+    "ToolChoice",
+    "ToolSpec",
     "Transcript",
     "TurnRouter",
     "Usage",
     "Voice",
     "__version__",
     "hookimpl",
+    "new_call_id",
+    "parse_tool_calls",
 ]
