@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from assistant.engines import ChatMessage
 from assistant.image_features import stored_image
-from assistant.store import TurnRecord
+from assistant.store import PartRecord, TurnRecord
 
 if TYPE_CHECKING:
     from assistant.app import App
@@ -62,18 +62,24 @@ def image_numbers(shas: list[str]) -> dict[str, int]:
 
 
 def _user_message(turn: TurnRecord, images: dict[str, Any] | None) -> ChatMessage:
-    shas = [p.attachment_sha256 for p in turn.parts if p.kind == "image" and p.attachment_sha256]
+    return user_message(turn.parts, turn.text, images)
+
+
+def user_message(parts: list[PartRecord], text: str, images: dict[str, Any] | None) -> ChatMessage:
+    """A user turn's message: its `text` with its images' pixels (`images` given), or with one
+    `[Image N: ...]` line per image rendered from its `image_text` parts."""
+    shas = [p.attachment_sha256 for p in parts if p.kind == "image" and p.attachment_sha256]
     if images is not None:
-        return ChatMessage("user", turn.text, tuple(images[sha] for sha in shas if sha in images))
+        return ChatMessage("user", text, tuple(images[sha] for sha in shas if sha in images))
     number = image_numbers(shas)
     said: dict[str, list[str]] = {}  # what the modalities said, per image, joined into one line
-    for part in turn.parts:
+    for part in parts:
         if part.kind == "image_text" and part.text:
             said.setdefault(part.attachment_sha256 or "", []).append(part.text)
     lines = [f"[Image {number.get(sha, len(shas))}: {'; '.join(texts)}]" for sha, texts in said.items()]
-    described = {p.attachment_sha256 for p in turn.parts if p.kind == "image_text"}
+    described = {p.attachment_sha256 for p in parts if p.kind == "image_text"}
     lines += [f"[Image {index}: no description available]" for sha, index in number.items() if sha not in described]
-    return ChatMessage("user", "\n".join([*lines, turn.text]).strip())
+    return ChatMessage("user", "\n".join([*lines, text]).strip())
 
 
 async def context_images(app: App, history: list[TurnRecord], new_images: list[DecodedImage]) -> dict[str, Any]:
