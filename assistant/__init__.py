@@ -21,6 +21,7 @@ from assistant.engines import (
     ToolChoice,
     ToolSpec,
     Transcript,
+    TranscriptSegment,
     Usage,
     Voice,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "ToolChoice",
     "ToolSpec",
     "Transcript",
+    "TranscriptSegment",
     "TurnRouter",
     "Usage",
     "Voice",

@@ -39,7 +39,8 @@ class ServerConfig(_Table):
         default_factory=list, description="browser origins allowed besides the server's own (\"*\": any; not recommended)"
     )
     dialects: list[str] = Field(
-        default_factory=lambda: ["native"], description="wire protocols served (assistant.dialects.DIALECTS; \"native\": /ws)"
+        default_factory=lambda: ["native", "openai"],
+        description="wire protocols served (assistant.dialects.DIALECTS; \"native\": /ws, \"openai\": /v1)",
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,

@@ -219,12 +219,23 @@ class ImageGenerator(Engine):
 
 
 @dataclass(frozen=True)
+class TranscriptSegment:
+    """A stretch of a transcript, with its start and end in seconds from the start of the audio."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
 class Transcript:
-    """What was said: text, the language spoken (or None if unknown) and the audio's length."""
+    """What was said: text, the language spoken (or None if unknown) and the audio's length; `segments` time its
+    stretches when the engine knows them (empty otherwise)."""
 
     text: str
     language: str | None
     duration_s: float
+    segments: tuple[TranscriptSegment, ...] = ()
 
 
 class AsrEngine(Engine):

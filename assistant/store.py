@@ -585,6 +585,21 @@ class Store:
             job_id = self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=reply_to)
         return user_id, job_id
 
+    def add_generated_images(self, owner: str, prompt: str, images: Sequence[tuple[str, bytes]]) -> tuple[str, list[str]]:
+        """Store images made outside any conversation (a stateless HTTP request) in one transaction: a new
+        conversation of `owner` holding the prompt (an `image_request` user turn) and one completed assistant
+        turn per image ((mime, bytes), stored once by sha256). Returns the conversation id and the sha256s."""
+        now = _now()
+        conversation_id = new_id()
+        with self.engine.begin() as conn:
+            conn.execute(_conversations.insert().values(id=conversation_id, owner=owner, created_at=now, updated_at=now, last_seq=0, seq_reserved=0))
+            user_id = self._insert_turn(conn, conversation_id, "user", "completed", [PartRecord("image_request", prompt)], touch=False)
+            shas = []
+            for mime, data in images:
+                shas.append(self._put_attachment(conn, mime, data))
+                self._insert_turn(conn, conversation_id, "assistant", "completed", [PartRecord("image", attachment_sha256=shas[-1])], reply_to=user_id)
+        return conversation_id, shas
+
     def history_page(self, conversation_id: str, before: str | None, limit: int, max_chars: int) -> tuple[list[TurnRecord], bool] | None:
         """Up to `limit` turns older than turn `before` (None: the newest), oldest first, cut (keeping at least one)
         where their text passes `max_chars`; and whether older turns remain. None when `before` is not a turn of it."""
@@ -752,6 +767,10 @@ class AsyncStore:
     async def begin_image_job(self, conversation_id: str, prompt: str | None, reply_to: str | None) -> tuple[str | None, str]:
         """`Store.begin_image_job` on the store thread."""
         return await self.call(self.store.begin_image_job, conversation_id, prompt, reply_to)
+
+    async def add_generated_images(self, owner: str, prompt: str, images: Sequence[tuple[str, bytes]]) -> tuple[str, list[str]]:
+        """`Store.add_generated_images` on the store thread."""
+        return await self.call(self.store.add_generated_images, owner, prompt, images)
 
     async def history_page(self, conversation_id: str, before: str | None, limit: int, max_chars: int) -> tuple[list[TurnRecord], bool] | None:
         """`Store.history_page` on the store thread."""

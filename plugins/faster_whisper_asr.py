@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from assistant import AsrEngine, Capabilities, Transcript, hookimpl
+from assistant import AsrEngine, Capabilities, Transcript, TranscriptSegment, hookimpl
 from assistant.audio import duration_s
 from assistant.batching import Coalescer
 
@@ -70,8 +70,10 @@ class FasterWhisperAsr(AsrEngine):
         segments, info = self.model.transcribe(
             samples, language=language, beam_size=self.settings.beam_size, condition_on_previous_text=False,
         )
+        segments = list(segments)
         text = "".join(segment.text for segment in segments).strip()
-        return Transcript(text, info.language, duration_s(samples))
+        timed = tuple(TranscriptSegment(segment.start, segment.end, segment.text.strip()) for segment in segments)
+        return Transcript(text, info.language, duration_s(samples), timed)
 
     def _transcribe_batch(self, clips: list[tuple[Any, str | None]]) -> list[Transcript]:
         """One encoder pass and one decoding pass for clips of up to 30 s each (greedy or beam, no timestamps)."""

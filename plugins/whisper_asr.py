@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from assistant import AsrEngine, Transcript, hookimpl
+from assistant import AsrEngine, Transcript, TranscriptSegment, hookimpl
 from assistant.audio import duration_s
 from assistant.config import ConfigError
 
@@ -62,7 +62,8 @@ class OpenAIWhisperAsr(AsrEngine):
             samples, language=language, temperature=0.0, condition_on_previous_text=False,
             fp16=self.device.startswith("cuda"), verbose=None,
         )
-        return Transcript(result["text"].strip(), result.get("language"), duration_s(samples))
+        timed = tuple(TranscriptSegment(float(s["start"]), float(s["end"]), str(s["text"]).strip()) for s in result.get("segments", ()))
+        return Transcript(result["text"].strip(), result.get("language"), duration_s(samples), timed)
 
 
 def create_engine(app: Any, settings: WhisperSettings) -> OpenAIWhisperAsr:

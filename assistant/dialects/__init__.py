@@ -48,6 +48,7 @@ class Dialect(ABC):
 
 DIALECTS: dict[str, str] = {
     "native": "assistant.dialects.native:NativeDialect",  # protocol v1: JSON events on the websocket at /ws
+    "openai": "assistant.dialects.openai_http:OpenAIDialect",  # OpenAI's HTTP API under /v1 (docs/openai.md)
 }
 """Dialect name -> `module:class`."""
 
