@@ -19,6 +19,7 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -75,8 +76,9 @@ async def read_form(server: ServerContext, request: Request) -> FormData:
 
     try:
         return await Request(request.scope, replay).form(max_files=1, max_fields=16, max_part_size=FORM_ROOM)
-    except MultiPartException as exc:
-        raise OpenAIError(400, f"the multipart form is malformed: {exc.message}", code="invalid_multipart") from None
+    except (MultiPartException, HTTPException) as exc:  # Starlette wraps the parser's errors in a 400 HTTPException
+        detail = exc.message if isinstance(exc, MultiPartException) else exc.detail
+        raise OpenAIError(400, f"the multipart form is malformed: {detail}", code="invalid_multipart") from None
 
 
 def _timestamp(seconds: float, separator: str) -> str:
@@ -88,9 +90,10 @@ def _timestamp(seconds: float, separator: str) -> str:
 
 
 def segments_of(transcript: Transcript) -> tuple[TranscriptSegment, ...]:
-    """The transcript's timed segments; one spanning the whole clip when the engine gave none."""
-    if transcript.segments:
-        return transcript.segments
+    """The transcript's timed segments, within the clip; one spanning the whole clip when the engine gave none."""
+    if transcript.segments:  # Whisper's timestamps come in 20 ms steps and may overshoot the clip's end
+        end = transcript.duration_s
+        return tuple(TranscriptSegment(min(s.start, end), min(s.end, end), s.text) for s in transcript.segments)
     return (TranscriptSegment(0.0, transcript.duration_s, transcript.text),) if transcript.text else ()
 
 
