@@ -19,7 +19,7 @@ from assistant.dialects import Dialect, ServerContext
 from assistant.dialects.http import request_principal
 from assistant.dialects.openai_http import audio, chat, images
 from assistant.dialects.openai_http.catalog import find_model, list_models, model_entry
-from assistant.dialects.openai_http.errors import not_found_model
+from assistant.dialects.openai_http.errors import OpenAIError, not_found_model
 from assistant.dialects.openai_http.handling import Handler, endpoint
 
 if TYPE_CHECKING:
@@ -33,6 +33,7 @@ class OpenAIDialect(Dialect):
 
     def __init__(self) -> None:
         self.created = int(time.time())  # the `created` of every model: when this server started
+        self.served: dict[str, str] = {}  # path -> method, for the 404 and 405 answers
 
     def routes(self, server: ServerContext) -> list[BaseRoute]:
         """The `/v1` routes."""
@@ -42,11 +43,20 @@ class OpenAIDialect(Dialect):
             "/v1/audio/speech": audio.speech,
             "/v1/images/generations": images.generations,
         }
+        self.served = {"/v1/models": "GET", **dict.fromkeys(post, "POST")}
         return [
             Route("/v1/models", endpoint(server, self.models), methods=["GET"]),
             Route("/v1/models/{model:path}", endpoint(server, self.model), methods=["GET"]),
             *(Route(path, endpoint(server, handler), methods=["POST"]) for path, handler in post.items()),
+            Route("/v1/{path:path}", endpoint(server, self.unknown), methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
         ]
+
+    async def unknown(self, server: ServerContext, request: Request) -> Response:
+        """Any other `/v1` path, or a served one with another method: OpenAI's 404 (or 405) envelope."""
+        path = request.url.path
+        if path in self.served or path.startswith("/v1/models/"):
+            raise OpenAIError(405, f"{request.method} {path} is not served; use {self.served.get(path, 'GET')}", code="method_not_allowed")
+        raise OpenAIError(404, f"Invalid URL ({request.method} {path}): this server serves {', '.join(self.served)}", code="unknown_url")
 
     async def models(self, server: ServerContext, request: Request) -> Response:
         """`GET /v1/models`: every configured engine."""

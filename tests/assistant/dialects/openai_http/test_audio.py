@@ -74,6 +74,13 @@ async def test_other_containers_are_transcribed(client, server):
     assert heard(result.text) == "what is the capital of france"
 
 
+async def test_a_chat_message_with_input_audio_is_transcribed_for_the_engine(client):
+    """An `input_audio` part is transcribed by Whisper and reaches the dialogue engine as the user's words."""
+    reply = await client.chat.completions.create(model="dialogue", messages=[{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": base64.b64encode(CAPITAL).decode(), "format": "wav"}}]}])
+    assert heard(reply.choices[0].message.content) == "you said what is the capital of france"
+
+
 def decode(data: bytes, response_format: str) -> np.ndarray:
     """16 kHz samples of speech audio in any format /v1/audio/speech makes."""
     if response_format == "pcm":

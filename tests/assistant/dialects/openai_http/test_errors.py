@@ -134,3 +134,14 @@ async def test_an_engine_failure_is_a_server_error_and_the_next_request_works(st
     with pytest.raises(openai.InternalServerError):
         await client.chat.completions.create(model="dialogue", messages=USER, stream=True)
     assert (await client.chat.completions.create(model="dialogue", messages=USER)).choices[0].message.content == "You said: hi"
+
+
+async def test_unknown_paths_and_methods_answer_in_openai_shape(server, openai_client):
+    """An endpoint we do not serve is a 404 `unknown_url`, a served one with another method a 405; both in OpenAI's envelope."""
+    client = openai_client(server)
+    with pytest.raises(openai.NotFoundError) as missing:
+        await client.embeddings.create(model="dialogue", input="hello")
+    assert envelope(missing.value)["code"] == "unknown_url"
+    with pytest.raises(openai.APIStatusError) as wrong:
+        await client.get("/chat/completions", cast_to=object)
+    assert wrong.value.status_code == 405 and envelope(wrong.value)["code"] == "method_not_allowed"
