@@ -175,14 +175,12 @@ async def speech(server: ServerContext, request: Request) -> Response:
             voice = speech_out(app, body.voice_name, None).voice
         except AssistantError as exc:
             raise from_assistant_error(exc, "voice") from None
-        if body.speed != 1.0:
-            raise OpenAIError(400, "speed: only 1.0 is supported", param="speed", code="unsupported_value")
         sentences, _ = split_speakable(body.input, final=True)
         if not sentences:
             raise OpenAIError(400, "input: there is nothing to say (no letters or digits)", param="input", code="invalid_value")
         app.scheduler.admit(engine)  # refused here, with a status, when the synthesizer's queue is full
         cleanup.callback(app.scheduler.release_admissions)
-        encoder = AudioEncoder(body.response_format, voice.sample_rate)
+        encoder = AudioEncoder(body.response_format, voice.sample_rate, body.speed)
         cleanup.callback(encoder.close)
         stream = spoken(server, engine, voice.name, sentences, encoder)
         if body.stream_format == "sse":

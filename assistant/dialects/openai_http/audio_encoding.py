@@ -2,12 +2,14 @@
 
 `pcm` is raw 24 kHz PCM16 (what OpenAI's clients expect), `wav` a WAV header with open-ended sizes then
 the voice's PCM16, and `mp3`, `opus` (in Ogg), `aac` (ADTS) and `flac` are encoded by PyAV (FFmpeg's
-encoders), each chunk as soon as it is made. An encoder is not thread-safe: feed it from one task.
+encoders), each chunk as soon as it is made. A speed other than 1 goes through FFmpeg's `atempo`
+filter first. An encoder is not thread-safe: feed it from one task.
 """
 
 from __future__ import annotations
 
 import struct
+from fractions import Fraction
 from typing import Any
 
 import av
@@ -49,13 +51,49 @@ def wav_header(sample_rate: int) -> bytes:
             + b"data" + struct.pack("<I", 0xFFFFFFFF))
 
 
-class AudioEncoder:
-    """Encodes one stream of PCM16 mono at `sample_rate` into `audio_format`; `push` then `finish` return the bytes to send."""
+class Tempo:
+    """FFmpeg's `atempo` filter: audio faster or slower at the same pitch (chained for factors below 0.5)."""
 
-    def __init__(self, audio_format: str, sample_rate: int) -> None:
+    def __init__(self, sample_rate: int, speed: float) -> None:
+        self.graph = av.filter.Graph()
+        self.time_base = Fraction(1, sample_rate)
+        self.pts = 0
+        node = self.source = self.graph.add_abuffer(format="s16", sample_rate=sample_rate, layout="mono", time_base=self.time_base)
+        factors = []
+        while speed < 0.5:
+            factors.append(0.5)
+            speed /= 0.5
+        for factor in (*factors, speed):
+            step = self.graph.add("atempo", f"{factor:.6f}")
+            node.link_to(step)
+            node = step
+        node.link_to(self.graph.add("abuffersink"))
+        self.graph.configure()
+
+    def filter(self, frame: Any) -> list[Any]:
+        """The frames ready after `frame` (None: the end of the stream, flush everything)."""
+        if frame is not None:
+            frame.pts = self.pts
+            frame.time_base = self.time_base
+            self.pts += frame.samples
+        self.graph.push(frame)
+        out = []
+        while True:
+            try:
+                out.append(self.graph.pull())
+            except (BlockingIOError, av.EOFError):
+                return out
+
+
+class AudioEncoder:
+    """Encodes one stream of PCM16 mono at `sample_rate` into `audio_format`, at `speed`; `push` then `finish`
+    return the bytes to send."""
+
+    def __init__(self, audio_format: str, sample_rate: int, speed: float = 1.0) -> None:
         self.format = audio_format
         self.sample_rate = sample_rate
         self.started = False
+        self._tempo = Tempo(sample_rate, speed) if speed != 1.0 else None
         self._resampler: Any = None
         self._container: Any = None
         self._stream: Any = None
@@ -73,37 +111,42 @@ class AudioEncoder:
         frame.sample_rate = self.sample_rate
         return frame
 
+    def _head(self) -> bytes:
+        if self.started:
+            return b""
+        self.started = True
+        return wav_header(self.sample_rate) if self.format == "wav" else b""
+
+    def _encode(self, frame: Any) -> bytes:
+        """A frame (None: the end) through the tempo filter, the resampler and the encoder; the bytes ready."""
+        frames = self._tempo.filter(frame) if self._tempo is not None else ([frame] if frame is not None else [])
+        if self._resampler is not None:
+            frames = [out for each in frames for out in self._resampler.resample(each)]
+            if frame is None:
+                frames += self._resampler.resample(None)
+        if self._container is None:  # wav or pcm: the samples themselves
+            return b"".join(each.to_ndarray().astype("<i2").tobytes() for each in frames)
+        for each in frames:
+            self._container.mux(self._stream.encode(each))
+        if frame is None:
+            self._container.mux(self._stream.encode(None))
+            self._container.close()
+            self._container = None
+        return self._sink.take()
+
     def push(self, pcm: bytes) -> bytes:
         """Encode a chunk of PCM16; returns what is ready to send (maybe nothing yet)."""
-        head = b""
-        if not self.started:
-            self.started = True
-            head = wav_header(self.sample_rate) if self.format == "wav" else b""
-        if self.format == "wav" or (self.format == "pcm" and self._resampler is None):
+        head = self._head()
+        if self._tempo is None and self._resampler is None:  # wav, or pcm at 24 kHz already
             return head + pcm
-        if not pcm:
-            return head
-        frames = self._resampler.resample(self._frame(pcm))
-        if self.format == "pcm":
-            return head + b"".join(bytes(frame.to_ndarray().astype("<i2").tobytes()) for frame in frames)
-        for frame in frames:
-            self._container.mux(self._stream.encode(frame))
-        return head + self._sink.take()
+        return head + (self._encode(self._frame(pcm)) if pcm else b"")
 
     def finish(self) -> bytes:
-        """Flush the encoder and the container; returns the last bytes."""
-        out = self.push(b"") if not self.started else b""
-        if self._resampler is None:
-            return out
-        frames = self._resampler.resample(None)
-        if self.format == "pcm":
-            return out + b"".join(frame.to_ndarray().astype("<i2").tobytes() for frame in frames)
-        for frame in frames:
-            self._container.mux(self._stream.encode(frame))
-        self._container.mux(self._stream.encode(None))
-        self._container.close()
-        self._container = None
-        return out + self._sink.take()
+        """Flush the filter, the encoder and the container; returns the last bytes."""
+        head = self._head()
+        if self._tempo is None and self._resampler is None:
+            return head
+        return head + self._encode(None)
 
     def close(self) -> None:
         """Release the encoder of a stream cut short."""
