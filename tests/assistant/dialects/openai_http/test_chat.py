@@ -167,3 +167,19 @@ async def test_a_client_that_leaves_mid_stream_cancels_the_engine(start_server, 
     again = await client.chat.completions.create(model="dialogue", messages=[{"role": "user", "content": "again"}])
     assert again.choices[0].message.content == "fine"
     assert server.app.sessions[server.app.session_key("local", "127.0.0.1")] == 0  # both requests gave their place back
+
+
+@pytest.mark.offline_model
+async def test_the_offline_model_answers_through_the_sdk(start_server, openai_client, tmp_path):
+    """With the offline SmolLM2 as the dialogue engine, a streamed answer to a factual question says Paris, with usage;
+    max_tokens bounds a second answer, which ends with finish_reason length."""
+    config = make_config(tmp_path, engines={"dialogue": "transformers"}, plugins={"transformers_dialogue": {"max_new_tokens": 40}})
+    server = await start_server(config)
+    client = openai_client(server)
+    question = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "What is the capital of France?"}]
+    stream = await client.chat.completions.create(model="dialogue", messages=question, stream=True, stream_options={"include_usage": True})
+    chunks = [chunk async for chunk in stream]
+    assert "Paris" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage.prompt_tokens > 10 and chunks[-1].usage.completion_tokens > 0
+    short = await client.chat.completions.create(model="dialogue", messages=question, max_tokens=2)
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 2
