@@ -94,6 +94,7 @@ class GenerationOptions:
     max_new_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
+    seed: int | None = None  # sampling seed: the same request and seed give the same reply on the same engine
 
 
 ToolChoice = Literal["auto", "none", "required"]

@@ -35,6 +35,7 @@ class Row:
     streamer: Any  # DeltaStreamer
     cancelled: threading.Event
     eos_ids: list[int]
+    generator: torch.Generator | None = None  # this row's own random numbers (a seeded request), else torch's global ones
     generated: list[int] = field(default_factory=list)
     length: int = 0  # real tokens in this row's cache
     next_token: int | None = None
@@ -156,7 +157,7 @@ class DecodeLoop:
                     sorted_probs, order = probs.sort(descending=True)
                     keep = sorted_probs.cumsum(0) - sorted_probs < row.top_p
                     probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-                chosen[i] = int(torch.multinomial(probs / probs.sum(), 1))
+                chosen[i] = int(torch.multinomial(probs / probs.sum(), 1, generator=row.generator))
         return chosen
 
     def _accept(self, row: Row, token: int) -> None:

@@ -246,11 +246,14 @@ class TransformersDialogue(DialogueEngine):
             row = self.loop.run(Row(
                 prompt=list(prompt), max_new_tokens=kwargs["max_new_tokens"], temperature=kwargs.get("temperature") or 0.0,
                 top_p=kwargs.get("top_p") or 1.0, streamer=streamer, cancelled=cancelled, eos_ids=self.eos_ids,
+                generator=None if request.options.seed is None else torch.Generator(self.device).manual_seed(request.options.seed),
             ))
             assert row.finish_reason is not None  # run() returns only finished rows (or raises)
             return self._result(streamer.text, calls, Usage(len(prompt), len(row.generated)), row.finish_reason)
         inputs = self.model_inputs(prompt)
         prompt_length = int(inputs["input_ids"].shape[1])
+        if request.options.seed is not None:  # one call at a time on this path: torch's global generator is this call's
+            torch.manual_seed(request.options.seed)
         with torch.inference_mode():
             output = self.model.generate(
                 **inputs,

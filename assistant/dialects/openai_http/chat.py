@@ -134,6 +134,7 @@ def dialogue_request(body: ChatCompletionRequest, messages: list[Any]) -> Dialog
         temperature = 0.0
     options = GenerationOptions(
         max_new_tokens=body.max_completion_tokens or body.max_tokens, temperature=temperature, top_p=body.top_p if body.top_p else None,
+        seed=body.seed,
     )
     tools, choice = tool_specs(body)
     return DialogueRequest(messages, options, tools, choice)

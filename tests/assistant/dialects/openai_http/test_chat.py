@@ -172,7 +172,7 @@ async def test_a_client_that_leaves_mid_stream_cancels_the_engine(start_server, 
 @pytest.mark.offline_model
 async def test_the_offline_model_answers_through_the_sdk(start_server, openai_client, tmp_path):
     """With the offline SmolLM2 as the dialogue engine, a streamed answer to a factual question says Paris, with usage;
-    max_tokens bounds a second answer, which ends with finish_reason length."""
+    max_tokens bounds a second answer, which ends with finish_reason length; sampled answers repeat with their seed."""
     config = make_config(tmp_path, engines={"dialogue": "transformers"}, plugins={"transformers_dialogue": {"max_new_tokens": 40}})
     server = await start_server(config)
     client = openai_client(server)
@@ -183,3 +183,10 @@ async def test_the_offline_model_answers_through_the_sdk(start_server, openai_cl
     assert chunks[-1].usage.prompt_tokens > 10 and chunks[-1].usage.completion_tokens > 0
     short = await client.chat.completions.create(model="dialogue", messages=question, max_tokens=2)
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 2
+
+    async def sampled(seed: int) -> str:
+        reply = await client.chat.completions.create(model="dialogue", messages=question, temperature=1.5, max_tokens=8, seed=seed)
+        return reply.choices[0].message.content
+
+    first, again, other = await asyncio.gather(sampled(7), sampled(7), sampled(8))  # batched together, each its own generator
+    assert first == again != other
