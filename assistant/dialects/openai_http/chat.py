@@ -3,7 +3,8 @@
 The history is decoded by `stateless_context` (a turn's limits, transcription, late fusion) and answered
 by `complete`; nothing is stored. Stop sequences are applied here: the text is cut before the first one
 and the engine told to stop; while streaming, the last characters that could begin a stop sequence are
-held back until it is clear they do not. A client that goes away mid-stream cancels the engine.
+held back until it is clear they do not. A client that goes away, mid-stream or while it waits for a
+whole answer, cancels the engine.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from assistant.dialects.http import request_principal, request_slot
 from assistant.dialects.openai_http.catalog import resolve_model
 from assistant.dialects.openai_http.errors import OpenAIError, from_assistant_error
-from assistant.dialects.openai_http.handling import SSE_HEADERS, StreamWithCleanup, json_body, sse
+from assistant.dialects.openai_http.handling import SSE_HEADERS, StreamWithCleanup, finished_unless_gone, json_body, sse
 from assistant.dialects.openai_http.messages import stateless_messages, tool_specs
 from assistant.dialects.openai_http.models import ChatCompletionRequest
 from assistant.dialogue_call import complete
@@ -155,9 +156,11 @@ async def chat_completions(server: ServerContext, request: Request) -> Response:
         cleanup.push_async_callback(completion.cancel)
         created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
         if not body.stream:
-            await asyncio.wait([completion.task])
+            if not await finished_unless_gone(request, completion.task):
+                return Response(status_code=499)  # nobody reads it: the client went away and the engine was stopped
             return JSONResponse(whole(completion, completion_id, created, engine.id))
-        await completion.first.wait()
+        if not await finished_unless_gone(request, asyncio.create_task(completion.first.wait())):
+            return Response(status_code=499)
         if completion.task.done() and completion.task.exception() is not None:
             completion.result()  # refused or failed before any text: an error status, not a stream
         include_usage = body.stream_options is not None and body.stream_options.include_usage

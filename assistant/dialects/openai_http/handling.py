@@ -7,6 +7,7 @@ turns every exception into OpenAI's error envelope (an unexpected one is logged 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -79,6 +80,27 @@ async def json_body(server: ServerContext, request: Request, model: type[M]) -> 
     """The request's JSON body (Content-Type application/json, bounded by `request_limit`) validated as `model`."""
     require_content_type(request, "application/json")
     return parse(model, await read_json(request, request_limit(server)))
+
+
+async def finished_unless_gone(request: Request, task: asyncio.Task[Any]) -> bool:
+    """Wait for `task`; True once it is done, or False (with the task cancelled and ended) when the client went away first.
+
+    For requests answered in one piece: Starlette notices a client leaving only while it streams.
+    """
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.create_task(gone())
+    try:
+        await asyncio.wait([task, watcher], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return True
+    task.cancel()
+    await asyncio.wait([task])
+    return False
 
 
 def sse(data: dict[str, Any] | str) -> bytes:

@@ -8,6 +8,7 @@ same bearer token, like every attachment. A request that fails stores nothing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import threading
@@ -19,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from assistant.dialects.http import request_principal, request_slot
 from assistant.dialects.openai_http.catalog import resolve_model
 from assistant.dialects.openai_http.errors import OpenAIError
-from assistant.dialects.openai_http.handling import json_body
+from assistant.dialects.openai_http.handling import finished_unless_gone, json_body
 from assistant.dialects.openai_http.models import ImageGenerationRequest
 from assistant.engines import EngineError, GeneratedImage, GenerationCancelled, ImageGenerator, ImageRequest
 from assistant.errors import AssistantError
@@ -69,8 +70,11 @@ async def paint(app: App, engine: ImageGenerator, request: ImageRequest) -> Gene
     except NoProgress:
         await app.scheduler.give_up(engine, future, cancelled.set)
         raise AssistantError("internal", f"the image generator made no progress for {timeout:g} s") from None
-    except BaseException:  # the request was cancelled: stop the engine before going on
+    except BaseException:  # the request was cancelled (the client went away): stop the engine before going on
         cancelled.set()
+        await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # GenerationCancelled, most likely: retrieved, so nothing logs it as lost
         raise
     try:
         result = future.result()
@@ -83,6 +87,11 @@ async def paint(app: App, engine: ImageGenerator, request: ImageRequest) -> Gene
     return result
 
 
+async def paint_all(app: App, engine: ImageGenerator, requests: list[ImageRequest]) -> list[GeneratedImage]:
+    """The images, one after another."""
+    return [await paint(app, engine, one) for one in requests]
+
+
 async def generations(server: ServerContext, request: Request) -> Response:
     """`POST /v1/images/generations`."""
     app = server.app
@@ -93,7 +102,10 @@ async def generations(server: ServerContext, request: Request) -> Response:
         assert isinstance(engine, ImageGenerator)
         width, height = image_size(body.size)
         requests = [prepare(engine, body.prompt, width, height) for _ in range(body.n)]  # each its own seed
-        images = [await paint(app, engine, one) for one in requests]
+        painting = asyncio.create_task(paint_all(app, engine, requests))
+        if not await finished_unless_gone(request, painting):
+            return Response(status_code=499)  # the client went away: the engine was stopped, nothing is stored
+        images = painting.result()
         data: list[dict[str, Any]]
         if body.response_format == "b64_json":
             data = [{"b64_json": base64.b64encode(image.png).decode(), "revised_prompt": None} for image in images]

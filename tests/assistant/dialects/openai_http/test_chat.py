@@ -169,6 +169,27 @@ async def test_a_client_that_leaves_mid_stream_cancels_the_engine(start_server, 
     assert server.app.sessions[server.app.session_key("local", "127.0.0.1")] == 0  # both requests gave their place back
 
 
+async def test_a_client_that_gives_up_waiting_cancels_the_engine(start_server, openai_client, tmp_path):
+    """A non-streaming request whose client times out stops the engine long before its 500 deltas; the next request is served."""
+    pulled = []
+
+    def slow(request):
+        for i in range(500):
+            pulled.append(i)
+            yield f" w{i}"
+
+    engine = ScriptedDialogue(script=slow, delay_s=0.01)
+    server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(engine),))
+    client = openai_client(server)
+    with pytest.raises(openai.APITimeoutError):
+        await client.with_options(timeout=0.5).chat.completions.create(model="dialogue", messages=[{"role": "user", "content": "go"}])
+    while not pulled or server.app.scheduler.in_flight(server.app.engines["dialogue"]):
+        await asyncio.sleep(0.02)
+    assert len(pulled) < 500
+    engine.script = lambda request: ["fine"]
+    assert (await client.chat.completions.create(model="dialogue", messages=[{"role": "user", "content": "again"}])).choices[0].message.content == "fine"
+
+
 @pytest.mark.offline_model
 async def test_the_offline_model_answers_through_the_sdk(start_server, openai_client, tmp_path):
     """With the offline SmolLM2 as the dialogue engine, a streamed answer to a factual question says Paris, with usage;

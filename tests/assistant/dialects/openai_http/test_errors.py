@@ -124,7 +124,7 @@ async def test_tokens_and_rates_apply_as_on_the_native_wire(start_server, openai
 
 
 async def test_an_engine_failure_is_a_server_error_and_the_next_request_works(start_server, openai_client, tmp_path):
-    """An engine that raises gives a 500 in OpenAI's shape (streamed: an error event); the next request is answered."""
+    """An engine that raises before any text gives a 500 in OpenAI's shape, streamed or not; the next request is answered."""
     engine = ScriptedDialogue(fail_times=2)
     server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(engine),))
     client = openai_client(server)
@@ -145,3 +145,24 @@ async def test_unknown_paths_and_methods_answer_in_openai_shape(server, openai_c
     with pytest.raises(openai.APIStatusError) as wrong:
         await client.get("/chat/completions", cast_to=object)
     assert wrong.value.status_code == 405 and envelope(wrong.value)["code"] == "method_not_allowed"
+
+
+async def test_an_engine_failure_mid_stream_ends_the_stream_with_an_error_event(start_server, openai_client, tmp_path):
+    """An engine that fails after some text ends the stream with an error event, which the SDK raises; the next request is answered."""
+
+    def breaks(request):
+        yield "Once"
+        yield " upon"
+        if request.messages[-1].content == "break":
+            raise RuntimeError("the model fell over")
+
+    server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(ScriptedDialogue(script=breaks)),))
+    client = openai_client(server)
+    stream = await client.chat.completions.create(model="dialogue", messages=[{"role": "user", "content": "break"}], stream=True)
+    text = ""
+    with pytest.raises(openai.APIError, match="the model fell over"):
+        async for chunk in stream:
+            text += chunk.choices[0].delta.content or ""
+    assert text == "Once upon"
+    reply = await client.chat.completions.create(model="dialogue", messages=[{"role": "user", "content": "go on"}])
+    assert reply.choices[0].message.content == "Once upon"
