@@ -59,19 +59,36 @@ def from_assistant_error(exc: AssistantError, param: str | None = None) -> OpenA
     return OpenAIError(HTTP_STATUS[exc.code], exc.message, type_, param, code)
 
 
-def from_validation_error(exc: ValidationError, where: str = "") -> OpenAIError:
-    """A request body that does not fit the request model: 400 naming the first field at fault."""
-    first = exc.errors(include_url=False)[0]
-    location = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
+def from_validation_error(exc: ValidationError, data: Any = None, where: str = "") -> OpenAIError:
+    """A request body that does not fit the request model: 400 naming the first field at fault (dotted, as `messages.0.content`)."""
+    errors = exc.errors(include_url=False)
+    # Of the errors a field's union members gave (a string, or a list of parts), the deepest says most (the last, on a tie).
+    same_field = [error for error in errors if error["loc"][:1] == errors[0]["loc"][:1]]
+    first = max(reversed(same_field), key=lambda error: len(error["loc"]))
+    location = ".".join(str(part) for part in _in_data(first["loc"], data))
     param = f"{where}.{location}" if where and location else (location or where or None)
     message = f"{param}: {first['msg']}" if param else first["msg"]
     return OpenAIError(400, message, param=param, code="missing_required_parameter" if first["type"] == "missing" else "invalid_value")
 
 
-def _is_union_tag(part: object) -> bool:
-    """pydantic puts a union member's tag (`user`, `function-after[...]`) into error locations; OpenAI's params have none."""
-    return isinstance(part, str) and (part in ("system", "developer", "user", "assistant", "tool", "text", "image_url", "input_audio")
-                                      or part.startswith(("function-", "str", "list[", "literal[", "bool", "int", "float")))
+def _in_data(loc: tuple[int | str, ...], data: Any) -> list[int | str]:
+    """The parts of a pydantic error location that index the request's data.
+
+    pydantic also puts the member of a union it tried into locations (`user` for a message's role, `str`,
+    `list[...]`, `function-after[...]`); OpenAI's params have none, so those that index nothing are left
+    out. A field missing from an object, the last part, is kept.
+    """
+    kept: list[int | str] = []
+    current = data
+    for index, part in enumerate(loc):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+        elif index < len(loc) - 1 or not isinstance(current, dict):
+            continue  # a union member's name, or a field a non-object lacks
+        kept.append(part)
+    return kept
 
 
 def not_found_model(name: str) -> OpenAIError:

@@ -64,7 +64,7 @@ def parse(model: type[M], data: Any, where: str = "") -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise from_validation_error(exc, where) from None
+        raise from_validation_error(exc, data, where) from None
 
 
 def require_content_type(request: Request, *accepted: str) -> str:

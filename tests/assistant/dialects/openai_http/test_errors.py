@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import openai
 import pytest
 
@@ -150,10 +152,13 @@ async def test_unknown_paths_and_methods_answer_in_openai_shape(server, openai_c
 async def test_an_engine_failure_mid_stream_ends_the_stream_with_an_error_event(start_server, openai_client, tmp_path):
     """An engine that fails after some text ends the stream with an error event, which the SDK raises; the next request is answered."""
 
+    streaming = threading.Event()
+
     def breaks(request):
         yield "Once"
         yield " upon"
         if request.messages[-1].content == "break":
+            streaming.wait(30)  # fail only once the client has the stream's first text
             raise RuntimeError("the model fell over")
 
     server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(ScriptedDialogue(script=breaks)),))
@@ -163,6 +168,7 @@ async def test_an_engine_failure_mid_stream_ends_the_stream_with_an_error_event(
     with pytest.raises(openai.APIError, match="the model fell over"):
         async for chunk in stream:
             text += chunk.choices[0].delta.content or ""
+            streaming.set()
     assert text == "Once upon"
     reply = await client.chat.completions.create(model="dialogue", messages=[{"role": "user", "content": "go on"}])
     assert reply.choices[0].message.content == "Once upon"
