@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from assistant.access import origin_allowed
 from assistant.dialects.http import read_json, request_limit
 from assistant.dialects.openai_http.errors import OpenAIError, from_assistant_error, from_validation_error
 from assistant.errors import AssistantError
@@ -46,10 +47,18 @@ def error_response(exc: BaseException) -> Response:
 
 
 def endpoint(server: ServerContext, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    """A Starlette endpoint running `handler`, with every error answered in OpenAI's envelope."""
+    """A Starlette endpoint running `handler`, with every error answered in OpenAI's envelope.
+
+    A browser request from an origin other than the server's own or `[server] allowed_origins` is a 403,
+    the native websocket's rule.
+    """
 
     async def serve(request: Request) -> Response:
         try:
+            origin = request.headers.get("origin")
+            if origin is not None and not origin_allowed(origin, request.headers.get("host"), server.app.config.server.allowed_origins):
+                # as on the websocket: a page from another origin must not use the server (a form post needs no preflight)
+                raise OpenAIError(403, f"origin {origin!r} is not allowed; see [server] allowed_origins", code="origin_not_allowed")
             return await handler(server, request)
         except Exception as exc:
             return error_response(exc)

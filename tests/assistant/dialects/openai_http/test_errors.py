@@ -172,3 +172,13 @@ async def test_an_engine_failure_mid_stream_ends_the_stream_with_an_error_event(
     assert text == "Once upon"
     reply = await client.chat.completions.create(model="dialogue", messages=[{"role": "user", "content": "go on"}])
     assert reply.choices[0].message.content == "Once upon"
+
+
+async def test_a_page_from_another_origin_is_refused(server, openai_client):
+    """A browser request from a foreign Origin is a 403 (a form post needs no preflight); the server's own origin is served."""
+    client = openai_client(server)
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        await client.chat.completions.create(model="dialogue", messages=USER, extra_headers={"Origin": "http://evil.example"})
+    assert envelope(refused.value)["code"] == "origin_not_allowed"
+    own = await client.chat.completions.create(model="dialogue", messages=USER, extra_headers={"Origin": f"http://127.0.0.1:{server.port}"})
+    assert own.choices[0].message.content == "You said: hi"
