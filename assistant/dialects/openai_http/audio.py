@@ -29,7 +29,7 @@ from assistant.dialects.http import read_body, request_principal, request_slot
 from assistant.dialects.openai_http.audio_encoding import MEDIA_TYPES, AudioEncoder
 from assistant.dialects.openai_http.catalog import resolve_model
 from assistant.dialects.openai_http.errors import OpenAIError, from_assistant_error
-from assistant.dialects.openai_http.handling import SSE_HEADERS, StreamWithCleanup, json_body, parse, require_content_type, sse
+from assistant.dialects.openai_http.handling import SSE_HEADERS, StreamWithCleanup, hold_for_shutdown, json_body, parse, require_content_type, sse
 from assistant.dialects.openai_http.models import SpeechRequest, TranscriptionForm
 from assistant.engines import AsrEngine, EngineError, GenerationOptions, SpeechSynthesizer, Transcript, TranscriptSegment
 from assistant.errors import AssistantError, error_code
@@ -203,8 +203,11 @@ async def spoken(server: ServerContext, engine: SpeechSynthesizer, voice: str, s
     stop = threading.Event()
     timeout = app.config.limits.engine_timeout_s
     future: asyncio.Future[None] | None = None
+    release = hold_for_shutdown(app, stop.set)  # shutdown, past its grace period, stops the speech
     try:
         for sentence in sentences:
+            if stop.is_set():
+                return
             chunks: Relay[bytes] = Relay()
             future = app.scheduler.submit(engine, engine.synthesize, sentence, voice, chunks.push, stop)
             try:
@@ -221,6 +224,7 @@ async def spoken(server: ServerContext, engine: SpeechSynthesizer, voice: str, s
                 return
         yield await asyncio.to_thread(encoder.finish)
     finally:
+        release()
         if future is not None and not future.done():
             stop.set()
             await asyncio.wait([future])

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from assistant.dialects.http import request_principal, request_slot
 from assistant.dialects.openai_http.catalog import resolve_model
 from assistant.dialects.openai_http.errors import OpenAIError, from_assistant_error
-from assistant.dialects.openai_http.handling import SSE_HEADERS, StreamWithCleanup, finished_unless_gone, json_body, sse
+from assistant.dialects.openai_http.handling import SSE_HEADERS, StreamWithCleanup, finished_unless_gone, hold_for_shutdown, json_body, sse
 from assistant.dialects.openai_http.messages import stateless_messages, tool_specs
 from assistant.dialects.openai_http.models import ChatCompletionRequest
 from assistant.dialogue_call import complete
@@ -154,6 +154,7 @@ async def chat_completions(server: ServerContext, request: Request) -> Response:
         messages = await cleanup.enter_async_context(stateless_context(app, history))
         completion = Completion(app, dialogue_request(body, messages), body.stops)
         cleanup.push_async_callback(completion.cancel)
+        hold_for_shutdown(app, completion.cancelled.set, completion.task)  # shutdown, past its grace period, stops the engine
         created, completion_id = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
         if not body.stream:
             if not await finished_unless_gone(request, completion.task):

@@ -26,6 +26,7 @@ from assistant.errors import AssistantError
 if TYPE_CHECKING:
     from starlette.requests import Request
 
+    from assistant.app import App
     from assistant.dialects import ServerContext
 
 log = logging.getLogger("assistant.openai")
@@ -110,6 +111,37 @@ async def finished_unless_gone(request: Request, task: asyncio.Task[Any]) -> boo
     task.cancel()
     await asyncio.wait([task])
     return False
+
+
+class _Work:
+    """An HTTP request's engine work as the App's shutdown sees a reply: something it can `cancel()`."""
+
+    def __init__(self, cancel: Callable[[], None]) -> None:
+        self.cancel = cancel
+
+
+def hold_for_shutdown(app: App, cancel: Callable[[], None], task: asyncio.Task[Any] | None = None) -> Callable[[], None]:
+    """Make a request's engine work part of the App's graceful shutdown, as a conversation's reply is.
+
+    Shutdown waits for `task` (the engine call, never the sending of its answer, so a slow reader
+    cannot hold it) within `[server] shutdown_grace_s`, then calls `cancel` (which must make the engine
+    stop soon), as it does for every reply still running. Returns the call that ends the hold; it also
+    ends by itself when `task` is done.
+    """
+    work = _Work(cancel)
+    app.replies.add(work)
+    if app.cancelling_replies:
+        cancel()
+
+    def release(_task: object = None) -> None:
+        app.replies.discard(work)
+        if task is not None:
+            app.turns.discard(task)
+
+    if task is not None:
+        app.turns.add(task)
+        task.add_done_callback(release)
+    return release
 
 
 def sse(data: dict[str, Any] | str) -> bytes:

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from assistant.dialects.http import request_principal, request_slot
 from assistant.dialects.openai_http.catalog import resolve_model
 from assistant.dialects.openai_http.errors import OpenAIError
-from assistant.dialects.openai_http.handling import finished_unless_gone, json_body
+from assistant.dialects.openai_http.handling import finished_unless_gone, hold_for_shutdown, json_body
 from assistant.dialects.openai_http.models import ImageGenerationRequest
 from assistant.engines import EngineError, GeneratedImage, GenerationCancelled, ImageGenerator, ImageRequest
 from assistant.errors import AssistantError
@@ -54,10 +54,14 @@ def prepare(engine: ImageGenerator, prompt: str, width: int | None, height: int 
         raise OpenAIError(400, f"{param}: {exc}", param=param, code="invalid_size" if param == "size" else "invalid_value") from None
 
 
-async def paint(app: App, engine: ImageGenerator, request: ImageRequest) -> GeneratedImage:
-    """One image, on the engine's worker, given up on when it makes no progress; AssistantError when it fails."""
+async def paint(app: App, engine: ImageGenerator, request: ImageRequest, cancelled: threading.Event) -> GeneratedImage:
+    """One image, on the engine's worker, given up on when it makes no progress; AssistantError when it fails.
+
+    Setting `cancelled` stops the engine at its next step.
+    """
+    if cancelled.is_set():
+        raise AssistantError("unavailable", "the server is shutting down")
     app.scheduler.admit(engine)
-    cancelled = threading.Event()
     steps: Relay[int] = Relay()
     timeout = app.config.limits.engine_timeout_s
     try:
@@ -87,9 +91,9 @@ async def paint(app: App, engine: ImageGenerator, request: ImageRequest) -> Gene
     return result
 
 
-async def paint_all(app: App, engine: ImageGenerator, requests: list[ImageRequest]) -> list[GeneratedImage]:
+async def paint_all(app: App, engine: ImageGenerator, requests: list[ImageRequest], cancelled: threading.Event) -> list[GeneratedImage]:
     """The images, one after another."""
-    return [await paint(app, engine, one) for one in requests]
+    return [await paint(app, engine, one, cancelled) for one in requests]
 
 
 async def generations(server: ServerContext, request: Request) -> Response:
@@ -102,7 +106,9 @@ async def generations(server: ServerContext, request: Request) -> Response:
         assert isinstance(engine, ImageGenerator)
         width, height = image_size(body.size)
         requests = [prepare(engine, body.prompt, width, height) for _ in range(body.n)]  # each its own seed
-        painting = asyncio.create_task(paint_all(app, engine, requests))
+        cancelled = threading.Event()
+        painting = asyncio.create_task(paint_all(app, engine, requests, cancelled))
+        hold_for_shutdown(app, cancelled.set, painting)
         if not await finished_unless_gone(request, painting):
             return Response(status_code=499)  # the client went away: the engine was stopped, nothing is stored
         images = painting.result()

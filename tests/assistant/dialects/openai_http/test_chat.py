@@ -190,6 +190,26 @@ async def test_a_client_that_gives_up_waiting_cancels_the_engine(start_server, o
     assert (await client.chat.completions.create(model="dialogue", messages=[{"role": "user", "content": "again"}])).choices[0].message.content == "fine"
 
 
+async def test_shutdown_cuts_a_stream_after_its_grace_period(start_server, openai_client, tmp_path):
+    """A server shutting down stops a streaming reply's engine once the grace period is over; the stream ends properly."""
+    pulled = []
+
+    def slow(request):
+        for i in range(500):
+            pulled.append(i)
+            yield f" w{i}"
+
+    server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(ScriptedDialogue(script=slow, delay_s=0.01)),))
+    stream = await openai_client(server).chat.completions.create(model="dialogue", messages=[{"role": "user", "content": "go"}], stream=True)
+    chunks, stopping = [], None
+    async for chunk in stream:
+        chunks.append(chunk)
+        if stopping is None:
+            stopping = asyncio.create_task(server.shutdown(grace_s=0.1))
+    await stopping
+    assert chunks[-1].choices[0].finish_reason == "stop" and len(pulled) < 500
+
+
 @pytest.mark.offline_model
 async def test_the_offline_model_answers_through_the_sdk(start_server, openai_client, tmp_path):
     """With the offline SmolLM2 as the dialogue engine, a streamed answer to a factual question says Paris, with usage;
