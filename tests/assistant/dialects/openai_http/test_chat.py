@@ -214,7 +214,7 @@ async def test_shutdown_cuts_a_stream_after_its_grace_period(start_server, opena
 async def test_the_offline_model_answers_through_the_sdk(start_server, openai_client, tmp_path):
     """With the offline SmolLM2 as the dialogue engine, a streamed answer to a factual question says Paris, with usage;
     max_tokens bounds a second answer, which ends with finish_reason length; sampled answers repeat with their seed."""
-    config = make_config(tmp_path, engines={"dialogue": "transformers"}, plugins={"transformers_dialogue": {"max_new_tokens": 40}})
+    config = make_config(tmp_path, engines={"dialogue": "transformers"}, plugins={"transformers_dialogue": {"max_new_tokens": 16}})
     server = await start_server(config)
     client = openai_client(server)
     question = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "What is the capital of France?"}]
