@@ -39,7 +39,8 @@ class ServerConfig(_Table):
         default_factory=list, description="browser origins allowed besides the server's own (\"*\": any; not recommended)"
     )
     dialects: list[str] = Field(
-        default_factory=lambda: ["native"], description="wire protocols served (assistant.dialects.DIALECTS; \"native\": /ws)"
+        default_factory=lambda: ["native", "openai_realtime"],
+        description="wire protocols served (assistant.dialects.DIALECTS; \"native\": /ws, \"openai_realtime\": /v1/realtime)",
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,

@@ -48,6 +48,7 @@ class Dialect(ABC):
 
 DIALECTS: dict[str, str] = {
     "native": "assistant.dialects.native:NativeDialect",  # protocol v1: JSON events on the websocket at /ws
+    "openai_realtime": "assistant.dialects.openai_realtime:RealtimeDialect",  # OpenAI's Realtime API: the websocket at /v1/realtime
 }
 """Dialect name -> `module:class`."""
 
