@@ -254,7 +254,7 @@ def parse_client_event(frame: str | bytes) -> ClientEvent:
         first = exc.errors()[0]
         loc = [str(part) for part in first["loc"][1:]]  # drop the discriminator's tag
         param = ".".join(loc) or None
-        code = _PYDANTIC_CODES.get(first["type"], "invalid_type" if first["type"].endswith("_type") else "invalid_value")
+        code = _PYDANTIC_CODES.get(first["type"], "invalid_type" if first["type"].endswith(("_type", "_parsing")) else "invalid_value")
         raise RealtimeProblem(code, f"{kind}: {param or 'event'}: {first['msg']}", param, event_id) from None
 
 

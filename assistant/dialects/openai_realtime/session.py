@@ -124,7 +124,9 @@ class RealtimeSession:
                 },
                 "output": {"format": {"type": "audio/pcm", "rate": SAMPLE_RATE}, "voice": speech.voice.name if speech else self.voice},
             },
-            "tools": [{"type": "function", **tool.as_function()} for tool in self.tools],
+            "tools": [
+                {"type": "function", "name": tool.name, "description": tool.description, "parameters": tool.parameters} for tool in self.tools
+            ],
             "tool_choice": tool_choice,
             "max_output_tokens": self.max_output_tokens if self.max_output_tokens is not None else "inf",
         }
