@@ -132,7 +132,8 @@ class Items:
     def messages(self, instructions: str, context_chars: int) -> list[StatelessMessage]:
         """The context of a response: the instructions, then the newest items whose words fit `context_chars`.
 
-        Consecutive function calls become one assistant message with several tool calls; an in-progress item is left out."""
+        Consecutive function calls become one assistant message with several tool calls; an in-progress item, and a
+        function call output whose call is not in the context, are left out."""
         kept: list[Item] = []
         chars = 0
         for item in reversed(self._items):
@@ -142,8 +143,8 @@ class Items:
             if chars > context_chars and kept:
                 break
             kept.insert(0, item)
-        while kept and kept[0].type == "function_call_output":  # a tool result whose call was cut off makes no sense alone
-            kept.pop(0)
+        calls = {item.call_id for item in kept if item.type == "function_call"}
+        kept = [item for item in kept if item.type != "function_call_output" or item.call_id in calls]  # a result without its call: dropped
         names = {item.call_id: item.name for item in self._items if item.type == "function_call"}
         messages = [StatelessMessage("system", [TextIn(instructions)])] if instructions else []
         for item in kept:
