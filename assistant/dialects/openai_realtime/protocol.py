@@ -20,18 +20,22 @@ SAMPLE_RATE = 24000
 """The Realtime API's PCM16 rate, in and out (`audio/pcm`)."""
 
 
+SERVER_ERRORS = ("internal", "unavailable")
+"""The core's codes that are the server's fault (`server_error`); every other is the request's (`invalid_request_error`)."""
+
+
 class RealtimeProblem(Exception):
     """An error the client is told about: OpenAI's `error` event fields."""
 
-    def __init__(self, code: str, message: str, param: str | None = None, event_id: str | None = None, kind: str = "invalid_request_error") -> None:
+    def __init__(self, code: str, message: str, param: str | None = None, event_id: str | None = None, kind: str | None = None) -> None:
         super().__init__(message)
-        self.code, self.message, self.param, self.event_id, self.kind = code, message, param, event_id, kind
+        self.code, self.message, self.param, self.event_id = code, message, param, event_id
+        self.kind = kind or ("server_error" if code in SERVER_ERRORS else "invalid_request_error")
 
     @classmethod
     def of(cls, error: AssistantError, event_id: str | None = None) -> RealtimeProblem:
         """The core's error as a Realtime error (the core's code stays the `code`)."""
-        kind = "server_error" if error.code in ("internal", "unavailable") else "invalid_request_error"
-        return cls(error.code, error.message, None, event_id if event_id is not None else error.ref, kind)
+        return cls(error.code, error.message, None, event_id if event_id is not None else error.ref)
 
     def to_wire(self) -> dict[str, Any]:
         """The `error` server event."""

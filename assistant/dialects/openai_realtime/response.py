@@ -131,7 +131,7 @@ class Response:
         details: dict[str, Any] | None = None
         if failure is not None:
             status = "failed"
-            kind = "server_error" if failure.code in ("internal", "unavailable") else "invalid_request_error"
+            kind = RealtimeProblem.of(failure).kind
             details = {"type": "failed", "error": {"type": kind, "code": failure.code, "message": failure.message}}
         elif self.reply.cancelled.is_set() or (result is not None and result.finish_reason == "cancelled"):
             status = "cancelled"

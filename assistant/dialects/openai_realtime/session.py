@@ -9,28 +9,23 @@ runs off the read loop, one piece after another in the order the client asked fo
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
-
-from jsonschema import SchemaError
-from jsonschema.validators import validator_for
 
 from assistant import audio, events
 from assistant.audio_stream import AudioStream
 from assistant.dialects.openai_realtime import protocol as wire
+from assistant.dialects.openai_realtime.inputs import audio_bytes, client_item, tool_choice_of, tool_specs
 from assistant.dialects.openai_realtime.items import Content, Item, Items
 from assistant.dialects.openai_realtime.protocol import SAMPLE_RATE, RealtimeProblem, new_id, server_event
 from assistant.dialects.openai_realtime.response import Response, ResponseSettings
-from assistant.engines import AsrEngine, DialogueEngine, GenerationOptions, SpeechSynthesizer, ToolChoice, ToolSpec
+from assistant.engines import SpeechSynthesizer, ToolChoice, ToolSpec
 from assistant.errors import ERROR_CODES, AssistantError
 from assistant.speech import speech_out
 from assistant.stateless import transcribe_samples
-from assistant.turns import ImageIn, TurnInput, decode_turn, release_media
+from assistant.turns import TurnInput
 from assistant.types import SpeechOut
 
 if TYPE_CHECKING:
@@ -42,7 +37,6 @@ ITEM_BYTES_PER_TURN_LIMIT = 4
 """A session's items may hold this many times `[limits] max_turn_bytes`."""
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 """OpenAI's voice names: a client asking for one gets this server's default voice."""
-DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?:;[\w=.-]+)*;base64,(?P<data>.*)$", re.DOTALL)
 
 
 class RealtimeSession:
@@ -146,7 +140,7 @@ class RealtimeSession:
             await self.error(RealtimeProblem.of(exc, event_id))
         except Exception as exc:
             log.exception("handling a realtime event failed")
-            await self.error(RealtimeProblem("internal", f"the event failed: {type(exc).__name__}", None, event_id, "server_error"))
+            await self.error(RealtimeProblem("internal", f"the event failed: {type(exc).__name__}", None, event_id))
 
     async def dispatch(self, event: wire.ClientEvent) -> None:
         """Act on one valid client event."""
@@ -155,7 +149,7 @@ class RealtimeSession:
             self.update(event.session, ref)
             await self.send(server_event("session.updated", session=self.resource()))
         elif isinstance(event, wire.AudioAppend):
-            await self.audio.append(self._audio_bytes(event.audio, "audio", ref), ref)
+            await self.audio.append(audio_bytes(self.app, event.audio, "audio", ref), ref)
         elif isinstance(event, wire.AudioCommit):
             if self.audio.buffered_s == 0:
                 raise RealtimeProblem("input_audio_buffer_commit_empty", "the input audio buffer is empty: append audio first", None, ref)
@@ -212,10 +206,10 @@ class RealtimeSession:
             language = audio_in.transcription.language
         tools = self.tools
         if config.tools is not None:
-            tools = self._tool_specs(config.tools, "session.tools", ref)
+            tools = tool_specs(self.app, config.tools, "session.tools", ref)
         choice, forced = self.tool_choice, self.forced_tool
         if config.tool_choice is not None:
-            choice, forced = _tool_choice(config.tool_choice, tools, "session.tool_choice", ref)
+            choice, forced = tool_choice_of(config.tool_choice, tools, "session.tool_choice", ref)
         if "instructions" in sent:
             self.instructions = config.instructions or ""
         if "max_output_tokens" in sent:
@@ -238,104 +232,17 @@ class RealtimeSession:
             detection.threshold if detection else None, detection.silence_duration_ms if detection else None,
         )
 
-    def _tool_specs(self, tools: list[wire.FunctionTool], where: str, ref: str | None) -> tuple[ToolSpec, ...]:
-        """The tools as the engine's ToolSpecs; each schema must be JSON Schema, the names unique, the engine able to call tools."""
-        specs = []
-        for index, tool in enumerate(tools):
-            try:
-                validator_for(tool.parameters).check_schema(tool.parameters)
-            except SchemaError as exc:
-                raise RealtimeProblem(
-                    "invalid_value", f"tool {tool.name!r}: parameters is not a JSON Schema: {exc.message}", f"{where}.{index}.parameters", ref
-                ) from None
-            specs.append(ToolSpec(tool.name, tool.description, tool.parameters))
-        if len({spec.name for spec in specs}) != len(specs):
-            raise RealtimeProblem("invalid_value", "tool names must be unique", where, ref)
-        engine = self.app.engines.get("dialogue")
-        if specs and isinstance(engine, DialogueEngine) and not engine.capabilities.accepts_tools:
-            raise RealtimeProblem("unsupported", f"the dialogue engine {engine.id} cannot call tools", where, ref)
-        return tuple(specs)
-
     # --- items ----------------------------------------------------------------------------------------
-
-    def _audio_bytes(self, data: str, param: str, ref: str | None) -> bytes:
-        """Base64 PCM16, refused past `[speech] max_buffer_bytes` before it is decoded."""
-        limit = self.app.config.speech.max_buffer_bytes
-        if len(data) * 3 // 4 > limit:
-            raise RealtimeProblem("too_large", f"{param}: more than {limit} bytes of audio in one event ([speech] max_buffer_bytes)", param, ref)
-        try:
-            return base64.b64decode(data, validate=True)
-        except (binascii.Error, ValueError):
-            raise RealtimeProblem("invalid_value", f"{param}: not valid base64", param, ref) from None
 
     async def create_item(self, spec: wire.ItemIn, previous_item_id: str | None, ref: str | None) -> None:
         """`conversation.item.create`: check and add the item; its audio is transcribed in turn."""
-        item, speech = await self._item(spec, "item", ref)
+        item, speech = await client_item(self.app, spec, "item", ref)
         previous = self.items.add(item, previous_item_id, ref)
         await self.send(server_event("conversation.item.added", previous_item_id=previous, item=item.to_wire()))
         if speech is None:
             await self.send(server_event("conversation.item.done", previous_item_id=previous, item=item.to_wire()))
         else:
             self._queue(lambda: self._transcribe(item, speech, auto_response=False), ref)
-
-    async def _item(self, spec: wire.ItemIn, where: str, ref: str | None) -> tuple[Item, Any]:
-        """An Item from a client's, and the 16 kHz samples of its audio part (None: none)."""
-        item_id = spec.id or new_id("item")
-        if spec.type == "function_call":
-            if not (spec.call_id and spec.name and spec.arguments is not None):
-                raise RealtimeProblem("missing_required_parameter", "a function_call item needs call_id, name and arguments", where, ref)
-            return Item(item_id, "function_call", call_id=spec.call_id, name=spec.name, arguments=spec.arguments), None
-        if spec.type == "function_call_output":
-            if not spec.call_id or spec.output is None:
-                raise RealtimeProblem("missing_required_parameter", "a function_call_output item needs call_id and output", where, ref)
-            return Item(item_id, "function_call_output", call_id=spec.call_id, output=spec.output), None
-        if spec.role is None or not spec.content:
-            raise RealtimeProblem("missing_required_parameter", "a message item needs a role and content", f"{where}.role", ref)
-        allowed = {"user": ("input_text", "input_audio", "input_image"), "system": ("input_text",), "assistant": ("output_text", "output_audio", "text")}
-        content: list[Content] = []
-        speech = None
-        for index, part in enumerate(spec.content):
-            param = f"{where}.content.{index}"
-            if part.type not in allowed[spec.role]:
-                raise RealtimeProblem("invalid_value", f"a {spec.role} message cannot hold {part.type}", f"{param}.type", ref)
-            if part.type == "input_audio":
-                if speech is not None or part.audio is None:
-                    raise RealtimeProblem("invalid_value", "a message holds one input_audio part, with its audio", f"{param}.audio", ref)
-                try:
-                    speech = audio.decode(self._audio_bytes(part.audio, f"{param}.audio", ref), "pcm16", SAMPLE_RATE, self.app.config.speech.max_seconds)
-                except audio.AudioError as exc:
-                    raise RealtimeProblem("invalid_value", f"{param}.audio: {exc}", f"{param}.audio", ref) from None
-                if not isinstance(self.app.engines.get("asr"), AsrEngine):
-                    raise RealtimeProblem("unavailable", "audio input needs an ASR engine ([engines] asr)", f"{param}.audio", ref)
-                content.append(Content("input_audio"))
-            elif part.type == "input_image":
-                content.append(await self._image(part.image_url, f"{param}.image_url", ref))
-            elif part.type == "output_audio":
-                content.append(Content("output_audio", transcript=part.transcript or ""))
-            else:
-                if part.text is None:
-                    raise RealtimeProblem("missing_required_parameter", f"{part.type} needs text", f"{param}.text", ref)
-                content.append(Content("output_text" if part.type == "text" else part.type, text=part.text))
-        return Item(item_id, "message", spec.role, content), speech
-
-    async def _image(self, url: str | None, param: str, ref: str | None) -> Content:
-        """An input_image part: a data URL, decoded once to check it is an image this server takes."""
-        match = DATA_URL.match(url or "")
-        if match is None:
-            raise RealtimeProblem("unsupported", "image_url must be a base64 data: URL (this server fetches nothing)", param, ref)
-        limit = self.app.config.limits.max_turn_bytes
-        if len(match["data"]) * 3 // 4 > limit:
-            raise RealtimeProblem("too_large", f"the image is over {limit} bytes ([limits] max_turn_bytes)", param, ref)
-        try:
-            data = base64.b64decode(match["data"], validate=True)
-        except (binascii.Error, ValueError):
-            raise RealtimeProblem("invalid_value", "the image's data URL is not valid base64", param, ref) from None
-        try:
-            turn = await decode_turn(self.app, [ImageIn(data, match["mime"])], GenerationOptions(), ref)
-        except AssistantError as exc:
-            raise RealtimeProblem(exc.code, f"{param}: {exc.message}", param, ref) from None
-        release_media(self.app, turn)
-        return Content("input_image", image=data, mime=match["mime"])
 
     async def truncate(self, event: wire.ItemTruncate, ref: str | None) -> None:
         """`conversation.item.truncate`: an assistant audio item keeps the words said in its first `audio_end_ms`."""
@@ -366,10 +273,10 @@ class RealtimeSession:
                 speech = self._speech(None, ref)
             except AssistantError as exc:
                 raise RealtimeProblem(exc.code, exc.message, "response.output_modalities", ref) from None
-        tools = self._tool_specs(params.tools, "response.tools", ref) if params.tools is not None else self.tools
+        tools = tool_specs(self.app, params.tools, "response.tools", ref) if params.tools is not None else self.tools
         choice, forced = self.tool_choice, self.forced_tool
         if params.tool_choice is not None:
-            choice, forced = _tool_choice(params.tool_choice, tools, "response.tool_choice", ref)
+            choice, forced = tool_choice_of(params.tool_choice, tools, "response.tool_choice", ref)
         if forced is not None:
             tools = tuple(tool for tool in tools if tool.name == forced)
         if params.conversation not in (None, "auto", "none"):
@@ -378,7 +285,7 @@ class RealtimeSession:
         if params.input is not None:
             context = Items(self.items.max_bytes)
             for index, spec in enumerate(params.input):
-                item, speech_in = await self._item(spec, f"response.input.{index}", ref)
+                item, speech_in = await client_item(self.app, spec, f"response.input.{index}", ref)
                 if speech_in is not None:
                     raise RealtimeProblem("unsupported", "input_audio in response.input is not supported; add it as an item", f"response.input.{index}", ref)
                 context.add(item, None, ref)
@@ -412,7 +319,7 @@ class RealtimeSession:
     def _queue(self, work: Callable[[], Awaitable[None]], ref: str | None) -> None:
         """Run `work` after the work queued before it; bounded by `[server] max_queued_turns`."""
         if not self.app.accepting_turns:
-            raise RealtimeProblem("unavailable", "the server is shutting down", None, ref, "server_error")
+            raise RealtimeProblem("unavailable", "the server is shutting down", None, ref)
         limit = self.app.config.server.max_queued_turns
         if self._pending >= limit:
             raise RealtimeProblem("rate_limited", f"{limit} pieces of work are already waiting in this session", None, ref)
@@ -430,7 +337,7 @@ class RealtimeSession:
                 await self.error(RealtimeProblem.of(exc, ref))
             except Exception as exc:
                 log.exception("realtime work failed")
-                await self.error(RealtimeProblem("internal", f"failed: {type(exc).__name__}", None, ref, "server_error"))
+                await self.error(RealtimeProblem("internal", f"failed: {type(exc).__name__}", None, ref))
             finally:
                 self._pending -= 1
                 self.app.scheduler.release_admissions()
@@ -501,7 +408,7 @@ class RealtimeSession:
             item.content[0].transcript = ""
             await self.send(server_event(
                 "conversation.item.input_audio_transcription.failed", item_id=item.id, content_index=0,
-                error={"type": "server_error", "code": exc.code, "message": exc.message, "param": None},
+                error={"type": RealtimeProblem.of(exc).kind, "code": exc.code, "message": exc.message, "param": None},
             ))
             return
         item.content[0].transcript = text
@@ -532,12 +439,3 @@ class RealtimeSession:
         self.connected = False
         if self.response is not None:
             self.response.cancel("client_cancelled")
-
-
-def _tool_choice(choice: str | wire.ToolChoiceFunction, tools: tuple[ToolSpec, ...], param: str, ref: str | None) -> tuple[ToolChoice, str | None]:
-    """(tool_choice, the one tool forced or None)."""
-    if isinstance(choice, wire.ToolChoiceFunction):
-        if choice.name not in {tool.name for tool in tools}:
-            raise RealtimeProblem("invalid_value", f"tool_choice names {choice.name!r}, which is not among the tools", param, ref)
-        return "required", choice.name
-    return choice, None  # type: ignore[return-value]

@@ -281,3 +281,58 @@ async def test_responses_count_against_the_turn_rate(start_server, tmp_path):
         assert (await client.error())["code"] == "rate_limited"
         await client.send({"type": "conversation.item.retrieve", "item_id": client.events[1]["item"]["id"]})
         await client.recv_until("conversation.item.retrieved")
+
+
+async def test_shutdown_cancels_a_running_response_and_closes_the_connection(start_server):
+    """At shutdown a response still running past the grace period ends with one response.done (cancelled), then the socket closes with 1001."""
+    engine = ScriptedDialogue(script=lambda request: [f" word{i}" for i in range(500)], delay_s=0.02)
+    server = await start_server(plugins=(FakeEnginesPlugin(engine),))
+    async with open_realtime(server.port) as client:
+        await client.send({"type": "conversation.item.create", "item": text_item("talk")})
+        await client.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
+        await client.recv_until("response.output_text.delta")
+        shutting = asyncio.create_task(server.shutdown(grace_s=0.2))
+        done = (await client.recv_until("response.done"))[-1]["response"]
+        assert done["status"] == "cancelled"
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await client.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        await shutting
+    check_lifecycle(client.events)
+
+
+async def test_spoken_output_needs_a_synthesizer_and_a_known_voice(start_server, tmp_path):
+    """Audio output without a synthesizer is unavailable; an unknown voice is refused naming the param; OpenAI's voice names mean the default."""
+    from tests.fakes import ToneVoice
+
+    async with open_realtime((await start_server(plugins=(FakeEnginesPlugin(ScriptedDialogue()),))).port) as client:
+        await client.send({"type": "session.update", "session": {"type": "realtime", "output_modalities": ["audio"]}})
+        error = await client.error()
+        assert (error["code"], error["type"], error["param"]) == ("unavailable", "server_error", "session.output_modalities")
+    config = make_config(tmp_path, engines={"speech_synthesizer": "fake"})
+    server = await start_server(config, plugins=(FakeEnginesPlugin(ScriptedDialogue(), voice=ToneVoice()),))
+    async with open_realtime(server.port) as client:
+        assert client.events[0]["session"]["output_modalities"] == ["audio"]
+        await client.send({"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"voice": "nobody"}}}})
+        error = await client.error()
+        assert error["param"] == "session.audio.output.voice" and "low" in error["message"]
+        for voice, name in (("high", "high"), ("cedar", "low")):
+            await client.send({"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"voice": voice}}}})
+            assert (await client.recv_until("session.updated"))[-1]["session"]["audio"]["output"]["voice"] == name
+        await client.send({"type": "session.update", "session": {"type": "realtime", "audio": {"output": {"format": {"type": "audio/pcmu"}}}}})
+        assert (await client.error())["code"] == "unsupported"
+
+
+async def test_a_failing_engine_fails_its_response_only(start_server):
+    """An engine that raises ends the response with response.done status failed (its error in status_details); the next one works."""
+    server = await start_server(plugins=(FakeEnginesPlugin(ScriptedDialogue(fail_times=1)),))
+    async with open_realtime(server.port) as client:
+        await client.send({"type": "conversation.item.create", "item": text_item("hi")})
+        await client.send({"type": "response.create"})
+        failed = (await client.recv_until("response.done"))[-1]["response"]
+        assert failed["status"] == "failed" and failed["output"] == []
+        assert failed["status_details"]["error"]["type"] == "server_error" and "scripted engine failure" in failed["status_details"]["error"]["message"]
+        await client.send({"type": "response.create"})
+        assert (await client.recv_until("response.done"))[-1]["response"]["status"] == "completed"
+    check_lifecycle(client.events)
