@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openai.types.realtime import RealtimeClientEvent
 from pydantic import TypeAdapter
 
@@ -12,6 +16,8 @@ from assistant.dialects.openai_realtime import protocol as wire
 from assistant.dialects.openai_realtime.items import Content, Item, Items
 from assistant.turns import ImageIn, TextIn
 from tests.assistant.dialects.openai_realtime.realtime import validate
+from tests.conftest import make_config
+from tests.fakes import FakeEnginesPlugin, ToolCallingDialogue
 
 SDK_EVENTS = [
     {"type": "session.update", "session": {"type": "realtime", "instructions": "hi", "output_modalities": ["audio"],
@@ -94,3 +100,66 @@ def test_items_are_bounded():
         items.add(Item("a", "message", "user", [Content("input_text", text="y")]), None, None)
     assert items.add(Item("c", "message", "user", [Content("input_text", text="y")]), "root", None) is None
     assert [item.id for item in items] == ["c", "a"]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@st.composite
+def mutated_events(draw) -> dict:
+    """An event the SDK could send, with one field (at any depth) replaced, removed or added."""
+    event = copy.deepcopy(draw(st.sampled_from(SDK_EVENTS)))
+    target = event
+    while isinstance(target, dict) and target and draw(st.booleans()):
+        key = draw(st.sampled_from(sorted(target)))
+        if not isinstance(target[key], dict):
+            break
+        target = target[key]
+    action = draw(st.sampled_from(["replace", "remove", "add"]))
+    if action == "add" or not target:
+        target[draw(st.text(max_size=8))] = draw(JSON_VALUES)
+    elif action == "remove":
+        del target[draw(st.sampled_from(sorted(target)))]
+    else:
+        target[draw(st.sampled_from(sorted(target)))] = draw(JSON_VALUES)
+    return event
+
+
+@pytest.fixture(scope="module")
+def fuzzed_session(tmp_path_factory):
+    """A RealtimeSession on a real App (tool-calling fake engine), on its own event loop; what it sends is kept."""
+    from assistant.app import App
+    from assistant.dialects.openai_realtime.session import RealtimeSession
+
+    loop = asyncio.new_event_loop()
+    config = make_config(tmp_path_factory.mktemp("fuzz"), limits={"turns_per_minute": 1_000_000})
+    app = loop.run_until_complete(App.start(config, [FakeEnginesPlugin(ToolCallingDialogue())]))
+    sent: list[dict] = []
+
+    async def send(text: str) -> None:
+        sent.append(json.loads(text))
+
+    yield loop, RealtimeSession(app, "local", send), sent
+    loop.run_until_complete(app.drain(0))
+    loop.run_until_complete(app.stop())
+    loop.close()
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(event=mutated_events())
+def test_mutated_events_never_break_the_session(fuzzed_session, event):
+    """Whatever a mutated event holds, the session answers with valid server events and never an internal error."""
+    loop, session, sent = fuzzed_session
+    before = len(sent)
+    loop.run_until_complete(session.handle_frame(json.dumps(event)))
+    while session._work is not None and not session._work.done():
+        loop.run_until_complete(asyncio.wait([session._work]))
+    for answer in sent[before:]:
+        validate(answer)
+        assert not (answer["type"] == "error" and answer["error"]["code"] == "internal"), (event, answer)
+        if answer["type"] == "response.done" and answer["response"]["status"] == "failed":
+            assert answer["response"]["status_details"]["error"]["code"] != "internal", (event, answer)
