@@ -55,8 +55,12 @@ class ResponseSettings:
 class Response:
     """A response in progress; `run()` streams it and ends with its `response.done`."""
 
-    def __init__(self, app: App, session_id: str, send: Send, items: Items, settings: ResponseSettings, context: Items | None = None) -> None:
+    def __init__(
+        self, app: App, session_id: str, send: Send, items: Items, settings: ResponseSettings, context: Items | None = None,
+        spoken_until: float | None = None,
+    ) -> None:
         self.app = app
+        self.spoken_until = spoken_until  # when the utterance this answers ended, for the voice-to-voice metric
         self.id = new_id("resp")
         self.session_id = session_id
         self.send = send
@@ -184,7 +188,7 @@ class Response:
             if spoken:
                 assert self.settings.speech is not None
                 self.speaker = self.message.speaker = Speaker(
-                    self.app, self._speech_event, self.settings.speech, self.id, self.reply.cancelled, store_heard=False,
+                    self.app, self._speech_event, self.settings.speech, self.id, self.reply.cancelled, self.spoken_until, store_heard=False,
                 )
                 self._resampler = audio.StreamResampler(self.settings.speech.voice.sample_rate, SAMPLE_RATE)
         self._text.append(delta)

@@ -396,12 +396,15 @@ class RealtimeSession:
         async def transcribe() -> None:
             await announced
             detection = self.turn_detection
-            await self._transcribe(item, samples, auto_response=detection is not None and detection.create_response)
+            answer = detection is not None and detection.create_response
+            await self._transcribe(item, samples, auto_response=answer, spoken_until=turn.spoken_until)
 
         self._queue(transcribe, ref)
 
-    async def _transcribe(self, item: Item, samples: Any, auto_response: bool) -> None:
-        """Transcribe a user audio item; then, with turn detection's create_response, answer it."""
+    async def _transcribe(self, item: Item, samples: Any, auto_response: bool, spoken_until: float | None = None) -> None:
+        """Transcribe a user audio item; then, with turn detection's create_response, answer it.
+
+        `spoken_until` is when the VAD heard the utterance end (the voice-to-voice latency of a spoken answer)."""
         try:
             text = await transcribe_samples(self.app, samples, self.language, "item", None)
         except AssistantError as exc:
@@ -426,7 +429,7 @@ class RealtimeSession:
                 self.instructions, "audio" if speech else "text", speech, self.tools,
                 "required" if self.forced_tool else self.tool_choice, self.max_output_tokens,
             )
-            response = Response(self.app, self.id, self.send, self.items, settings)
+            response = Response(self.app, self.id, self.send, self.items, settings, spoken_until=spoken_until)
             self.response = response
             try:
                 await response.run()

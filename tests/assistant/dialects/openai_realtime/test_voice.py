@@ -116,6 +116,10 @@ async def test_talking_over_a_spoken_response_cuts_it_to_what_was_played(start_s
         await client.send({"type": "conversation.item.truncate", "item_id": story_item["id"], "content_index": 0, "audio_end_ms": 10**7})
         assert (await client.error())["param"] == "audio_end_ms"
     check_lifecycle(client.events)
+    from tests.assistant.test_metrics import scrape
+
+    metrics = await asyncio.to_thread(scrape, server.port)
+    assert metrics[("assistant_voice_to_voice_seconds_count", ())] == 1, "the spoken answer to the utterance was timed"
     last_context = engine.requests[-1].messages
     assert [m.role for m in last_context][-3:] == ["user", "assistant", "user"] and last_context[-2].content == heard
 
