@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING, Any
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
 
-from assistant import audio
 from assistant.dialects.openai_realtime import protocol as wire
 from assistant.dialects.openai_realtime.items import Content, Item
 from assistant.dialects.openai_realtime.protocol import SAMPLE_RATE, RealtimeProblem, new_id
-from assistant.engines import AsrEngine, DialogueEngine, GenerationOptions, ToolChoice, ToolSpec
+from assistant.engines import DialogueEngine, GenerationOptions, ToolChoice, ToolSpec
 from assistant.errors import AssistantError
-from assistant.turns import ImageIn, decode_turn, release_media
+from assistant.turns import AudioIn, ImageIn, decode_turn, release_media
 
 if TYPE_CHECKING:
     from assistant.app import App
@@ -62,12 +61,13 @@ async def client_item(app: App, spec: wire.ItemIn, where: str, ref: str | None) 
         if part.type == "input_audio":
             if speech is not None or part.audio is None:
                 raise RealtimeProblem("invalid_value", "a message holds one input_audio part, with its audio", f"{param}.audio", ref)
-            try:
-                speech = audio.decode(audio_bytes(app, part.audio, f"{param}.audio", ref), "pcm16", SAMPLE_RATE, app.config.speech.max_seconds)
-            except audio.AudioError as exc:
-                raise RealtimeProblem("invalid_value", f"{param}.audio: {exc}", f"{param}.audio", ref) from None
-            if not isinstance(app.engines.get("asr"), AsrEngine):
-                raise RealtimeProblem("unavailable", "audio input needs an ASR engine ([engines] asr)", f"{param}.audio", ref)
+            pcm = audio_bytes(app, part.audio, f"{param}.audio", ref)
+            try:  # as a turn's audio part: the same limits, the media budget, decoded on the media worker
+                turn = await decode_turn(app, [AudioIn(pcm, "pcm16", SAMPLE_RATE)], GenerationOptions(), ref)
+            except AssistantError as exc:
+                raise RealtimeProblem(exc.code, f"{param}.audio: {exc.message.removeprefix('content.0: ')}", f"{param}.audio", ref) from None
+            release_media(app, turn)
+            speech = turn.audio[0][0]
             content.append(Content("input_audio"))
         elif part.type == "input_image":
             content.append(await image_content(app, part.image_url, f"{param}.image_url", ref))
@@ -78,6 +78,7 @@ async def client_item(app: App, spec: wire.ItemIn, where: str, ref: str | None) 
                 raise RealtimeProblem("missing_required_parameter", f"{part.type} needs text", f"{param}.text", ref)
             content.append(Content("output_text" if part.type == "text" else part.type, text=part.text))
     return Item(item_id, "message", spec.role, content), speech
+
 
 async def image_content(app: App, url: str | None, param: str, ref: str | None) -> Content:
     """An input_image part: a data URL, decoded once to check it is an image this server takes."""
