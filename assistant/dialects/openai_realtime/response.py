@@ -123,13 +123,17 @@ class Response:
             log.exception("realtime response %s failed", self.id)
             failure = AssistantError("internal", f"the response failed: {type(exc).__name__}")
         finally:
-            await self._close_message()
-            if result is not None and not self.reply.cancelled.is_set():
-                for call in result.tool_calls:
-                    await self._function_call(call.id, call.name, json.dumps(call.arguments))
-            app.replies.discard(self.reply)
-            self.reply.done.set()
-            await self._done(result, failure)
+            try:
+                await self._close_message()
+                if result is not None and not self.reply.cancelled.is_set():
+                    for call in result.tool_calls:
+                        await self._function_call(call.id, call.name, json.dumps(call.arguments))
+            except AssistantError as exc:  # no room for the call's item: an item is only announced once it is added
+                failure = failure or exc
+            finally:
+                app.replies.discard(self.reply)
+                self.reply.done.set()
+                await self._done(result, failure)
 
     async def _done(self, result: DialogueResult | None, failure: AssistantError | None) -> None:
         details: dict[str, Any] | None = None

@@ -336,3 +336,18 @@ async def test_a_failing_engine_fails_its_response_only(start_server):
         await client.send({"type": "response.create"})
         assert (await client.recv_until("response.done"))[-1]["response"]["status"] == "completed"
     check_lifecycle(client.events)
+
+
+async def test_a_response_with_no_room_for_its_items_fails_cleanly(start_server, monkeypatch):
+    """When the session's items are full, a response's function call cannot be added: response.done failed (too_large), nothing left open."""
+    from assistant.dialects.openai_realtime import items
+
+    monkeypatch.setattr(items, "MAX_ITEMS", 1)
+    server = await start_server(plugins=(FakeEnginesPlugin(ToolCallingDialogue()),))
+    async with open_realtime(server.port) as client:
+        await client.send({"type": "session.update", "session": {"type": "realtime", "tools": [WEATHER]}})
+        await client.send({"type": "conversation.item.create", "item": text_item('get_weather {"city": "Rome"}')})
+        await client.send({"type": "response.create"})
+        done = (await client.recv_until("response.done"))[-1]["response"]
+        assert done["status"] == "failed" and done["status_details"]["error"]["code"] == "too_large" and done["output"] == []
+    check_lifecycle(client.events)
