@@ -15,6 +15,7 @@ from assistant.engines import (
     ImageEncoder,
     ImageGenerator,
     ImageRequest,
+    MessagePart,
     SpeechSynthesizer,
     Transcript,
     Usage,
@@ -23,6 +24,7 @@ from assistant.engines import (
 from assistant.hookspecs import hookimpl
 from assistant.modalities import ImageInput, Modality
 from assistant.models import ModelSource, NotHere
+from assistant.part_types import DecodedPart, PartError, PartLimits, PartTools, PartType
 from assistant.routes import ImageRoute, TurnRouter
 
 __version__ = "0.1.0"
@@ -31,6 +33,7 @@ __all__ = [
     "AsrEngine",
     "Capabilities",
     "ChatMessage",
+    "DecodedPart",
     "DialogueEngine",
     "DialogueRequest",
     "DialogueResult",
@@ -44,9 +47,14 @@ __all__ = [
     "ImageInput",
     "ImageRequest",
     "ImageRoute",
+    "MessagePart",
     "Modality",
     "ModelSource",
     "NotHere",
+    "PartError",
+    "PartLimits",
+    "PartTools",
+    "PartType",
     "SpeechSynthesizer",
     "Transcript",
     "TurnRouter",

@@ -19,6 +19,7 @@ class Capabilities:
 
     accepts_images: bool = False  # a dialogue engine that sees images itself (early fusion, a VLM)
     max_batch: int = 1  # calls the engine serves at once; the core gives it this many worker threads
+    accepts_parts: frozenset[str] = frozenset()  # a dialogue engine that takes these plugin part types itself (ChatMessage.parts)
 
 
 class Engine(ABC):
@@ -44,17 +45,28 @@ class EngineError(Exception):
 
 
 @dataclass(frozen=True)
+class MessagePart:
+    """A plugin part type's decoded part, for a dialogue engine that takes it natively (`Capabilities.accepts_parts`)."""
+
+    type: str  # the part type's name, e.g. "document"
+    mime: str | None
+    value: Any  # what the part type's `decode` returned as `DecodedPart.value`
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     """One message of the dialogue context.
 
     `images` (decoded RGB `PIL.Image.Image`s, in the order the user sent them) are filled only for
     engines whose capabilities say `accepts_images`; for the others the core has already turned each
-    image into text in `content` (late fusion, see `assistant.modalities`).
+    image into text in `content` (late fusion, see `assistant.modalities`). `parts` holds the new user
+    message's plugin parts of the types the engine lists in `Capabilities.accepts_parts`.
     """
 
     role: Literal["system", "user", "assistant"]
     content: str
     images: tuple[Any, ...] = ()
+    parts: tuple[MessagePart, ...] = ()
 
 
 @dataclass(frozen=True)
