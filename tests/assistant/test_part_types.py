@@ -105,7 +105,7 @@ async def test_a_plugin_part_reaches_the_context_and_the_stored_turn(start_serve
     """The note is stored as an attachment plus its `note_text`, and the engine reads `[Note 1: ...]` before the words."""
     server = await notes_server(start_server, engine)
     async with connect_client(server) as client:
-        await client.start()
+        assert (await client.start())["part_types"] == ["note"]
         events = await client.say_parts([note("buy milk"), {"type": "text", "text": "What does it say?"}])
         assert events[-1]["status"] == "completed"
         assert engine.requests[-1].messages[-1].content == "[Note 1: note says: buy milk]\nWhat does it say?"

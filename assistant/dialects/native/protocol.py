@@ -286,6 +286,7 @@ class SessionStarted(ServerEvent):
     protocol: int = PROTOCOL_VERSION
     capabilities: dict[str, str | None]
     modalities: list[str] = Field(default_factory=list, description="modalities describing images for a text-only engine")
+    part_types: list[str] = Field(default_factory=list, description="part types plugins added, besides text, image and audio")
     voices: list[VoiceInfo] = Field(default_factory=list, description="voices of the speech synthesizer, the default first")
     output_modalities: list[str] = Field(default_factory=lambda: ["text"])
     principal: str | None = None
