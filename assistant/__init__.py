@@ -9,6 +9,7 @@ from assistant.engines import (
     DialogueResult,
     Engine,
     EngineError,
+    FinishReason,
     GeneratedImage,
     GenerationCancelled,
     GenerationOptions,
@@ -17,6 +18,9 @@ from assistant.engines import (
     ImageRequest,
     MessagePart,
     SpeechSynthesizer,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
     Transcript,
     Usage,
     Voice,
@@ -26,6 +30,7 @@ from assistant.modalities import ImageInput, Modality
 from assistant.models import ModelSource, NotHere
 from assistant.part_types import DecodedPart, PartError, PartLimits, PartTools, PartType
 from assistant.routes import ImageRoute, TurnRouter
+from assistant.tool_calls import ToolCallFilter, new_call_id, parse_tool_calls
 
 __version__ = "0.1.0"
 
@@ -39,6 +44,7 @@ __all__ = [
     "DialogueResult",
     "Engine",
     "EngineError",
+    "FinishReason",
     "GeneratedImage",
     "GenerationCancelled",
     "GenerationOptions",
@@ -56,10 +62,16 @@ __all__ = [
     "PartTools",
     "PartType",
     "SpeechSynthesizer",
+    "ToolCall",
+    "ToolCallFilter",
+    "ToolChoice",
+    "ToolSpec",
     "Transcript",
     "TurnRouter",
     "Usage",
     "Voice",
     "__version__",
     "hookimpl",
+    "new_call_id",
+    "parse_tool_calls",
 ]

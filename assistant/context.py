@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from assistant.engines import ChatMessage, MessagePart
 from assistant.image_features import stored_image
-from assistant.store import TurnRecord
+from assistant.store import PartRecord, TurnRecord
 
 if TYPE_CHECKING:
     from assistant.app import App
@@ -73,43 +73,54 @@ def image_numbers(shas: list[str]) -> dict[str, int]:
 
 
 def _user_message(turn: TurnRecord, images: dict[str, Any] | None, labels: Mapping[str, str], native: Mapping[str, MessagePart]) -> ChatMessage:
-    shas = [p.attachment_sha256 for p in turn.parts if p.kind == "image" and p.attachment_sha256]
-    part_lines, parts = _plugin_parts(turn, labels, native)
+    return user_message(turn.parts, turn.text, images, labels, native)
+
+
+def user_message(
+    parts: list[PartRecord], text: str, images: dict[str, Any] | None,
+    labels: Mapping[str, str] | None = None, native: Mapping[str, MessagePart] | None = None,
+) -> ChatMessage:
+    """A user turn's message: its `text` with its images' pixels (`images` given), or with one
+    `[Image N: ...]` line per image rendered from its `image_text` parts; then its plugin parts (`labels`:
+    part type -> label) as `[Label N: ...]` lines, or as decoded parts for a native engine (`native`)."""
+    shas = [p.attachment_sha256 for p in parts if p.kind == "image" and p.attachment_sha256]
+    part_lines, native_parts = _plugin_parts(parts, labels or {}, native or {})
     if images is not None:
-        text = "\n".join([*part_lines, turn.text]).strip()
-        return ChatMessage("user", text, tuple(images[sha] for sha in shas if sha in images), parts)
+        return ChatMessage("user", "\n".join([*part_lines, text]).strip(), tuple(images[sha] for sha in shas if sha in images), parts=native_parts)
     number = image_numbers(shas)
     said: dict[str, list[str]] = {}  # what the modalities said, per image, joined into one line
-    for part in turn.parts:
+    for part in parts:
         if part.kind == "image_text" and part.text:
             said.setdefault(part.attachment_sha256 or "", []).append(part.text)
     lines = [f"[Image {number.get(sha, len(shas))}: {'; '.join(texts)}]" for sha, texts in said.items()]
-    described = {p.attachment_sha256 for p in turn.parts if p.kind == "image_text"}
+    described = {p.attachment_sha256 for p in parts if p.kind == "image_text"}
     lines += [f"[Image {index}: no description available]" for sha, index in number.items() if sha not in described]
-    return ChatMessage("user", "\n".join([*lines, *part_lines, turn.text]).strip(), (), parts)
+    return ChatMessage("user", "\n".join([*lines, *part_lines, text]).strip(), parts=native_parts)
 
 
-def _plugin_parts(turn: TurnRecord, labels: Mapping[str, str], native: Mapping[str, MessagePart]) -> tuple[list[str], tuple[MessagePart, ...]]:
+def _plugin_parts(
+    parts: list[PartRecord], labels: Mapping[str, str], native: Mapping[str, MessagePart],
+) -> tuple[list[str], tuple[MessagePart, ...]]:
     """The turn's plugin parts: a `[Label N: text]` line each (numbered per type), or the decoded part for a native engine."""
     lines: list[str] = []
-    parts: list[MessagePart] = []
+    found: list[MessagePart] = []
     counts: dict[str, int] = {}
     texts: dict[tuple[str, str], list[str]] = {}
-    for part in turn.parts:
+    for part in parts:
         kind = part.kind.removesuffix("_text")
         if part.kind.endswith("_text") and kind in labels and part.text:
             texts.setdefault((kind, part.attachment_sha256 or ""), []).append(part.text)
-    for part in turn.parts:
+    for part in parts:
         if part.kind not in labels:
             continue
         counts[part.kind] = number = counts.get(part.kind, 0) + 1
         sha = part.attachment_sha256 or ""
         if sha in native and native[sha].type == part.kind:
-            parts.append(native[sha])
+            found.append(native[sha])
             continue
         said = texts.get((part.kind, sha))
         lines.append(f"[{labels[part.kind]} {number}: {'; '.join(said) if said else 'no description available'}]")
-    return lines, tuple(parts)
+    return lines, tuple(found)
 
 
 async def context_images(app: App, history: list[TurnRecord], new_images: list[DecodedImage]) -> dict[str, Any]:

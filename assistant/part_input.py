@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from assistant import audio
-from assistant.engines import AsrEngine, EngineError, Transcript
+from assistant.engines import AsrEngine, EngineError, MessagePart, Transcript
 from assistant.fusion import describe_images
 from assistant.image_features import features_for
 from assistant.modalities import ImageInput
-from assistant.part_types import MAX_PART_TEXT_CHARS, DecodedPart, PartType
+from assistant.part_types import MAX_PART_TEXT_CHARS, DecodedPart, PartType, label_of
 from assistant.store import PartRecord
 
 if TYPE_CHECKING:
@@ -116,20 +116,47 @@ def _image_inputs(images: list[Any]) -> list[ImageInput]:
     return inputs
 
 
-async def describe_parts(app: App, turn_id: str, parts: list[DecodedPluginPart], native: frozenset[str]) -> None:
-    """Describe each part whose type the dialogue engine does not take natively; store the texts on the turn."""
-    assert app.store is not None
+def native_types(app: App) -> frozenset[str]:
+    """The part types the configured dialogue engine takes itself (`Capabilities.accepts_parts`)."""
+    engine = app.engines.get("dialogue")
+    return engine.capabilities.accepts_parts if engine is not None else frozenset()
+
+
+def part_labels(app: App) -> dict[str, str]:
+    """Each loaded part type's label for the context (`[Label N: ...]`), by name."""
+    return {name: label_of(entry.part_type) for name, entry in app.part_types.items()}
+
+
+def native_parts(app: App, parts: list[DecodedPluginPart]) -> dict[str, MessagePart]:
+    """The decoded parts the dialogue engine takes natively, by sha256, as `ChatMessage.parts` carries them."""
+    native = native_types(app)
+    return {p.sha256: MessagePart(p.type, p.mime, p.decoded.value) for p in parts if p.type in native}
+
+
+def part_records(parts: list[DecodedPluginPart], described: list[tuple[DecodedPluginPart, str]]) -> list[PartRecord]:
+    """The parts as the context renders them: one record per part, then one `<name>_text` record per description."""
+    return [PartRecord(kind=p.type, attachment_sha256=p.sha256, mime=p.mime) for p in parts] + [
+        PartRecord(kind=f"{p.type}_text", text=text, attachment_sha256=p.sha256) for p, text in described
+    ]
+
+
+async def describe_plugin_parts(app: App, parts: list[DecodedPluginPart]) -> list[tuple[DecodedPluginPart, str]]:
+    """(part, text) for each part whose type the dialogue engine does not take natively and that its type described."""
+    native = native_types(app)
     todo = [part for part in parts if part.type not in native and part.type in app.part_types]
     if not todo:
-        return
+        return []
     timeout = app.config.limits.engine_timeout_s
     results = await asyncio.gather(*(_describe(app, part, timeout) for part in todo))
-    records = [
-        PartRecord(kind=f"{part.type}_text", text=text, attachment_sha256=part.sha256)
-        for part, text in zip(todo, results, strict=True) if text
-    ]
-    if records:
-        await app.store.add_parts(turn_id, records)
+    return [(part, text) for part, text in zip(todo, results, strict=True) if text]
+
+
+async def describe_parts(app: App, turn_id: str, parts: list[DecodedPluginPart]) -> None:
+    """Describe a stored turn's plugin parts (those the engine does not take natively); store the texts on the turn."""
+    assert app.store is not None
+    described = await describe_plugin_parts(app, parts)
+    if described:
+        await app.store.add_parts(turn_id, part_records([], described))
 
 
 async def _describe(app: App, part: DecodedPluginPart, timeout: float) -> str | None:

@@ -24,15 +24,14 @@ from assistant.engines import (
     EngineError,
     GenerationOptions,
     ImageGenerator,
-    MessagePart,
     Transcript,
 )
 from assistant.errors import AssistantError, error_code
 from assistant.fusion import fuse_images
 from assistant.image_input import DecodedImage, ImageInputError, decode_cost, decode_image, image_size
 from assistant.image_jobs import check_capacity, image_generator, prepare, start_job
-from assistant.part_input import DecodedPluginPart, describe_parts
-from assistant.part_types import DecodedPart, PartError, PartLimits, label_of
+from assistant.part_input import DecodedPluginPart, describe_parts, native_parts, part_labels
+from assistant.part_types import DecodedPart, PartError, PartLimits
 from assistant.reply import Reply, announce_end, stream_reply
 from assistant.routes import ImageRoute, first_route
 from assistant.store import PartRecord
@@ -319,11 +318,9 @@ async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | 
     if turn.images:
         assert user_turn_id is not None
         await fuse_images(app, user_turn_id, turn.images)
-    dialogue_engine = app.engines.get("dialogue")
-    native = dialogue_engine.capabilities.accepts_parts if dialogue_engine is not None else frozenset()
     if turn.plugin_parts:
         assert user_turn_id is not None
-        await describe_parts(app, user_turn_id, turn.plugin_parts, native)
+        await describe_parts(app, user_turn_id, turn.plugin_parts)
     route = _route(app, text)
     if route is not None:
         await _run_image_route(conversation, ref, turn.parts, route, user_turn_id)
@@ -344,9 +341,9 @@ async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | 
         reply.cancel()
     images = await context_images(app, begun.history, turn.images) if engine.capabilities.accepts_images else None
     dialogue = app.config.dialogue
-    parts = {p.sha256: MessagePart(p.type, p.mime, p.decoded.value) for p in turn.plugin_parts if p.type in native}
-    labels = {name: label_of(entry.part_type) for name, entry in app.part_types.items()}
-    messages = dialogue_context(dialogue.system_prompt, begun.history, images, dialogue.context_chars, labels, parts)
+    messages = dialogue_context(
+        dialogue.system_prompt, begun.history, images, dialogue.context_chars, part_labels(app), native_parts(app, turn.plugin_parts),
+    )
     request = DialogueRequest(messages, turn.options)
     try:
         await stream_reply(

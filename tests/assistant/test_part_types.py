@@ -229,3 +229,19 @@ def test_a_part_type_registered_twice_stops_startup(tmp_path):
         App.prepare(make_config(tmp_path), [NotePlugin(NotePart()), other])
     with pytest.raises(PluginError, match=r"is not an assistant\.PartType"):
         App.prepare(make_config(tmp_path), [NotePlugin(object())])  # type: ignore[arg-type]
+
+
+async def test_a_stateless_history_renders_plugin_parts_as_turns_do(tmp_path):
+    """A client-sent history (the stateless HTTP wires) decodes and describes plugin parts like a conversation turn, storing nothing."""
+    from assistant.stateless import StatelessMessage, stateless_context
+    from assistant.turns import PluginPartIn, TextIn
+
+    app = await App.start(make_config(tmp_path), [FakeEnginesPlugin(ScriptedDialogue()), NotePlugin(NotePart())])
+    try:
+        history = [StatelessMessage("user", [PluginPartIn("note", b"call Bob", "text/plain"), TextIn("Who?")])]
+        async with stateless_context(app, history) as messages:
+            assert messages[-1].content == "[Note 1: note says: call Bob]\nWho?"
+        assert app.media.used == 0
+        assert await app.store.attachment(sha(b"call Bob")) is None
+    finally:
+        await app.stop()
