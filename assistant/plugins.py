@@ -1,7 +1,8 @@
 """Building the plugin manager and collecting what plugins register.
 
-Load order: built-ins, then the `assistant` entry points, then modules named in
-`[plugins] modules`, then plugins handed in by code (tests, embedding apps); finally the
+Load order: built-ins, then the `selfhosted_assistant` entry points (ENTRY_POINT_GROUP), then modules named in
+`[plugins] modules`, then plugins handed in by code (tests, embedding apps; a plugin, or a `(name, plugin)`
+pair); a plugin already registered is not registered again; finally the
 config's `allow`/`deny` lists. A manager is built per app, never at import time.
 
 Plugin settings: a register callback given `settings=Model` (a pydantic model class) declares the
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from assistant.types import AppView
 
 # The one list of built-in plugins, in load order (which decides their hook call order). It is kept
-# here, not read from pyproject.toml's [project.entry-points.assistant] table, because the core must
+# here, not read from pyproject.toml's [project.entry-points.selfhosted_assistant] table, because the core must
 # load the built-ins in this order from a source checkout too, where the installed metadata may be
 # missing or stale. That table names the same modules under the same names (each module's last dotted
 # name, so entry points never load a built-in twice) so that installed metadata lists them as plugins
@@ -52,6 +53,12 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "assistant_plugins.piper_voice",
     "assistant_plugins.keyword_router",
 )
+
+
+ENTRY_POINT_GROUP = "selfhosted_assistant"
+"""The entry-point group installed plugins declare (`[project.entry-points.selfhosted_assistant]`).
+Distinctive on purpose: the distribution is `selfhosted-assistant`, since `assistant` on the package
+index is an unrelated project."""
 
 
 class PluginError(RuntimeError):
@@ -74,10 +81,10 @@ def build_plugin_manager(config: Config, extra_plugins: Iterable[Any] = ()) -> p
         if wanted(name):
             pm.register(importlib.import_module(module_name), name)
     try:
-        pm.load_setuptools_entrypoints("assistant")
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     except Exception as exc:
         raise PluginError(
-            f"an installed plugin (entry-point group 'assistant') failed to load: {type(exc).__name__}: {exc}. "
+            f"an installed plugin (entry-point group {ENTRY_POINT_GROUP!r}) failed to load: {type(exc).__name__}: {exc}. "
             "Uninstall it or name it in [plugins] deny."
         ) from exc
     for module_name in config.plugins.modules:
@@ -88,7 +95,10 @@ def build_plugin_manager(config: Config, extra_plugins: Iterable[Any] = ()) -> p
                 raise PluginError(f"[plugins] modules: cannot import {module_name!r}: {exc}") from exc
             _register(pm, module, module_name)
     for plugin in extra_plugins:
-        _register(pm, plugin, getattr(plugin, "__name__", None))
+        if isinstance(plugin, tuple):  # (name, plugin): registered under the name an entry point would give it
+            _register(pm, plugin[1], plugin[0])
+        else:
+            _register(pm, plugin, getattr(plugin, "__name__", None))
     if allow is not None:
         for name, plugin in list(pm.list_name_plugin()):
             if plugin is not None and name not in allow:
@@ -97,6 +107,10 @@ def build_plugin_manager(config: Config, extra_plugins: Iterable[Any] = ()) -> p
 
 
 def _register(pm: pluggy.PluginManager, plugin: Any, name: str | None) -> None:
+    """Register `plugin` under `name`; a plugin already registered (an installed package whose entry
+    point loaded it, and that a test or `[plugins] modules` names again) keeps its first name."""
+    if pm.is_registered(plugin):
+        return
     try:
         pm.register(plugin, name)
     except ValueError as exc:

@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from assistant.app import App
-from assistant.plugins import BUILTIN_PLUGINS, PluginError, build_plugin_manager, describe_plugins
+from assistant.plugins import BUILTIN_PLUGINS, ENTRY_POINT_GROUP, PluginError, build_plugin_manager, describe_plugins
 from tests.conftest import REPO, make_config
 
 
@@ -29,8 +29,8 @@ def test_builtin_plugin_list_is_the_same_everywhere():
     assert len(set(BUILTIN_PLUGINS)) == len(BUILTIN_PLUGINS)
     expected = {module.rsplit(".", 1)[1]: module for module in BUILTIN_PLUGINS}
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
-    entry_points = pyproject["project"]["entry-points"]["assistant"]
-    assert list(entry_points.items()) == list(expected.items()), "[project.entry-points.assistant] differs from BUILTIN_PLUGINS"
+    entry_points = pyproject["project"]["entry-points"][ENTRY_POINT_GROUP]
+    assert list(entry_points.items()) == list(expected.items()), "[project.entry-points.selfhosted_assistant] differs from BUILTIN_PLUGINS"
     docs = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
     load_order = docs[docs.index("## How plugins are found and loaded"):docs.index("2. installed packages")]
     assert re.findall(r"`(assistant_plugins\.\w+)`", load_order) == list(BUILTIN_PLUGINS), "docs/plugins.md's built-in list differs"
