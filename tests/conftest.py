@@ -9,6 +9,8 @@ from typing import Any
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
+from importlib.metadata import entry_points
+
 import pytest
 from websockets.asyncio.client import connect
 
@@ -16,6 +18,11 @@ from assistant.config import Config
 from assistant.server import AssistantServer, serve_app
 from assistant.testing.server import Client
 from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
+
+# The installed kit's fixtures (assistant_server, assistant_client...) load through their pytest11 entry
+# point; in a checkout whose installed metadata predates them, load them here.
+if not any(ep.value == "assistant.testing.fixtures" for ep in entry_points(group="pytest11")):
+    pytest_plugins = ["assistant.testing.fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CACHE = REPO / ".cache" / "models"  # shared by test runs so offline packs convert once

@@ -2,8 +2,9 @@
 
 - `assistant_config(**tables)`: a config on port 0 with its database under the test's tmp_path
   (see `assistant.testing.server.server_config`);
-- `assistant_server(plugins=(), config=None, **tables)`: async; a real server on port 0 with your
-  plugins registered (a module, an object, or a `(name, plugin)` pair), shut down after the test;
+- `assistant_server(plugins, config=None, **tables)`: async; a real server on port 0 with your
+  plugins registered (a module, an object, or a `(name, plugin)` pair; `plugins` is positional, so a
+  `plugins={...}` keyword is the `[plugins]` table), shut down after the test;
 - `assistant_client(server)`: an async context manager yielding a `Client` on the server's `/ws`.
 
 The async fixture needs pytest-asyncio (in `asyncio_mode = "auto"`, or mark the test with
@@ -48,12 +49,12 @@ else:
 
     @pytest_asyncio.fixture
     async def assistant_server(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-        """Factory: `await assistant_server(plugins=[my_plugin], engines={"dialogue": "mine"})`; every server stops after the test."""
+        """Factory: `await assistant_server([my_plugin], engines={"dialogue": "mine"})`; every server stops after the test."""
         from assistant.testing.server import server_config, start_server
 
         servers: list[Any] = []
 
-        async def start(plugins: Any = (), config: Config | None = None, **tables: dict[str, Any]) -> Any:
+        async def start(plugins: Any = (), /, config: Config | None = None, **tables: dict[str, Any]) -> Any:
             server = await start_server(config or server_config(tmp_path, **tables), plugins)
             servers.append(server)
             return server

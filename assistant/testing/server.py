@@ -55,7 +55,7 @@ async def start_server(config: Config, plugins: Iterable[Any] = ()) -> Assistant
 
 
 @contextlib.asynccontextmanager
-async def running_server(folder: Path, plugins: Iterable[Any] = (), **tables: dict[str, Any]) -> AsyncIterator[AssistantServer]:
+async def running_server(folder: Path, plugins: Iterable[Any] = (), /, **tables: dict[str, Any]) -> AsyncIterator[AssistantServer]:
     """`start_server(server_config(folder, **tables), plugins)`, shut down (grace 0) when the block ends."""
     server = await start_server(server_config(folder, **tables), plugins)
     try:
