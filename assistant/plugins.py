@@ -14,6 +14,7 @@ through `App.plugin_settings(plugin_name)`.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -245,20 +246,45 @@ def collect_registrations(pm: pluggy.PluginManager, config: Config) -> Registrat
     call_per_plugin(pm, "register_model_sources", register=source_register)
     call_per_plugin(pm, "register_turn_routers", register=named_register("turn router", TurnRouter, found.routers, RegisteredRouter))
     call_per_plugin(pm, "register_modalities", register=named_register("modality", Modality, found.modalities, RegisteredModality))
+    check_plugin_tables(pm, config)
     for plugin, model in found.settings_models.items():
         found.settings[plugin] = _validate_settings(model, plugin, config.plugin_config(plugin))
     return found
+
+
+def check_plugin_tables(pm: pluggy.PluginManager, config: Config) -> None:
+    """Every `[plugins.<name>]` table must name a plugin that is loaded (or named in `deny`/`allow`).
+
+    A misspelt table would otherwise be ignored without a word: raise ConfigError with the core's
+    one-line `invalid configuration` message and the closest plugin name.
+    """
+    loaded = {name for name, plugin in pm.list_name_plugin() if plugin is not None}
+    known = loaded | set(config.plugins.deny) | set(config.plugins.allow or ())
+    for name in (config.plugins.model_extra or {}):
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(loaded), n=1, cutoff=0.6)
+        hint = f"did you mean [plugins.{close[0]}]?" if close else f"loaded plugins: {', '.join(sorted(loaded)) or 'none'}"
+        raise ConfigError(f"invalid configuration: plugins.{name}: no plugin named {name!r} is loaded; {hint}")
+
+
+def settings_error(plugin_name: str, exc: Exception) -> ConfigError:
+    """A plugin settings failure as the core's one-line `invalid configuration` error naming each dotted key."""
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"plugins.{plugin_name}{''.join('.' + str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+    else:  # a validator that raised something pydantic does not wrap (TypeError, LookupError...)
+        problems = f"plugins.{plugin_name}: {type(exc).__name__}: {exc}"
+    return ConfigError(f"invalid configuration: {problems}")
 
 
 def _validate_settings(model: SettingsModel, plugin_name: str, table: dict[str, Any]) -> BaseModel:
     """A plugin's `[plugins.<plugin_name>]` table validated by its settings model; errors name the dotted key."""
     try:
         return model.model_validate(table)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"plugins.{plugin_name}{''.join('.' + str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    except Exception as exc:
+        raise settings_error(plugin_name, exc) from None
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ async def stream_reply(
         if broken is not None:
             status, error, usage = "failed", ErrorInfo("internal", broken), None
         else:
-            status, error, usage = _outcome(future, reply)
+            status, error, usage = _outcome(future, reply, engine.id)
         elapsed = time.perf_counter() - started
         timings = {"total_ms": round(elapsed * 1000, 3)}
         if first_token_at is not None:
@@ -169,7 +169,7 @@ def _record_reply(app: App, status: str, usage: dict[str, int] | None, timings: 
 
 
 def _outcome(
-    future: asyncio.Future[DialogueResult] | None, reply: Reply
+    future: asyncio.Future[DialogueResult] | None, reply: Reply, engine_id: str
 ) -> tuple[EndStatus, ErrorInfo | None, dict[str, int] | None]:
     """Final status, error and usage of a finished, abandoned or never started engine call."""
     if future is None:
@@ -179,6 +179,7 @@ def _outcome(
     exc = future.exception()
     if exc is not None:
         if isinstance(exc, EngineError):
+            log.warning("dialogue engine %s refused reply %s: code %s: %s", engine_id, reply.response_id, exc.code, exc)
             return "failed", ErrorInfo(error_code(exc.code), str(exc)), None
         log.error("dialogue engine failed", exc_info=exc)
         return "failed", ErrorInfo("internal", f"the dialogue engine failed: {type(exc).__name__}: {exc}"), None

@@ -122,3 +122,20 @@ async def test_a_hung_asr_engine_and_a_hung_modality_are_given_up_on(start_serve
     finally:
         asr.release.set()
         slow.release.set()
+
+
+async def test_engine_errors_are_logged_with_the_engine_id_and_code(start_server, connect_client, caplog):
+    """An EngineError fails the turn with its code and leaves a WARNING naming the engine and the code for the operator."""
+    from assistant import EngineError
+    from tests.fakes import ScriptedDialogue
+
+    def refuse(request):
+        raise EngineError("the context does not fit", code="too_large")
+
+    server = await start_server(plugins=(FakeEnginesPlugin(ScriptedDialogue(script=refuse, engine_id="fake:refuser")),))
+    async with connect_client(server) as client:
+        await client.start()
+        done = (await client.say("hello"))[-1]
+    assert done["status"] == "failed" and done["error"]["code"] == "too_large"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.name == "assistant.reply"]
+    assert any("fake:refuser" in message and "code too_large" in message and "the context does not fit" in message for message in warnings), warnings
