@@ -141,7 +141,7 @@ async def stream_reply(
         def end_event(_: str | None, stored: bool) -> events.Event:
             if not stored:
                 return events.ReplyDone(response_id, "failed", text, usage, timings, ErrorInfo("internal", "the reply could not be stored"))
-            return events.ReplyDone(response_id, status, text, usage, timings, error)
+            return events.ReplyDone(response_id, status, text, usage, timings, error, _finish_reason(future))
 
         await announce_end(
             conversation, f"reply {response_id}",
@@ -166,6 +166,14 @@ def _record_reply(app: App, status: str, usage: dict[str, int] | None, timings: 
         metrics.tokens_per_second.observe(timings["tokens_per_s"])
     if "time_to_first_token_ms" in timings:
         metrics.time_to_first_token.observe(timings["time_to_first_token_ms"] / 1000)
+
+
+def _finish_reason(future: asyncio.Future[DialogueResult] | None) -> str | None:
+    """How the engine said the reply ended (`stop`, `length`, `cancelled`), or None when it gave no DialogueResult."""
+    if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+        return None
+    result = future.result()
+    return result.finish_reason if isinstance(result, DialogueResult) else None
 
 
 def _outcome(
