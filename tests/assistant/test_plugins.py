@@ -151,3 +151,15 @@ def test_a_plugin_module_already_loaded_can_be_handed_in_again(tmp_path):
 
     pm = build_plugin_manager(make_config(tmp_path, plugins={"modules": ["tests.sample_plugin"]}), [sample, ("other_name", sample)])
     assert pm.get_name(sample) == "tests.sample_plugin" and "other_name" not in names(pm)
+
+
+def test_every_public_type_has_a_reference_entry():
+    """docs/plugins.md's reference section has an entry for each name in assistant.__all__, and names every conformance suite."""
+    import assistant
+    from assistant.testing import conformance
+
+    docs = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
+    reference = docs[docs.index("## Reference: the public types"):]
+    missing = [name for name in assistant.__all__ if f"### `{name}`" not in reference]
+    assert not missing, f"docs/plugins.md has no reference entry for {missing}"
+    assert all(f"`{suite}`" in docs for suite in conformance.__all__)
