@@ -9,13 +9,18 @@ from assistant.engines import (
     DialogueResult,
     Engine,
     EngineError,
+    FinishReason,
     GeneratedImage,
     GenerationCancelled,
     GenerationOptions,
     ImageEncoder,
     ImageGenerator,
     ImageRequest,
+    MessagePart,
     SpeechSynthesizer,
+    ToolCall,
+    ToolChoice,
+    ToolSpec,
     Transcript,
     Usage,
     Voice,
@@ -23,7 +28,9 @@ from assistant.engines import (
 from assistant.hookspecs import hookimpl
 from assistant.modalities import ImageInput, Modality
 from assistant.models import ModelSource, NotHere
+from assistant.part_types import DecodedPart, PartError, PartLimits, PartTools, PartType
 from assistant.routes import ImageRoute, TurnRouter
+from assistant.tool_calls import ToolCallFilter, new_call_id, parse_tool_calls
 
 __version__ = "0.1.0"
 
@@ -31,11 +38,13 @@ __all__ = [
     "AsrEngine",
     "Capabilities",
     "ChatMessage",
+    "DecodedPart",
     "DialogueEngine",
     "DialogueRequest",
     "DialogueResult",
     "Engine",
     "EngineError",
+    "FinishReason",
     "GeneratedImage",
     "GenerationCancelled",
     "GenerationOptions",
@@ -44,14 +53,25 @@ __all__ = [
     "ImageInput",
     "ImageRequest",
     "ImageRoute",
+    "MessagePart",
     "Modality",
     "ModelSource",
     "NotHere",
+    "PartError",
+    "PartLimits",
+    "PartTools",
+    "PartType",
     "SpeechSynthesizer",
+    "ToolCall",
+    "ToolCallFilter",
+    "ToolChoice",
+    "ToolSpec",
     "Transcript",
     "TurnRouter",
     "Usage",
     "Voice",
     "__version__",
     "hookimpl",
+    "new_call_id",
+    "parse_tool_calls",
 ]

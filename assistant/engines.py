@@ -19,6 +19,8 @@ class Capabilities:
 
     accepts_images: bool = False  # a dialogue engine that sees images itself (early fusion, a VLM)
     max_batch: int = 1  # calls the engine serves at once; the core gives it this many worker threads
+    accepts_parts: frozenset[str] = frozenset()  # a dialogue engine that takes these plugin part types itself (ChatMessage.parts)
+    accepts_tools: bool = False  # a dialogue engine that takes `DialogueRequest.tools` and returns tool calls
 
 
 class Engine(ABC):
@@ -44,17 +46,57 @@ class EngineError(Exception):
 
 
 @dataclass(frozen=True)
+class MessagePart:
+    """A plugin part type's decoded part, for a dialogue engine that takes it natively (`Capabilities.accepts_parts`)."""
+
+    type: str  # the part type's name, e.g. "document"
+    mime: str | None
+    value: Any  # what the part type's `decode` returned as `DecodedPart.value`
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool the model may call: its name, what it does, and its arguments as a JSON Schema object."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    def as_function(self) -> dict[str, Any]:
+        """The OpenAI-style `{"type": "function", "function": {...}}` form chat templates take."""
+        return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One call the model made: an id unique within its reply, the tool's name and its arguments (a JSON object)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ChatMessage:
     """One message of the dialogue context.
 
     `images` (decoded RGB `PIL.Image.Image`s, in the order the user sent them) are filled only for
     engines whose capabilities say `accepts_images`; for the others the core has already turned each
-    image into text in `content` (late fusion, see `assistant.modalities`).
+    image into text in `content` (late fusion, see `assistant.modalities`). `parts` holds the new user
+    message's plugin parts of the types the engine lists in `Capabilities.accepts_parts`.
+
+    An `assistant` message may carry the `tool_calls` the model made (its `content` then holds any text
+    said with them); a `tool` message carries one call's result in `content`, with that call's
+    `tool_call_id` and the tool's `name`. Engines that do not accept tools never see either.
     """
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
     images: tuple[Any, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    parts: tuple[MessagePart, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,12 +108,21 @@ class GenerationOptions:
     top_p: float | None = None
 
 
+ToolChoice = Literal["auto", "none", "required"]
+"""Whether the model may call a tool (`auto`), must not (`none`), or must call one (`required`)."""
+
+
 @dataclass(frozen=True)
 class DialogueRequest:
-    """The fused context for one reply: system prompt first, the new user message last."""
+    """The fused context for one reply: system prompt first, the new user message (or tool results) last.
+
+    `tools` are given only to engines whose capabilities say `accepts_tools`.
+    """
 
     messages: list[ChatMessage]
     options: GenerationOptions = field(default_factory=GenerationOptions)
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice = "auto"
 
 
 @dataclass(frozen=True)
@@ -82,13 +133,19 @@ class Usage:
     completion_tokens: int
 
 
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
+"""Why a reply ended: the model stopped, hit the token limit, was cancelled, or called tools."""
+
+
 @dataclass(frozen=True)
 class DialogueResult:
-    """How a reply ended: `finish_reason` is `stop`, `length` or `cancelled`."""
+    """How a reply ended. `text` is what the model said to the user (never the tool-call markup);
+    `tool_calls` are the calls it made, with `finish_reason` `tool_calls`."""
 
     text: str
     usage: Usage
-    finish_reason: Literal["stop", "length", "cancelled"]
+    finish_reason: FinishReason
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class DialogueEngine(Engine):

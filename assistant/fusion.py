@@ -26,8 +26,16 @@ async def fuse_images(app: App, turn_id: str, images: list[DecodedImage]) -> Non
     """Encode the turn's images (features stored once per image) and, for a text-only dialogue engine,
     store what each modality says about each image as `image_text` parts of the turn."""
     assert app.store is not None
+    described = await encode_and_describe(app, images)
+    if described:
+        await app.store.add_parts(turn_id, [PartRecord(kind="image_text", text=text, attachment_sha256=sha) for sha, text in described])
+
+
+async def encode_and_describe(app: App, images: list[DecodedImage]) -> list[tuple[str, str]]:
+    """Encode images (features stored once per image) and, for a text-only dialogue engine, what each
+    modality says about each one, as (sha256, text) pairs; nothing to say for an engine that sees images."""
     if not images:
-        return
+        return []
     try:
         features = await features_for(app, [(image.sha256, image.image) for image in images])
     except EngineError as exc:
@@ -35,7 +43,7 @@ async def fuse_images(app: App, turn_id: str, images: list[DecodedImage]) -> Non
         log.warning("image encoder %s failed (code %s); the turn goes on without image features: %s", encoder_id, exc.code, exc)
         features = {}
     if not app.late_fusion or not app.modalities:
-        return
+        return []
     encoder = app.engines.get("image_encoder")
     by_sha = {image.sha256: image for image in reversed(images)}
     inputs = [  # an image sent twice in one turn is described once
@@ -45,20 +53,19 @@ async def fuse_images(app: App, turn_id: str, images: list[DecodedImage]) -> Non
         )
         for sha, index in image_numbers([image.sha256 for image in images]).items()
     ]
-    described = await describe_images(app, inputs)
-    if described:
-        await app.store.add_parts(turn_id, [PartRecord(kind="image_text", text=text, attachment_sha256=sha) for sha, text in described])
+    return await describe_images(app, inputs)
 
 
-async def describe_images(app: App, images: list[ImageInput]) -> list[tuple[str, str]]:
+async def describe_images(app: App, images: list[ImageInput], cache: bool = True) -> list[tuple[str, str]]:
     """(sha256, text) for every description the loaded modalities give, image by image, modality by modality.
 
     Modalities run side by side, each on its own worker thread: a batched one (`describe_batch`)
     gets the turn's images in one call, any other one call per image. A modality with a
-    `cache_key` describes each image once: its stored descriptions are used, and new ones stored.
+    `cache_key` describes each image once: its stored descriptions are used, and new ones stored
+    (not with `cache=False`, for pictures that are not stored attachments, such as a video's frames).
     """
     assert app.store is not None
-    keys = {entry.name: entry.modality.cache_key() for entry in app.modalities}
+    keys = {entry.name: (entry.modality.cache_key() if cache else None) for entry in app.modalities}
     cached = [key for key in keys.values() if key]
     stored = await app.store.image_descriptions([image.sha256 for image in images], cached) if cached else {}
     texts: dict[tuple[str, str], str | None] = {}  # (sha256, modality) -> what it said, None for nothing

@@ -12,14 +12,14 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from assistant import events
-from assistant.engines import DialogueEngine, DialogueRequest, DialogueResult, EngineError
-from assistant.errors import error_code
-from assistant.events import EndStatus, ErrorInfo
-from assistant.scheduler import NoProgress, Relay
+from assistant.dialogue_call import DialogueCall
+from assistant.engines import DialogueEngine, DialogueRequest
+from assistant.events import ErrorInfo
 from assistant.speech import Speaker
 
 if TYPE_CHECKING:
@@ -78,13 +78,10 @@ async def stream_reply(
     app = conversation.app
     assert app.store is not None
     store = app.store
-    deltas: Relay[str] = Relay()
     started = time.perf_counter()
     first_token_at: float | None = None
     pieces: list[str] = []
-    future: asyncio.Future[DialogueResult] | None = None
-    broken: str | None = None  # why the engine's call was given up on (hung, or emitted something that is not text)
-    timeout = app.config.limits.engine_timeout_s
+    call = DialogueCall(app, engine, request, reply.cancelled)
     response_id = reply.response_id
     speaker: Speaker | None = None
     try:
@@ -95,41 +92,18 @@ async def stream_reply(
             speaker = conversation.speaker = conversation.speakers[response_id] = Speaker(
                 app, conversation.publish, conversation.speech, response_id, reply.cancelled, spoken_until,
             )
-        gate = app.scheduler.gate
-
-        def on_delta(delta: str) -> None:  # on the engine's thread, after each piece of text
-            gate.pause_for_higher("dialogue", reply.cancelled)
-            deltas.push(delta)
-
-        future = app.scheduler.submit(engine, engine.generate, request, on_delta, reply.cancelled)
-        async for item in deltas.until(future, timeout):
-            if not isinstance(item, str):
-                raise TypeError(f"the dialogue engine emitted {type(item).__name__} instead of text")
-            if first_token_at is None:
-                first_token_at = time.perf_counter()
-            pieces.append(item)
-            await conversation.publish(events.TextDelta(response_id=response_id, delta=item))
-            if speaker is not None:
-                speaker.add(item)
-    except asyncio.CancelledError:
-        # The task itself was cancelled: stop the engine at its next token, then store how it ended.
-        reply.cancel()
-        if future is not None:
-            await asyncio.wait([future])
-        raise
-    except (NoProgress, TypeError) as exc:
-        broken = f"the dialogue engine made no progress for {timeout:g} s" if isinstance(exc, NoProgress) else str(exc)
-        log.error("reply %s: %s", response_id, broken)
-        await app.scheduler.give_up(engine, future, reply.cancel)
+        async with aclosing(call.deltas()) as deltas:  # leaving early (cancelled task) stops the engine first
+            async for item in deltas:
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                pieces.append(item)
+                await conversation.publish(events.TextDelta(response_id=response_id, delta=item))
+                if speaker is not None:
+                    speaker.add(item)
     finally:
         text = "".join(pieces)
-        status: EndStatus
-        error: ErrorInfo | None
-        usage: dict[str, int] | None
-        if broken is not None:
-            status, error, usage = "failed", ErrorInfo("internal", broken), None
-        else:
-            status, error, usage = _outcome(future, reply, engine.id)
+        outcome = call.outcome()
+        status, error, usage = outcome.status, outcome.error, outcome.usage
         elapsed = time.perf_counter() - started
         timings = {"total_ms": round(elapsed * 1000, 3)}
         if first_token_at is not None:
@@ -141,7 +115,8 @@ async def stream_reply(
         def end_event(_: str | None, stored: bool) -> events.Event:
             if not stored:
                 return events.ReplyDone(response_id, "failed", text, usage, timings, ErrorInfo("internal", "the reply could not be stored"))
-            return events.ReplyDone(response_id, status, text, usage, timings, error, _finish_reason(future))
+            finish_reason = outcome.result.finish_reason if outcome.result is not None else None
+            return events.ReplyDone(response_id, status, text, usage, timings, error, finish_reason)
 
         await announce_end(
             conversation, f"reply {response_id}",
@@ -166,34 +141,3 @@ def _record_reply(app: App, status: str, usage: dict[str, int] | None, timings: 
         metrics.tokens_per_second.observe(timings["tokens_per_s"])
     if "time_to_first_token_ms" in timings:
         metrics.time_to_first_token.observe(timings["time_to_first_token_ms"] / 1000)
-
-
-def _finish_reason(future: asyncio.Future[DialogueResult] | None) -> str | None:
-    """How the engine said the reply ended (`stop`, `length`, `cancelled`), or None when it gave no DialogueResult."""
-    if future is None or not future.done() or future.cancelled() or future.exception() is not None:
-        return None
-    result = future.result()
-    return result.finish_reason if isinstance(result, DialogueResult) else None
-
-
-def _outcome(
-    future: asyncio.Future[DialogueResult] | None, reply: Reply, engine_id: str
-) -> tuple[EndStatus, ErrorInfo | None, dict[str, int] | None]:
-    """Final status, error and usage of a finished, abandoned or never started engine call."""
-    if future is None:
-        return "failed", ErrorInfo("internal", "the reply could not be started"), None
-    if not future.done() or future.cancelled():
-        return "cancelled", None, None
-    exc = future.exception()
-    if exc is not None:
-        if isinstance(exc, EngineError):
-            log.warning("dialogue engine %s refused reply %s: code %s: %s", engine_id, reply.response_id, exc.code, exc)
-            return "failed", ErrorInfo(error_code(exc.code), str(exc)), None
-        log.error("dialogue engine failed", exc_info=exc)
-        return "failed", ErrorInfo("internal", f"the dialogue engine failed: {type(exc).__name__}: {exc}"), None
-    result = future.result()
-    if not isinstance(result, DialogueResult):
-        return "failed", ErrorInfo("internal", f"the dialogue engine returned {type(result).__name__} instead of a DialogueResult"), None
-    usage = {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens}
-    status: EndStatus = "cancelled" if result.finish_reason == "cancelled" or reply.cancelled.is_set() else "completed"
-    return status, None, usage

@@ -26,8 +26,13 @@ from assistant import (
     DialogueRequest,
     DialogueResult,
     EngineError,
+    FinishReason,
+    ToolCall,
+    ToolCallFilter,
+    ToolSpec,
     Usage,
     hookimpl,
+    new_call_id,
 )
 
 from .decode_loop import DecodeLoop, Row
@@ -138,7 +143,8 @@ class TransformersDialogue(DialogueEngine):
         if settings.batching and settings.repetition_penalty == 1.0 and self.batchable:
             self.loop = DecodeLoop(self.model, settings.max_batch, self.device, on_step=self.batch_sizes.append)
         batch = settings.max_batch if self.loop is not None else 1
-        self.capabilities = Capabilities(max_batch=batch)
+        # A chat template that renders `tools` lets the model call them; others never see tools.
+        self.capabilities = Capabilities(max_batch=batch, accepts_tools="tools" in str(self.tokenizer.chat_template))
 
     batchable = True  # a vision model's inputs (pixels) do not go through the text decode loop
 
@@ -157,7 +163,7 @@ class TransformersDialogue(DialogueEngine):
         # resulting functools._Wrapped as a method, so it takes the device for `self`.
         self.model = model.to(self.device).eval()  # type: ignore[arg-type]
 
-    def fit_context(self, messages: list[ChatMessage], max_new_tokens: int) -> Any:
+    def fit_context(self, messages: list[ChatMessage], max_new_tokens: int, tools: tuple[ToolSpec, ...] = ()) -> Any:
         """The encoded prompt (`encode`'s result) within `context_tokens - max_new_tokens`: oldest turns dropped first."""
         budget = self.settings.context_tokens - max_new_tokens
         if budget <= 0:
@@ -173,13 +179,13 @@ class TransformersDialogue(DialogueEngine):
         low, high, best = 0, len(starts) - 1, None
         while low <= high:
             middle = (low + high) // 2
-            ids = self.encode(system + turns[starts[middle] :])
+            ids = self.encode(system + turns[starts[middle] :], tools)
             if self.prompt_length(ids) <= budget:
                 best, high = ids, middle - 1
             else:
                 low = middle + 1
         if best is None:
-            needed = self.prompt_length(self.encode(system + turns[-1:]))
+            needed = self.prompt_length(self.encode(system + turns[-1:], tools))
             raise EngineError(
                 f"the message needs {needed} prompt tokens but only {budget} fit in the context "
                 f"({self.settings.context_tokens} tokens, {max_new_tokens} kept for the reply)",
@@ -187,9 +193,9 @@ class TransformersDialogue(DialogueEngine):
             )
         return best
 
-    def encode(self, messages: list[ChatMessage]) -> Any:
-        """The prompt for these messages, encoded: token ids here; model inputs for a vision model."""
-        return self._template(messages)
+    def encode(self, messages: list[ChatMessage], tools: tuple[ToolSpec, ...] = ()) -> Any:
+        """The prompt for these messages (and the tools offered), encoded: token ids here; model inputs for a vision model."""
+        return self._template(messages, tools)
 
     def prompt_length(self, encoded: Any) -> int:
         """Tokens in an encoded prompt."""
@@ -200,9 +206,10 @@ class TransformersDialogue(DialogueEngine):
         input_ids = torch.tensor([encoded], device=self.device)
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
-    def _template(self, messages: list[ChatMessage]) -> list[int]:
+    def _template(self, messages: list[ChatMessage], tools: tuple[ToolSpec, ...] = ()) -> list[int]:
         encoded = self.tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in messages], add_generation_prompt=True, tokenize=True
+            [template_message(m) for m in messages], tools=[tool.as_function() for tool in tools] or None,
+            add_generation_prompt=True, tokenize=True,
         )
         if isinstance(encoded, Mapping):  # a dict or BatchEncoding (return_dict)
             return list(encoded["input_ids"])
@@ -231,15 +238,17 @@ class TransformersDialogue(DialogueEngine):
     def generate(self, request: DialogueRequest, emit: Callable[[str], None], cancelled: threading.Event) -> DialogueResult:
         """Stream a reply token by token; see DialogueEngine.generate."""
         kwargs = self.generation_kwargs(request)
-        prompt = self.fit_context(request.messages, kwargs["max_new_tokens"])
-        streamer = DeltaStreamer(self.tokenizer, emit)
+        tools = request.tools if self.capabilities.accepts_tools and request.tool_choice != "none" else ()
+        prompt = self.fit_context(request.messages, kwargs["max_new_tokens"], tools)
+        calls = ToolCallFilter(emit, [tool.name for tool in tools]) if tools else None
+        streamer = DeltaStreamer(self.tokenizer, calls.push if calls is not None else emit)
         if self.loop is not None:
             row = self.loop.run(Row(
                 prompt=list(prompt), max_new_tokens=kwargs["max_new_tokens"], temperature=kwargs.get("temperature") or 0.0,
                 top_p=kwargs.get("top_p") or 1.0, streamer=streamer, cancelled=cancelled, eos_ids=self.eos_ids,
             ))
             assert row.finish_reason is not None  # run() returns only finished rows (or raises)
-            return DialogueResult(streamer.text, Usage(len(prompt), len(row.generated)), row.finish_reason)
+            return self._result(streamer.text, calls, Usage(len(prompt), len(row.generated)), row.finish_reason)
         inputs = self.model_inputs(prompt)
         prompt_length = int(inputs["input_ids"].shape[1])
         with torch.inference_mode():
@@ -250,14 +259,55 @@ class TransformersDialogue(DialogueEngine):
                 **kwargs,
             )
         new_ids = output[0, prompt_length:].tolist()
-        reason: Literal["stop", "length", "cancelled"]
+        reason: FinishReason
         if cancelled.is_set():
             reason = "cancelled"
         elif new_ids and new_ids[-1] in self.eos_ids:
             reason = "stop"
         else:
             reason = "length" if len(new_ids) >= kwargs["max_new_tokens"] else "stop"
-        return DialogueResult(streamer.text, Usage(prompt_length, len(new_ids)), reason)
+        return self._result(streamer.text, calls, Usage(prompt_length, len(new_ids)), reason)
+
+    def _result(self, text: str, calls: ToolCallFilter | None, usage: Usage, reason: FinishReason) -> DialogueResult:
+        """The reply, its tool calls split off when tools were offered (finish_reason `tool_calls` then)."""
+        if calls is None or reason == "cancelled":
+            if calls is not None:
+                calls.finish(text)
+            return DialogueResult(text, usage, reason)
+        content, found = calls.finish(text)
+        found = self._schema_calls(text) or found
+        if not found:
+            return DialogueResult(text, usage, reason)
+        return DialogueResult(content, usage, "tool_calls", tuple(found))
+
+    def _schema_calls(self, text: str) -> list[ToolCall]:
+        """The calls `tokenizer.parse_response` finds, for tokenizers that carry a response schema; else none."""
+        if not getattr(self.tokenizer, "response_schema", None):
+            return []
+        try:
+            parsed = self.tokenizer.parse_response(text)
+        except Exception:  # a reply the schema does not match: the filter's own parse stands
+            return []
+        found = []
+        for call in (parsed or {}).get("tool_calls") or []:
+            function = call.get("function", call)
+            arguments = function.get("arguments") or {}
+            if isinstance(function.get("name"), str) and isinstance(arguments, dict):
+                found.append(ToolCall(str(call.get("id") or new_call_id()), function["name"], arguments))
+        return found
+
+
+def template_message(message: ChatMessage) -> dict[str, Any]:
+    """A message in the form chat templates read: `tool_calls` on assistant messages, ids on tool results."""
+    rendered: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        rendered["tool_calls"] = [
+            {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+            for call in message.tool_calls
+        ]
+    if message.role == "tool":
+        rendered.update(tool_call_id=message.tool_call_id, name=message.name)
+    return rendered
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:

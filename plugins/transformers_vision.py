@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from assistant import Capabilities, ChatMessage, hookimpl
+from assistant import Capabilities, ChatMessage, ToolSpec, hookimpl
 
 from .transformers_dialogue import DialogueSettings, TransformersDialogue
 
@@ -46,8 +46,8 @@ class TransformersVisionDialogue(TransformersDialogue):
         # transformers wraps PreTrainedModel.to with functools.wraps; mypy then reads the device as `self`
         self.model = model.to(self.device).eval()  # type: ignore[arg-type]
 
-    def encode(self, messages: list[ChatMessage]) -> Any:
-        """Model inputs: the chat template with an image slot per image, and the images' pixels."""
+    def encode(self, messages: list[ChatMessage], tools: tuple[ToolSpec, ...] = ()) -> Any:
+        """Model inputs: the chat template with an image slot per image, and the images' pixels (no tools)."""
         conversation = [
             {"role": m.role, "content": [{"type": "image"} for _ in m.images] + [{"type": "text", "text": m.content}]}
             for m in messages

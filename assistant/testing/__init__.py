@@ -6,7 +6,8 @@
 - `assistant.testing.fixtures`: the same as pytest fixtures (a `pytest11` plugin: loaded by pytest
   wherever this package is installed);
 - `assistant.testing.conformance`: one test class per engine role (and for modalities) that a
-  plugin's own tests subclass to check the engine keeps the contract the core relies on.
+  plugin's own tests subclass to check the engine keeps the contract the core relies on;
+- `assistant.testing.part_conformance`: the same for part types.
 
-Nothing here imports pytest at module level except `fixtures` and `conformance`.
+Nothing here imports pytest at module level except `fixtures` and the conformance suites.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
@@ -245,8 +246,14 @@ async def test_the_offline_voice_speaks_replies_over_the_wire_and_whisper_hears_
 
     replies = [f"{REPLIES[i]} {REPLIES[(i + 3) % len(REPLIES)]}" for i in range(5)]
     config = make_config(tmp_path, engines={"speech_synthesizer": "piper"})
-    def words(request) -> list[str]:  # a model's pace: a word every 30 ms
-        return [(" " if i else "") + word for i, word in enumerate(replies.pop(0).split())]
+    first_audio = threading.Event()
+
+    def words(request):  # a model's pace: a word every 30 ms; after its first sentence it waits for that sentence's audio
+        waited = False
+        for i, word in enumerate(replies.pop(0).split()):
+            yield (" " if i else "") + word
+            if not waited and word[-1] in ".!?":
+                waited = first_audio.wait(30)  # speech streams while the text does: no deadline, no race
 
     server = await start_server(config, plugins=(FakeEnginesPlugin(ScriptedDialogue(script=words, delay_s=0.03)),))
     asr = server.app.build_engine("asr", "faster_whisper")
@@ -257,10 +264,13 @@ async def test_the_offline_voice_speaks_replies_over_the_wire_and_whisper_hears_
         started = await client.recv_until("session.started")
         assert started[-1]["voices"][0]["name"] == "en_US-joe-medium"
         for text in spoken:
+            first_audio.clear()
             await client.send({"type": "turn.create", "content": [{"type": "text", "text": "say something"}]})
             seen = [await client.recv()]
             while seen[-1]["type"] != "response.audio.done":
                 seen.append(await client.recv())
+                if seen[-1]["type"] == "response.audio.delta":
+                    first_audio.set()
             types = [e["type"] for e in seen]
             assert types.index("response.audio.delta") < types.index("response.done") and seen[-1]["status"] == "completed"
             pcm = b"".join(base64.b64decode(e["data"]) for e in seen if e["type"] == "response.audio.delta")

@@ -8,7 +8,7 @@ import pytest
 
 from assistant.app import App
 from assistant.config import ConfigError
-from assistant.engines import ChatMessage, DialogueRequest, EngineError, GenerationOptions
+from assistant.engines import ChatMessage, DialogueRequest, EngineError, GenerationOptions, Usage
 from assistant_plugins.transformers_dialogue import DeltaStreamer, TransformersDialogue
 from tests.conftest import make_config
 from tests.plugins.conftest import build_tiny_llama
@@ -170,3 +170,64 @@ def test_offline_smollm2_knows_the_capital_of_france(tmp_path):
         deltas.append, threading.Event(),
     )
     assert "Paris" in result.text and "".join(deltas) == result.text
+
+
+TOOL_TEMPLATE = (
+    "{%- if tools %}<|im_start|>system\nTools:\n{%- for tool in tools %}\n{{ tool | tojson }}{%- endfor %}<|im_end|>\n{%- endif %}"
+    "{%- for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+    "{%- for call in m.tool_calls or [] %}<tool_call>{{ call.function | tojson }}</tool_call>{%- endfor %}"
+    "{%- if m.role == 'tool' %} ({{ m.tool_call_id }}){%- endif %}<|im_end|>\n{%- endfor %}"
+    "{%- if add_generation_prompt %}<|im_start|>assistant\n{%- endif %}"
+)
+
+
+@pytest.fixture
+def tool_llama(tiny_llama, tmp_path):
+    """The tiny Llama with a chat template that renders tools, tool calls and tool results (as Qwen's does)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "tool-llama"
+    shutil.copytree(tiny_llama, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = TOOL_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_tools_reach_the_prompt_through_the_chat_template(tool_llama, tiny_llama, tmp_path):
+    """A template that renders `tools` makes the engine take tools; calls and results in the history render too."""
+    from assistant.engines import ToolCall, ToolSpec
+
+    assert not engine_for(tiny_llama, tmp_path).capabilities.accepts_tools  # its template ignores tools
+    engine = engine_for(tool_llama, tmp_path)
+    assert engine.capabilities.accepts_tools
+    timer = ToolSpec("set_timer", "Start a timer.", {"type": "object", "properties": {"seconds": {"type": "integer"}}})
+    messages = [
+        ChatMessage("user", "Timer for a minute"),
+        ChatMessage("assistant", "", tool_calls=(ToolCall("call_1", "set_timer", {"seconds": 60}),)),
+        ChatMessage("tool", '{"ok": true}', tool_call_id="call_1", name="set_timer"),
+    ]
+    prompt = engine.tokenizer.decode(engine.fit_context(messages, 24, (timer,)))
+    assert '"name": "set_timer"' in prompt and '"seconds": 60' in prompt and '{"ok": true} (call_1)' in prompt
+    deltas: list[str] = []
+    result = engine.generate(DialogueRequest(messages, tools=(timer,)), deltas.append, threading.Event())
+    assert result.finish_reason in ("stop", "length", "tool_calls")  # random weights: whatever it says, the text adds up
+    if result.finish_reason != "tool_calls":
+        assert "".join(deltas) == result.text
+
+
+def test_tool_calls_in_the_reply_are_split_from_its_text(tool_llama, tmp_path):
+    """What the model writes as a `<tool_call>` becomes a call with finish_reason tool_calls, out of the text."""
+    from assistant.tool_calls import ToolCallFilter
+
+    engine = engine_for(tool_llama, tmp_path)
+    emitted: list[str] = []
+    text = 'Starting it.<tool_call>{"name": "set_timer", "arguments": {"seconds": 60}}</tool_call>'
+    calls = ToolCallFilter(emitted.append, ["set_timer"])
+    calls.push(text)
+    result = engine._result(text, calls, Usage(3, 9), "stop")
+    assert result.finish_reason == "tool_calls" and result.text == "Starting it." and result.usage == Usage(3, 9)
+    assert [(c.name, c.arguments) for c in result.tool_calls] == [("set_timer", {"seconds": 60})]
+    assert "".join(emitted) == "Starting it."
