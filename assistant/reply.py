@@ -115,7 +115,8 @@ async def stream_reply(
         def end_event(_: str | None, stored: bool) -> events.Event:
             if not stored:
                 return events.ReplyDone(response_id, "failed", text, usage, timings, ErrorInfo("internal", "the reply could not be stored"))
-            return events.ReplyDone(response_id, status, text, usage, timings, error)
+            finish_reason = outcome.result.finish_reason if outcome.result is not None else None
+            return events.ReplyDone(response_id, status, text, usage, timings, error, finish_reason)
 
         await announce_end(
             conversation, f"reply {response_id}",

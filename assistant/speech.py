@@ -183,7 +183,7 @@ class Speaker:
                     app.metrics.speech_real_time_factor.observe((time.perf_counter() - began) / said_s)
         except Exception as exc:
             code = error_code(exc.code) if isinstance(exc, EngineError) else "internal"
-            log.warning("speech of reply %s failed (%s): %s", self.response_id, engine.id, exc)
+            log.warning("speech of reply %s failed (speech synthesizer %s, code %s): %s", self.response_id, engine.id, code, exc)
             status, error = "failed", ErrorInfo(code, f"speech failed: {exc}")
         if status == "completed" and self.cancelled.is_set():
             status = "cancelled"
