@@ -27,6 +27,7 @@ def test_every_client_event_type_of_the_design_parses():
         "audio.append": {"data": "AAAA"}, "audio.commit": {}, "audio.clear": {},
         "response.cancel": {"response_id": "r"}, "response.audio.played": {"response_id": "r", "ms": 5}, "image.generate": {"prompt": "a cat"},
         "image.cancel": {"job_id": "j"}, "conversation.get": {}, "conversation.search": {"query": "cat"},
+        "tool.confirm": {"call_id": "c", "approved": True},
     }
     assert set(frames) == CLIENT_EVENT_TYPES
     for event_type, fields in frames.items():
