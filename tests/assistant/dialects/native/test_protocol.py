@@ -119,6 +119,9 @@ def test_every_domain_event_has_a_protocol_form():
         events.ReplyDone: ("r", "completed", "x"), events.AudioDelta: ("r", b"\x00\x01", 16000),
         events.AudioDone: ("r", "completed", 1), events.ImageStarted: ("j", None, "p", 8, 8, 1, 3),
         events.ImageProgress: ("j", 1, 2, b"png"), events.ImageDone: ("j", "completed", 3, "image/png", b"png", "s"),
+        events.ToolCallStarted: ("r", "c", "get_time", {"zone": "UTC"}, True),
+        events.ToolCallDone: ("r", "c", "get_time", "ok", {"time": "12:00"}, None),
+        events.ReminderDue: ("m", "tea", "2026-01-01T12:00:00+01:00", "Europe/Berlin", "conv"),
     }
     assert set(samples) == set(events.CONVERSATION_EVENTS)
     for kind, args in samples.items():
