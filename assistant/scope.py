@@ -36,7 +36,7 @@ class ConversationScope:
     async def publish(self, event: events.Event, seq: int | None = None) -> None:
         """Publish a conversation event (numbered next, or with its reserved `seq`) to every follower."""
         error = getattr(event, "error", None)
-        if error is not None:
+        if isinstance(error, events.ErrorInfo):
             self.app.metrics.errors.labels(error.code).inc()
         await self.emit(event, seq)
 
