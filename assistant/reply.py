@@ -94,8 +94,9 @@ class ReplyStream:
         self.pieces: list[str] = []
         self.parts: list[PartRecord] = []  # stored with the reply before its text (tool_call, tool_result)
         self.usage: dict[str, int] | None = None  # summed over rounds
-        self.status: events.EndStatus = "cancelled"  # until a round or the caller says otherwise
-        self.error: ErrorInfo | None = None
+        # how the reply ends: set by each round, or by the caller; this if nothing ever ran
+        self.status: events.EndStatus = "failed"
+        self.error: ErrorInfo | None = ErrorInfo("internal", "the reply could not be started")
         self.speaker: Speaker | None = None
 
     @property

@@ -246,6 +246,7 @@ async def tool_rounds(stream: ReplyStream, engine: DialogueEngine, request: Dial
         if outcome.status != "completed" or result is None or not result.tool_calls:
             return
         messages.append(ChatMessage("assistant", result.text, tool_calls=result.tool_calls))
+        stream.status, stream.error = "cancelled", None  # should the task be cancelled while the tools run
         for call in result.tool_calls:
             if stream.reply.stopped.is_set():
                 break
@@ -285,11 +286,11 @@ async def reply_with_route(
     try:
         await stream.start(announce_turn)
         call = ToolCall(new_call_id(), name, arguments)
+        stream.status, stream.error = "cancelled", None  # should the task be cancelled while the tool runs
         outcome = await ToolRunner(stream).run(call)
-        stream.status = "completed"
         if reply.stopped.is_set():
-            stream.status = "cancelled"
             return
+        stream.status = "completed"
         confirmation = outcome.result.get("confirmation") if isinstance(outcome.result, dict) else None
         if outcome.status == "ok" and isinstance(confirmation, str) and confirmation:
             await stream.say(confirmation)

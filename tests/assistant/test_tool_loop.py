@@ -48,6 +48,16 @@ async def sleepy() -> str:
     return "late"
 
 
+NAPPING = asyncio.Event()
+
+
+async def nap() -> str:
+    """Takes its time (a minute allowed)."""
+    NAPPING.set()
+    await asyncio.sleep(3600)
+    return "rested"
+
+
 HANG = threading.Event()
 
 
@@ -72,7 +82,7 @@ def launch(target: str) -> dict:
 
 
 ALL_TOOLS = [
-    convert, whoami, explode, huge, (sleepy, {"timeout_s": 0.2}), (stuck, {"timeout_s": 0.2}),
+    convert, whoami, explode, huge, (sleepy, {"timeout_s": 0.2}), (nap, {"timeout_s": 60}), (stuck, {"timeout_s": 0.2}),
     (launch, {"requires_confirmation": True}),
 ]
 
@@ -135,7 +145,7 @@ async def test_a_model_call_runs_the_tool_and_the_reply_answers_from_its_result(
     reply = recorder.of(events.ReplyDone)[0]
     assert reply.status == "completed" and reply.text == 'The convert tool said: {"value": 6.21, "unit": "mi"}'
     assert "".join(d.delta for d in recorder.of(events.TextDelta)) == reply.text
-    assert {t.name for t in engine.requests[0].tools} == {"convert", "whoami", "explode", "huge", "sleepy", "stuck", "launch"}
+    assert {t.name for t in engine.requests[0].tools} == {"convert", "whoami", "explode", "huge", "sleepy", "nap", "stuck", "launch"}
     stored = (await conversation.app.store.history(conversation.id))[-1]
     assert [p.kind for p in stored.parts] == ["tool_call", "tool_result", "text"] and stored.text == reply.text
     assert stored.to_wire()["content"][1] == {
@@ -281,6 +291,17 @@ async def test_cancel_stops_a_tool_waiting_for_confirmation_at_once(make_convers
     await settle(conversation)
     assert tool_results(recorder)[0].status == "cancelled" and recorder.of(events.ReplyDone)[0].status == "cancelled"
     assert (await conversation.app.store.history(conversation.id))[-1].status == "cancelled"
+
+
+async def test_cancel_stops_a_running_tool_at_once(make_conversation):
+    """Cancelling the reply while an async tool runs cancels the tool; the call ends cancelled and so does the reply."""
+    NAPPING.clear()
+    conversation, recorder = await make_conversation(FakeEnginesPlugin(ToolCallingDialogue(), tools=ALL_TOOLS))
+    conversation.create_turn(lambda: [TextIn("nap")], GenerationOptions(), "t")
+    await NAPPING.wait()
+    conversation.cancel_reply(recorder.of(events.ReplyStarted)[0].response_id, "c")
+    await settle(conversation)
+    assert tool_results(recorder)[0].status == "cancelled" and recorder.of(events.ReplyDone)[0].status == "cancelled"
 
 
 class ConvertRouter(TurnRouter):
