@@ -79,6 +79,8 @@ function startSession(conversationId, lastSeq = null, eventId = "start") {
   if (conversationId) event.conversation_id = conversationId;
   if (conversationId && lastSeq !== null) event.last_seq = lastSeq; // reconnecting: replay what was missed
   if (state.token) event.token = state.token;
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone; // for tools that need the user's time
+  if (zone) event.timezone = zone;
   state.startAskedAudio = wantsAudio();
   if (state.startAskedAudio) event.output_modalities = ["text", "audio"];
   send(event);
