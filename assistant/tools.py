@@ -116,8 +116,17 @@ class Tool:
         required = set(self.parameters.get("required", []))
         if not properties:
             return f"{self.name} takes no arguments."
-        listed = ", ".join(f"{name} ({prop.get('type', 'any')}{', required' if name in required else ''})" for name, prop in properties.items())
+        listed = ", ".join(f"{name} ({_type_name(prop)}{', required' if name in required else ''})" for name, prop in properties.items())
         return f"{self.name} takes: {listed}."
+
+
+def _type_name(schema: dict[str, Any]) -> str:
+    """A property's JSON type for people and models: `string`, `integer or null`, `object` for a model."""
+    if "type" in schema:
+        return str(schema["type"])
+    if "anyOf" in schema:
+        return " or ".join(_type_name(option) for option in schema["anyOf"])
+    return "object" if "$ref" in schema else "any"
 
 
 def tool_from_function(

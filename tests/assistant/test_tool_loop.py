@@ -249,6 +249,19 @@ async def test_a_model_that_never_stops_calling_tools_ends_after_ten_rounds(make
     assert stored.status == "failed" and [p.kind for p in stored.parts].count("tool_call") == 10
 
 
+async def test_calls_past_the_bound_of_one_round_are_refused(make_conversation):
+    """A round with more than MAX_CALLS_PER_ROUND calls runs that many; the rest get an error result, each answered."""
+    CALLS.clear()
+    many = [ToolCall(f"c{i}", "convert", {"value": i}) for i in range(tool_loop.MAX_CALLS_PER_ROUND + 3)]
+    engine = RoundsDialogue([many, "ok"])
+    conversation, recorder = await make_conversation(FakeEnginesPlugin(engine, tools=ALL_TOOLS))
+    await turn(conversation, "go")
+    statuses = [d.status for d in tool_results(recorder)]
+    assert statuses == ["ok"] * tool_loop.MAX_CALLS_PER_ROUND + ["error"] * 3 and len(CALLS) == tool_loop.MAX_CALLS_PER_ROUND
+    assert [m.tool_call_id for m in engine.requests[1].messages if m.role == "tool"] == [c.id for c in many]
+    assert "at most 16 tool calls" in tool_results(recorder)[-1].error
+
+
 async def answer_confirmation(conversation, recorder, approved: bool) -> None:
     """Wait for the call that needs confirmation, then answer it."""
     started = (await recorder.wait_for(events.ToolCallStarted))[0]
