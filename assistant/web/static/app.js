@@ -76,11 +76,11 @@ function send(event) {
 
 function startSession(conversationId, lastSeq = null, eventId = "start") {
   const event = { type: "session.start", event_id: eventId, sample_rate: 16000 };
+  const timezone = Intl.DateTimeFormat().resolvedOptions().timeZone; // dates, times and reminders in the user's zone
+  if (timezone) event.timezone = timezone;
   if (conversationId) event.conversation_id = conversationId;
   if (conversationId && lastSeq !== null) event.last_seq = lastSeq; // reconnecting: replay what was missed
   if (state.token) event.token = state.token;
-  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone; // for tools that need the user's time
-  if (zone) event.timezone = zone;
   state.startAskedAudio = wantsAudio();
   if (state.startAskedAudio) event.output_modalities = ["text", "audio"];
   send(event);
