@@ -75,7 +75,7 @@ def user_timezone(conversation: ConversationScope | None, app: App) -> ZoneInfo:
 def _bounded(result: Any) -> tuple[Any, str | None]:
     """The result as it may travel (JSON data, cut to MAX_RESULT_BYTES with a note), or (None, why) when it is not JSON."""
     try:
-        encoded = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=_json_default)
+        encoded = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=_json_default, allow_nan=False)
     except (TypeError, ValueError) as exc:
         return None, f"the tool returned {type(result).__name__}, which is not JSON data: {exc}"
     size = len(encoded.encode())
@@ -222,6 +222,8 @@ class ToolRunner:
 
     async def _finish(self, outcome: ToolOutcome) -> None:
         call = outcome.call
+        known = call.name in self.app.tools  # an unknown name is the model's, not a label to keep
+        self.app.metrics.tool_calls.labels(call.name if known else "(unknown)", outcome.status).inc()
         self.stream.parts.append(PartRecord("tool_result", json.dumps(
             {"call_id": call.id, "name": call.name, "status": outcome.status, "result": outcome.result, "error": outcome.error},
             ensure_ascii=False,
