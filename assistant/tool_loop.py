@@ -249,7 +249,7 @@ async def tool_rounds(stream: ReplyStream, engine: DialogueEngine, request: Dial
     specs = tuple(tool.spec() for tool in stream.conversation.app.tools.values())
     messages = list(request.messages)
     for _ in range(MAX_ROUNDS):
-        outcome = await stream.round(engine, dataclasses.replace(request, messages=messages, tools=specs))
+        outcome = await stream.round(engine, dataclasses.replace(request, messages=list(messages), tools=specs))
         result = outcome.result
         if outcome.status != "completed" or result is None or not result.tool_calls:
             return
