@@ -193,11 +193,12 @@ def tools_from_toolbox(
     toolbox: object, *, name: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
     requires_confirmation: bool = False, plugin: str = "",
 ) -> list[Tool]:
-    """One Tool per public method of `toolbox`, named `<toolbox name>_<method>`."""
+    """One Tool per public method of `toolbox` (in the order the class defines them), named `<toolbox name>_<method>`."""
     prefix = name or toolbox_name(toolbox)
+    names = dict.fromkeys(name for cls in reversed(type(toolbox).__mro__[:-1]) for name in vars(cls))  # definition order
     methods = [
-        (method_name, member) for method_name, member in inspect.getmembers(toolbox, inspect.ismethod)
-        if not method_name.startswith("_")
+        (method_name, getattr(toolbox, method_name)) for method_name in names
+        if not method_name.startswith("_") and inspect.ismethod(getattr(toolbox, method_name, None))
     ]
     if not methods:
         raise ToolError(f"plugin {plugin!r}: toolbox {prefix!r} has no public methods to offer as tools")

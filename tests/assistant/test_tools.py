@@ -143,3 +143,29 @@ def test_duplicate_names_are_refused():
     add_tools(registry, make_tools(same, plugin="one"))
     with pytest.raises(ToolError, match="tool 'same' registered twice: by 'one' and by 'two'"):
         add_tools(registry, make_tools(same, plugin="two"))
+
+
+def test_the_documented_example_plugin_registers_and_runs(tmp_path):
+    """The register_tools example in docs/plugins.md is a working plugin: its function and toolbox register and run."""
+    import re
+    import types
+    from zoneinfo import ZoneInfo
+
+    from assistant.app import App
+    from tests.conftest import REPO, make_config
+
+    docs = (REPO / "docs" / "plugins.md").read_text(encoding="utf-8")
+    section = docs.split("### `register_tools(register)`", 1)[1].split("\n### ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    module = types.ModuleType("documented_tools")
+    exec(compile(code, "docs/plugins.md", "exec"), module.__dict__)
+    app = App.prepare(make_config(tmp_path), [module])
+    assert list(app.tools) == ["days_until", "thermostat_set", "thermostat_read"]
+    assert app.tools["thermostat_set"].requires_confirmation and app.tools["thermostat_set"].timeout_s == 5
+    zone = ZoneInfo("UTC")
+    ctx = ToolContext("me", None, zone, datetime.datetime(2026, 1, 1, tzinfo=zone), app)
+    days = app.tools["days_until"]
+    assert days.function(**days.check_arguments({"date": "2026-01-11"}), ctx=ctx) == {"days": 10, "confirmation": "10 days to go."}
+    thermostat = app.tools["thermostat_set"]
+    assert thermostat.function(**thermostat.check_arguments({"celsius": 22})) == "living set to 22.0 °C"
+    assert app.tools["thermostat_read"].function() == 22.0
