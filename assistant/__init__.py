@@ -29,8 +29,9 @@ from assistant.hookspecs import hookimpl
 from assistant.modalities import ImageInput, Modality
 from assistant.models import ModelSource, NotHere
 from assistant.part_types import DecodedPart, PartError, PartLimits, PartTools, PartType
-from assistant.routes import ImageRoute, TurnRouter
+from assistant.routes import ImageRoute, ToolRoute, TurnRouter
 from assistant.tool_calls import ToolCallFilter, new_call_id, parse_tool_calls
+from assistant.tools import Tool, ToolContext
 
 __version__ = "0.1.0"
 
@@ -62,9 +63,12 @@ __all__ = [
     "PartTools",
     "PartType",
     "SpeechSynthesizer",
+    "Tool",
     "ToolCall",
     "ToolCallFilter",
     "ToolChoice",
+    "ToolContext",
+    "ToolRoute",
     "ToolSpec",
     "Transcript",
     "TurnRouter",

@@ -27,6 +27,7 @@ from assistant.part_types import RegisteredPartType, load_part_types
 from assistant.plugins import PluginError, Registrations, build_plugin_manager, collect_registrations, settings_error
 from assistant.scheduler import LatencyGate, Scheduler
 from assistant.store import AsyncStore, Store
+from assistant.tools import Tool
 
 log = logging.getLogger("assistant")
 
@@ -56,6 +57,7 @@ class App:
         self.store: AsyncStore | None = None
         self.vad: Any = None  # vad.SileroVad, loaded at start when an ASR engine is configured
         self.modalities: list[RegisteredModality] = []  # loaded at start when the dialogue engine only reads text
+        self.tools: dict[str, Tool] = registrations.tools  # the tools plugins registered (register_tools), by name
         self.part_types: dict[str, RegisteredPartType] = {}  # plugin part types by wire name, loaded at start
         self.replies: set[Any] = set()  # in-flight replies (reply.Reply), for cancel and shutdown
         self.turns: set[asyncio.Task[None]] = set()  # every turn task, queued or running, of every session

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -116,6 +116,19 @@ class DialogueConfig(_Table):
         32_000, ge=100,
         description="characters of stored turns handed to the dialogue engine, newest first; a turn with more text is too_large before it is stored",
     )
+    timezone: str | None = Field(None, description="the users' IANA time zone for tools (a session may say its own); unset: UTC")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            from zoneinfo import ZoneInfo
+
+            try:
+                ZoneInfo(value)
+            except (ValueError, KeyError):
+                raise ValueError(f"unknown time zone {value!r} (an IANA name such as 'Europe/Berlin')") from None
+        return value
 
 
 class SpeechConfig(_Table):

@@ -30,6 +30,7 @@ from assistant.modalities import Modality, RegisteredModality
 from assistant.models import ModelSource, RegisteredSource
 from assistant.part_types import RegisteredPartType, check_part_type
 from assistant.routes import RegisteredRouter, TurnRouter
+from assistant.tools import DEFAULT_TIMEOUT_S, Tool, ToolError, add_tools, make_tools
 
 if TYPE_CHECKING:
     from assistant.types import AppView
@@ -166,6 +167,7 @@ class Registrations:
     source_plugins: dict[str, str] = field(default_factory=dict)
     routers: list[RegisteredRouter] = field(default_factory=list)
     modalities: list[RegisteredModality] = field(default_factory=list)
+    tools: dict[str, Tool] = field(default_factory=dict)  # by name, in registration order
     part_types: list[RegisteredPartType] = field(default_factory=list)
     settings_models: dict[str, SettingsModel] = field(default_factory=dict)  # plugin name -> its settings model
     settings: dict[str, BaseModel] = field(default_factory=dict)  # plugin name -> its validated [plugins.<name>] table
@@ -244,6 +246,19 @@ def collect_registrations(pm: pluggy.PluginManager, config: Config) -> Registrat
 
         return for_plugin
 
+    def tool_register(plugin: str) -> Callable[..., None]:
+        def register(
+            tool: Any, *, name: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, requires_confirmation: bool = False,
+            settings: SettingsModel | None = None,
+        ) -> None:
+            try:
+                add_tools(found.tools, make_tools(tool, name=name, timeout_s=timeout_s, requires_confirmation=requires_confirmation, plugin=plugin))
+            except ToolError as exc:
+                raise PluginError(str(exc)) from None
+            declare_settings(plugin, settings)
+
+        return register
+
     def part_type_register(plugin: str) -> Callable[..., None]:
         def register(part_type: Any, *, settings: SettingsModel | None = None) -> None:
             problem = check_part_type(part_type, plugin)
@@ -261,6 +276,7 @@ def collect_registrations(pm: pluggy.PluginManager, config: Config) -> Registrat
     call_per_plugin(pm, "register_model_sources", register=source_register)
     call_per_plugin(pm, "register_turn_routers", register=named_register("turn router", TurnRouter, found.routers, RegisteredRouter))
     call_per_plugin(pm, "register_modalities", register=named_register("modality", Modality, found.modalities, RegisteredModality))
+    call_per_plugin(pm, "register_tools", register=tool_register)
     call_per_plugin(pm, "register_part_types", register=part_type_register)
     check_plugin_tables(pm, config)
     for plugin, model in found.settings_models.items():
@@ -314,6 +330,7 @@ class PluginInfo:
     model_sources: list[str]
     turn_routers: list[str]
     modalities: list[str]
+    tools: list[str] = field(default_factory=list)
     part_types: list[str] = field(default_factory=list)
 
 
@@ -339,6 +356,7 @@ def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> 
                 model_sources=sorted(s for s, p in registrations.source_plugins.items() if p == name),
                 turn_routers=sorted(r.name for r in registrations.routers if r.plugin == name),
                 modalities=sorted(m.name for m in registrations.modalities if m.plugin == name),
+                tools=sorted(t.name for t in registrations.tools.values() if t.plugin == name),
                 part_types=sorted(p.name for p in registrations.part_types if p.plugin == name),
             )
         )

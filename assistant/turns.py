@@ -33,8 +33,9 @@ from assistant.image_jobs import check_capacity, image_generator, prepare, start
 from assistant.part_input import DecodedPluginPart, describe_parts, native_parts, part_labels
 from assistant.part_types import DecodedPart, PartError, PartLimits
 from assistant.reply import Reply, announce_end, stream_reply
-from assistant.routes import ImageRoute, first_route
+from assistant.routes import ImageRoute, Route, ToolRoute, first_route
 from assistant.store import PartRecord
+from assistant.tool_loop import reply_with_route, reply_with_tools
 
 if TYPE_CHECKING:
     from assistant.app import App
@@ -323,13 +324,16 @@ async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | 
         assert user_turn_id is not None
         await describe_parts(app, user_turn_id, turn.plugin_parts)
     route = _route(app, text)
-    if route is not None:
+    if isinstance(route, ImageRoute):
         await _run_image_route(conversation, ref, turn.parts, route, user_turn_id)
         return
     engine = app.engines.get("dialogue")
-    if not isinstance(engine, DialogueEngine):
+    if isinstance(engine, DialogueEngine):
+        app.scheduler.admit(engine, ref)
+    elif route is None:
         raise AssistantError("unavailable", "no dialogue engine is configured ([engines] dialogue)", ref)
-    app.scheduler.admit(engine, ref)
+    else:
+        engine = None  # a tool route answers with its result alone
 
     limit = app.config.dialogue.history_turns
     if user_turn_id is None:
@@ -340,26 +344,38 @@ async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | 
     app.replies.add(reply)
     if app.cancelling_replies:
         reply.cancel()
-    images = await context_images(app, begun.history, turn.images) if engine.capabilities.accepts_images else None
-    dialogue = app.config.dialogue
-    messages = dialogue_context(
-        dialogue.system_prompt, begun.history, images, dialogue.context_chars, part_labels(app), native_parts(app, turn.plugin_parts),
-    )
-    request = DialogueRequest(messages, turn.options)
     try:
-        await stream_reply(
-            conversation, engine, request, reply, begun.user_turn_id, announce_turn=user_turn_id is None, spoken_until=turn.spoken_until,
-        )
+        request: DialogueRequest | None = None
+        if engine is not None:
+            images = await context_images(app, begun.history, turn.images) if engine.capabilities.accepts_images else None
+            dialogue = app.config.dialogue
+            messages = dialogue_context(
+                dialogue.system_prompt, begun.history, images, dialogue.context_chars, part_labels(app), native_parts(app, turn.plugin_parts),
+                tools=engine.capabilities.accepts_tools,
+            )
+            request = DialogueRequest(messages, turn.options)
+        announce = user_turn_id is None
+        if isinstance(route, ToolRoute):
+            await reply_with_route(
+                conversation, engine, request, reply, begun.user_turn_id, route.name, route.arguments, announce, turn.spoken_until,
+            )
+        elif engine is not None and request is not None and engine.capabilities.accepts_tools and app.tools:
+            await reply_with_tools(conversation, engine, request, reply, begun.user_turn_id, announce, turn.spoken_until)
+        elif engine is not None and request is not None:
+            await stream_reply(conversation, engine, request, reply, begun.user_turn_id, announce_turn=announce, spoken_until=turn.spoken_until)
     finally:
         app.replies.discard(reply)
         reply.done.set()
 
 
-def _route(app: App, text: str) -> ImageRoute | None:
-    """The first router's claim on the turn; routers are asked only when an image generator is configured."""
-    if not isinstance(app.engines.get("image_generator"), ImageGenerator):
-        return None
-    return first_route(app.registrations.routers, text)
+def _route(app: App, text: str) -> Route | None:
+    """The first router's usable claim on the turn: an image needs an image generator, a tool route a registered tool."""
+    has_generator = isinstance(app.engines.get("image_generator"), ImageGenerator)
+
+    def usable(route: Route) -> bool:
+        return has_generator if isinstance(route, ImageRoute) else route.name in app.tools
+
+    return first_route(app.registrations.routers, text, usable)
 
 
 async def _run_image_route(

@@ -245,6 +245,8 @@ class FakeEnginesPlugin:
 
     Select them with `[engines] <role> = "fake"`. The dialogue engine is the first argument; the
     others are keywords: `encoder`, `asr`, `painter` (image generator), `voice` (speech synthesizer).
+    `tools` are functions and toolboxes registered with `register_tools` (an `(obj, {options})` pair
+    passes its options).
     """
 
     __name__ = "fake_engines"
@@ -258,8 +260,10 @@ class FakeEnginesPlugin:
         asr: AsrEngine | None = None,
         painter: ImageGenerator | None = None,
         voice: SpeechSynthesizer | None = None,
+        tools: list[Any] | None = None,
     ) -> None:
         self.engine = engine
+        self.tools = tools or []
         self.name = name
         self.encoder = encoder
         self.modalities = modalities or {}
@@ -281,3 +285,10 @@ class FakeEnginesPlugin:
         """Register the given modalities."""
         for name, modality in self.modalities.items():
             register(name, modality)
+
+    @hookimpl
+    def register_tools(self, register: Callable[..., None]) -> None:
+        """Register the given tools; an `(obj, {options})` pair passes its options."""
+        for tool in self.tools:
+            obj, options = tool if isinstance(tool, tuple) else (tool, {})
+            register(obj, **options)

@@ -107,6 +107,9 @@ class SessionStart(ClientEvent):
         None, min_length=1, max_length=2, description='["text", "audio"]: replies are also spoken (response.audio.*); unset: text'
     )
     voice: StrictStr | None = Field(None, min_length=1, max_length=100, description="the voice of spoken replies; unset: the default")
+    timezone: StrictStr | None = Field(
+        None, min_length=1, max_length=64, description="the user's IANA time zone (Europe/Berlin) for tools; unset: [dialogue] timezone"
+    )
 
 
 class TurnCreate(ClientEvent):
@@ -131,6 +134,12 @@ class AudioClear(ClientEvent):
 class ResponseCancel(ClientEvent):
     type: Literal["response.cancel"]
     response_id: StrictStr = Field(min_length=1, max_length=64)
+
+
+class ToolConfirm(ClientEvent):
+    type: Literal["tool.confirm"]
+    call_id: StrictStr = Field(min_length=1, max_length=64)
+    approved: StrictBool
 
 
 class ResponseAudioPlayed(ClientEvent):
@@ -170,7 +179,7 @@ class ConversationSearch(ClientEvent):
 
 AnyClientEvent = Annotated[
     SessionStart | TurnCreate | AudioAppend | AudioCommit | AudioClear | ResponseCancel | ResponseAudioPlayed
-    | ImageGenerate | ImageCancel | ConversationGet | ConversationSearch,
+    | ImageGenerate | ImageCancel | ConversationGet | ConversationSearch | ToolConfirm,
     Field(discriminator="type"),
 ]
 _client_event_adapter: TypeAdapter[Any] = TypeAdapter(AnyClientEvent)
@@ -178,7 +187,7 @@ _client_event_adapter: TypeAdapter[Any] = TypeAdapter(AnyClientEvent)
 CLIENT_EVENT_TYPES: frozenset[str] = frozenset(
     model.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
     for model in (SessionStart, TurnCreate, AudioAppend, AudioCommit, AudioClear, ResponseCancel, ResponseAudioPlayed,
-                  ImageGenerate, ImageCancel, ConversationGet, ConversationSearch)
+                  ImageGenerate, ImageCancel, ConversationGet, ConversationSearch, ToolConfirm)
 )
 
 
@@ -421,6 +430,35 @@ class ImageDone(ServerEvent):
     error: ErrorBody | None = None
 
 
+class ToolCallEvent(ServerEvent):
+    type: Literal["tool.call"] = "tool.call"
+    response_id: str
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    needs_confirmation: bool = False
+
+
+class ToolResult(ServerEvent):
+    type: Literal["tool.result"] = "tool.result"
+    response_id: str
+    call_id: str
+    name: str
+    status: Literal["ok", "error", "declined", "timeout", "cancelled"]
+    result: Any = None
+    error: str | None = None
+
+
+class ReminderDue(ServerEvent):
+    conversation_event: ClassVar[bool] = False
+    type: Literal["reminder.due"] = "reminder.due"
+    reminder_id: str
+    text: str
+    due_at: str = Field(description="ISO 8601 with the reminder's offset")
+    timezone: str
+    conversation_id: str | None = None
+
+
 class Error(ServerEvent):
     conversation_event: ClassVar[bool] = False
     type: Literal["error"] = "error"
@@ -432,7 +470,7 @@ class Error(ServerEvent):
 SERVER_EVENTS: tuple[type[ServerEvent], ...] = (
     SessionStarted, TurnCreated, SpeechStarted, SpeechStopped, TranscriptDelta, TranscriptDone, ResponseCreated, ResponseTextDelta, ResponseDone,
     ResponseAudioDelta, ResponseAudioDone,
-    ConversationHistory, ConversationSearchResults, ImageStarted, ImageProgress, ImageDone, Error,
+    ConversationHistory, ConversationSearchResults, ImageStarted, ImageProgress, ImageDone, ToolCallEvent, ToolResult, ReminderDue, Error,
 )
 
 
