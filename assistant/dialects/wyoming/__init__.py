@@ -42,6 +42,14 @@ class TcpListener(AsyncServer):
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
+        self.closing = False
+
+    async def _handler_callback(self, handler_factory: HandlerFactory, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Start a handler for a new connection; one accepted while the listener closes is closed at once."""
+        if self.closing:
+            writer.close()
+            return
+        await super()._handler_callback(handler_factory, reader, writer)
 
     async def start(self, handler_factory: HandlerFactory) -> None:
         """Listen; each connection gets a handler from `handler_factory`, run as its own task."""
@@ -61,13 +69,16 @@ class TcpListener(AsyncServer):
 
     async def stop(self) -> None:
         """Stop listening, end every connection (a synthesis in progress stops) and wait for their handlers."""
+        self.closing = True  # from now on no connection gets a handler
         if self._server is not None:
             self._server.close()
-        tasks = list(self._handlers)
-        for task in tasks:
+        handlers = dict(self._handlers)
+        for task in handlers:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
+        if handlers:
+            await asyncio.wait(handlers)
+        for handler in handlers.values():
+            handler.writer.close()  # a handler cancelled before it ever ran has not closed its connection
         if self._server is not None:
             await self._server.wait_closed()
 

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("assistant.dialects.wyoming")
 
 WIDTH, CHANNELS = 2, 1  # of the audio we send: 16-bit mono
+LINGER_S = 2.0
+LINGER_BYTES = 16 * 1024 * 1024
+"""After an error, what the peer still sends is dropped for at most this long and this much before the connection closes."""
 
 
 class WyomingHandler(AsyncEventHandler):
@@ -113,9 +116,18 @@ class WyomingHandler(AsyncEventHandler):
             await super().write_event(event)
 
     async def fail(self, error: AssistantError) -> None:
-        """Tell the peer what went wrong with an `error` event (the connection closes after it)."""
-        with contextlib.suppress(ConnectionError, OSError):
+        """Tell the peer what went wrong with an `error` event, then end the connection gently.
+
+        Our side stops sending, and what the peer still sends (audio it was streaming, say) is read and dropped for
+        up to LINGER_S: closing with unread data would reset the connection before the peer had read the error."""
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
             await self.write_event(Error(text=error.message, code=error.code).event())
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            dropped = 0
+            async with asyncio.timeout(LINGER_S):
+                while dropped < LINGER_BYTES and (data := await self.reader.read(64 * 1024)):
+                    dropped += len(data)
 
     async def handle_event(self, event: Event) -> bool:
         """Dispatch one event; False ends the connection."""
