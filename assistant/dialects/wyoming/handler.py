@@ -32,7 +32,7 @@ from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped, SynthesizeVoice
 
 from assistant.dialects.wyoming import speech
-from assistant.dialects.wyoming.info import build_info
+from assistant.dialects.wyoming.info import ASR_PROGRAM, build_info
 from assistant.dialects.wyoming.reader import ProtocolError, read_event
 from assistant.errors import AssistantError
 from assistant.speech import speech_out, split_speakable
@@ -136,7 +136,11 @@ class WyomingHandler(AsyncEventHandler):
         elif Ping.is_type(event.type):
             await self.write_event(Pong(text=Ping.from_event(event).text).event())
         elif Transcribe.is_type(event.type):
-            self.language = Transcribe.from_event(event).language
+            request = Transcribe.from_event(event)
+            asr = self.app.engines.get("asr")
+            if request.name is not None and (asr is None or request.name not in (asr.id, ASR_PROGRAM)):
+                raise AssistantError("bad_request", f"transcribe: unknown model {request.name!r}; available: {asr.id if asr else 'none'}")
+            self.language = request.language
         elif AudioStart.is_type(event.type):
             self.recording = speech.Recording(AudioStart.from_event(_fields(event, "rate", "width", "channels")), self.config.max_audio_seconds)
         elif AudioChunk.is_type(event.type):

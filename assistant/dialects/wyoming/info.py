@@ -25,6 +25,7 @@ WHISPER_LANGUAGES = (
 """The languages a multilingual Whisper model transcribes."""
 
 ATTRIBUTION = Attribution(name="assistant", url="")
+ASR_PROGRAM = "assistant-asr"
 
 
 def asr_languages(app: App, engine: AsrEngine) -> list[str]:
@@ -43,7 +44,7 @@ def build_info(app: App) -> Info:
     if isinstance(asr, AsrEngine):
         model = AsrModel(name=asr.id, attribution=ATTRIBUTION, installed=True, description=f"speech to text by {asr.id}",
                          version=__version__, languages=asr_languages(app, asr))
-        info.asr.append(AsrProgram(name="assistant-asr", attribution=ATTRIBUTION, installed=True, description="assistant speech to text",
+        info.asr.append(AsrProgram(name=ASR_PROGRAM, attribution=ATTRIBUTION, installed=True, description="assistant speech to text",
                                    version=__version__, models=[model], supports_transcript_streaming=True))
     voice = app.engines.get("speech_synthesizer")
     if isinstance(voice, SpeechSynthesizer):

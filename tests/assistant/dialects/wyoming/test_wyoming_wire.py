@@ -178,6 +178,7 @@ async def test_bad_byte_streams_get_an_error_event_then_the_connection_closes(wy
         (json.dumps({"type": "audio-start", "data": {"rate": 1, "width": 2, "channels": 1}}).encode() + b"\n", "bad_request", "rate 1 Hz"),
         (json.dumps({"type": "synthesize", "data": {"text": "x" * 5000}}).encode() + b"\n", "too_large", "max_text_chars"),
         (json.dumps({"type": "synthesize", "data": {"text": "hi", "voice": {"name": "nobody"}}}).encode() + b"\n", "bad_request", "unknown voice"),
+        (json.dumps({"type": "transcribe", "data": {"name": "whisper-large-v9"}}).encode() + b"\n", "bad_request", "unknown model"),
         (json.dumps({"type": "synthesize-chunk", "data": {"text": "hi"}}).encode() + b"\n", "bad_request", "without synthesize-start"),
         (json.dumps({"type": "transcript", "data": {"text": "hi", "context": {"conversation_id": 5}}}).encode() + b"\n", "bad_request",
          "conversation_id"),
