@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
 
 import httpx
 import ollama
 import pytest
 
 from assistant.auth import token_hash
+from assistant.engines import DialogueResult, Usage
 from tests.conftest import make_config
 from tests.fakes import FakeEnginesPlugin, ScriptedDialogue, ToolCallingDialogue
 from tests.images import solid
@@ -176,3 +179,31 @@ async def test_bearer_tokens_apply_as_on_every_wire(start_server, tmp_path):
     api = client(server, headers={"Authorization": "Bearer ast_home"})
     assert [m.model for m in (await api.list()).models] == ["tool-caller:latest"]
     assert (await api.chat(model="tool-caller", messages=[{"role": "user", "content": "hi"}], stream=False)).message.content == "You said: hi"
+
+
+class Endless(ScriptedDialogue):
+    """Talks until it is told to stop; remembers the stop flag it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(engine_id="fake:endless")
+        self.stopped = threading.Event()
+
+    def generate(self, request, emit, cancelled) -> DialogueResult:
+        emit("and")
+        while not cancelled.wait(0.01):
+            emit(" on")
+        self.stopped.set()
+        return DialogueResult("", Usage(1, 1), "cancelled")
+
+
+async def test_a_client_leaving_a_stream_stops_the_engine(start_server, tmp_path):
+    """Closing a streamed chat after its first line stops the engine at its next token."""
+    engine = Endless()
+    server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(engine),))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=30) as http:
+        async with http.stream("POST", "/api/chat", json={"model": "endless", "messages": [{"role": "user", "content": "go"}]}) as response:
+            assert response.status_code == 200 and response.headers["content-type"] == "application/x-ndjson"
+            async for line in response.aiter_lines():
+                assert json.loads(line)["message"]["content"] == "and"
+                break
+    assert await asyncio.to_thread(engine.stopped.wait, 30)

@@ -13,6 +13,7 @@ from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 from wyoming.event import async_read_event
 from wyoming.handle import Handled
+from wyoming.info import Describe
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
 from assistant.dialects.wyoming import SERVICE_TYPE, service_info
@@ -203,6 +204,20 @@ async def test_too_much_audio_is_refused_before_it_is_kept(start_server, tmp_pat
     async with AsyncTcpClient("127.0.0.1", port) as client:
         await send_audio(client, (np.sin(np.arange(8000) / 5) * 8000).astype("<i2").tobytes())
         assert (await read_until(client, "transcript"))[-1].type == "transcript"
+
+
+async def test_connections_hold_the_principals_session_places(start_server, tmp_path):
+    """With one session place per principal, a second Wyoming connection from the same address gets rate_limited and closes."""
+    config = make_config(tmp_path, wyoming=WYOMING, limits={"sessions_per_principal": 1})
+    server = await start_server(config, plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
+    port = wyoming_port(server)
+    async with AsyncTcpClient("127.0.0.1", port) as first:
+        await first.write_event(Describe().event())
+        assert (await read_until(first, "info"))[-1].type == "info"  # being served: it holds the place
+        answered = await raw_exchange(port, b"", half_close=True)
+        assert [Error.from_event(e).code for e in answered] == ["rate_limited"]
+        await first.write_event(Describe().event())
+        assert (await read_until(first, "info"))[-1].type == "info"  # the first one is still served
 
 
 async def test_the_listener_is_off_by_default_and_closes_its_connections_at_shutdown(start_server, tmp_path, wyoming_server):
