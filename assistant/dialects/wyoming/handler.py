@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
@@ -34,6 +35,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from assistant.dialects.wyoming import speech
 from assistant.dialects.wyoming.info import ASR_PROGRAM, build_info
 from assistant.dialects.wyoming.reader import ProtocolError, read_event
+from assistant.engines import SpeechSynthesizer
 from assistant.errors import AssistantError
 from assistant.speech import speech_out, split_speakable
 from assistant.types import SpeechOut
@@ -140,7 +142,7 @@ class WyomingHandler(AsyncEventHandler):
             asr = self.app.engines.get("asr")
             if request.name is not None and (asr is None or request.name not in (asr.id, ASR_PROGRAM)):
                 raise AssistantError("bad_request", f"transcribe: unknown model {request.name!r}; available: {asr.id if asr else 'none'}")
-            self.language = request.language
+            self.language = asr_language(request.language)
         elif AudioStart.is_type(event.type):
             self.recording = speech.Recording(AudioStart.from_event(_fields(event, "rate", "width", "channels")), self.config.max_audio_seconds)
         elif AudioChunk.is_type(event.type):
@@ -174,7 +176,7 @@ class WyomingHandler(AsyncEventHandler):
         name = voice.name if voice is not None else None
         if name is None and voice is not None and voice.language:
             engine = self.app.engines.get("speech_synthesizer")
-            offered = engine.voices() if engine is not None else []  # type: ignore[attr-defined]
+            offered = engine.voices() if isinstance(engine, SpeechSynthesizer) else []
             wanted = voice.language.replace("_", "-").lower()
             name = next((v.name for v in offered if v.language.lower() == wanted), None)
             name = name or next((v.name for v in offered if v.language.lower().split("-")[0] == wanted.split("-")[0]), None)
@@ -268,6 +270,13 @@ class _SpeechStream:
         send = self.handler._send_audio(rate)
         while (sentence := await self.sentences.get()) is not None:
             await speech.synthesize(self.handler.app, self.speech, sentence, send)
+
+
+def asr_language(language: str | None) -> str | None:
+    """The language to transcribe as Whisper names it: Home Assistant may send a region (`en-US`, `pt_BR`); its primary subtag."""
+    if not language:
+        return None
+    return re.split(r"[-_]", language.strip().lower(), maxsplit=1)[0] or None
 
 
 def _fields(event: Event, *keys: str) -> Event:

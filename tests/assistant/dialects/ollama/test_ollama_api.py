@@ -80,10 +80,11 @@ async def test_a_streamed_chat_with_an_image_reaches_the_engine_as_pixels(start_
 
 
 async def test_a_whole_chat_answers_one_object(tool_server):
-    """stream=False gives one ChatResponse with the whole text; num_predict reaches the engine as max_new_tokens."""
+    """stream=False gives one ChatResponse with the whole text; num_predict reaches the engine as max_new_tokens; keep_alive -1
+    (Home Assistant's "forever"), think and a format schema are accepted."""
     engine = tool_server.app.engines["dialogue"]
     answer = await client(tool_server).chat(model="tool-caller", messages=[{"role": "user", "content": "hello there"}], stream=False,
-                                            options={"num_predict": 12})
+                                            options={"num_predict": 12}, keep_alive=-1, think=True, format={"type": "object"})
     assert answer.done and answer.message.role == "assistant" and answer.message.content == "You said: hello there"
     assert engine.requests[-1].options.max_new_tokens == 12
 

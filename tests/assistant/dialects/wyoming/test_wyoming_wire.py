@@ -18,6 +18,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from assistant.dialects.wyoming import SERVICE_TYPE, service_info
 from assistant.dialects.wyoming.conversation import stored_id
+from assistant.dialects.wyoming.handler import asr_language
 from tests.assistant.dialects.wyoming.conftest import WYOMING, Heard, describe, read_until, send_audio, wyoming_port
 from tests.conftest import make_config
 from tests.fakes import FakeEnginesPlugin, FixedAsr, ScriptedDialogue, ToneVoice
@@ -84,7 +85,7 @@ async def test_speech_to_text_streams_the_transcript_and_converts_other_formats(
     _, asr, _ = fakes
     port = wyoming_port(wyoming_server)
     async with AsyncTcpClient("127.0.0.1", port) as client:
-        await client.write_event(Transcribe(language="en").event())
+        await client.write_event(Transcribe(language="en-US").event())
         await send_audio(client, (np.sin(np.arange(16000) / 5) * 8000).astype("<i2").tobytes())
         events = await read_until(client, "transcript-stop")
     assert [e.type for e in events] == ["transcript-start", "transcript-chunk", "transcript", "transcript-stop"]
@@ -240,3 +241,8 @@ def test_the_zeroconf_record_is_what_home_assistant_discovers():
     assert info.type == SERVICE_TYPE == "_wyoming._tcp.local."
     assert info.name == "assistant-kitchen._wyoming._tcp.local." and info.port == 10700
     assert info.addresses == [socket.inet_aton("192.168.1.20")]
+
+
+def test_the_language_home_assistant_sends_is_reduced_to_whispers_code():
+    """`en-US`, `pt_BR` and `EN` become `en`, `pt` and `en`; nothing stays nothing (the engine detects or uses its setting)."""
+    assert [asr_language(x) for x in ("en-US", "pt_BR", "EN", "", None)] == ["en", "pt", "en", None, None]
