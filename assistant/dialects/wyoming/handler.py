@@ -111,6 +111,12 @@ class WyomingHandler(AsyncEventHandler):
             except AssistantError as exc:
                 await self.fail(exc)
                 return
+            except (ConnectionError, OSError):
+                raise
+            except Exception as exc:
+                log.exception("wyoming: %s failed", event.type)
+                await self.fail(AssistantError("internal", f"{event.type} failed: {type(exc).__name__}"))
+                return
 
     async def write_event(self, event: Event) -> None:
         """Send one event (writes of the read loop and of a speech stream never interleave)."""
@@ -240,7 +246,9 @@ class _SpeechStream:
         self.task = asyncio.create_task(self._speak())
 
     def add(self, text: str) -> None:
-        """More text; every sentence it finishes is queued for speech."""
+        """More text; every sentence it finishes is queued for speech. A speech that already failed raises its error now."""
+        if self.task.done() and not self.task.cancelled() and self.task.exception() is not None:
+            raise self.task.exception()  # type: ignore[misc]
         self.chars += len(text)
         if self.chars > self.max_chars:
             raise AssistantError("too_large", f"the text to speak is over {self.max_chars} characters ([wyoming] max_text_chars)")
@@ -261,7 +269,7 @@ class _SpeechStream:
     async def cancel(self) -> None:
         """The connection ends: stop speaking."""
         self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, AssistantError, ConnectionError, OSError):
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # its error, if any, was the connection's end
             await self.task
 
     async def _speak(self) -> None:

@@ -193,6 +193,31 @@ async def test_bad_byte_streams_get_an_error_event_then_the_connection_closes(wy
     assert len((await describe(port)).handle) == 1
 
 
+async def test_failing_engines_answer_error_events_and_the_next_request_works(start_server, tmp_path):
+    """A synthesizer that raises (one-shot and streamed) and a dialogue engine that fails once: an error event each, then a
+    conversation turn in the same Home Assistant conversation succeeds."""
+    config = make_config(tmp_path, engines={"speech_synthesizer": "fake"}, wyoming=WYOMING)
+    server = await start_server(config, plugins=(FakeEnginesPlugin(ScriptedDialogue(fail_times=1), voice=ToneVoice(fail=True)),))
+    port = wyoming_port(server)
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Synthesize(text="Hello there.").event())
+        events = await read_until(client, "audio-stop")
+    assert events[-1].type == "error" and "speech failed" in Error.from_event(events[-1]).text
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(SynthesizeStart().event())
+        await client.write_event(SynthesizeChunk(text="One sentence. ").event())
+        await client.write_event(SynthesizeStop().event())
+        events = await read_until(client, "synthesize-stopped")
+    assert events[-1].type == "error" and "speech failed" in Error.from_event(events[-1]).text
+    context = {"conversation_id": "flaky"}
+    for expected in ("error", "handled"):
+        async with AsyncTcpClient("127.0.0.1", port) as client:
+            await client.write_event(Transcript(text="hello", context=context).event())
+            events = await read_until(client, "handled")
+        assert events[-1].type == expected
+    assert Handled.from_event(events[-1]).text == "You said: hello"
+
+
 async def test_too_much_audio_is_refused_before_it_is_kept(start_server, tmp_path):
     """Audio past [wyoming] max_audio_seconds ends with a too_large error event; the next request works."""
     config = make_config(tmp_path, engines={"asr": "fake"}, wyoming={**WYOMING, "max_audio_seconds": 1.0})
