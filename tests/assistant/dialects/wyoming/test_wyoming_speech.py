@@ -11,13 +11,13 @@ import pytest
 import pytest_asyncio
 from wyoming.asr import Transcribe, Transcript
 from wyoming.client import AsyncTcpClient
+from wyoming.handle import Handled
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop
 
 from assistant import audio
 from assistant.server import serve_app
 from tests.assistant.dialects.wyoming.conftest import WYOMING, Heard, read_until, send_audio, wyoming_port
 from tests.conftest import REPO, make_config
-from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
 
 pytestmark = [pytest.mark.offline_model, pytest.mark.asyncio(loop_scope="module")]
 
@@ -31,9 +31,12 @@ def words(text: str) -> str:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def speech_server(tmp_path_factory):
-    """One server for the module: Whisper tiny.en, the Piper voice, a fake dialogue engine, the Wyoming listener on port 0."""
-    config = make_config(tmp_path_factory.mktemp("wyoming"), engines={"asr": "faster_whisper", "speech_synthesizer": "piper"}, wyoming=WYOMING)
-    server = await serve_app(config, (FakeEnginesPlugin(ScriptedDialogue()),))
+    """One server for the module: the offline defaults (Whisper tiny.en, the Piper voice, SmolLM2) and the Wyoming listener on port 0."""
+    config = make_config(
+        tmp_path_factory.mktemp("wyoming"), engines={"asr": "faster_whisper", "speech_synthesizer": "piper", "dialogue": "transformers"},
+        plugins={"transformers_dialogue": {"max_new_tokens": 40}}, wyoming=WYOMING,
+    )
+    server = await serve_app(config)
     yield server
     await server.shutdown(grace_s=0)
 
@@ -90,3 +93,24 @@ async def test_streamed_synthesis_speaks_each_sentence_once(speech_server):
     said = await hear(speech_server, heard)
     print(f"streamed -> {said!r}")
     assert words(said).count("thursday") == 1 and jiwer.wer(words("".join(REPLY)), words(said)) <= 0.25
+
+
+async def test_a_voice_pipeline_as_home_assistant_runs_it_answers_paris(speech_server):
+    """Speech to text, the conversation agent, then text to speech, each on its own connection as Home Assistant's pipeline
+    makes them: the spoken capital question is heard, SmolLM2 answers with Paris, and Whisper hears Paris in the spoken answer."""
+    with wave.open(str(CAPITAL)) as recording:
+        rate, pcm = recording.getframerate(), recording.readframes(recording.getnframes())
+    port = wyoming_port(speech_server)
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Transcribe(language="en").event())
+        await send_audio(client, pcm, rate=rate)
+        question = Transcript.from_event((await read_until(client, "transcript"))[-1]).text
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Transcript(text=question, context={"conversation_id": "01JPIPELINE"}, language="en").event())
+        answer = Handled.from_event((await read_until(client, "handled"))[-1]).text
+    async with AsyncTcpClient("127.0.0.1", port) as client:
+        await client.write_event(Synthesize(text=answer).event())
+        heard = Heard(await read_until(client, "audio-stop"))
+    said = await hear(speech_server, heard)
+    print(f"{question!r} -> {answer!r} -> {said!r}")
+    assert "Paris" in answer and "paris" in words(said)
