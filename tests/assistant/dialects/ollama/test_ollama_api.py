@@ -208,3 +208,19 @@ async def test_a_client_leaving_a_stream_stops_the_engine(start_server, tmp_path
                 assert json.loads(line)["message"]["content"] == "and"
                 break
     assert await asyncio.to_thread(engine.stopped.wait, 30)
+
+
+@pytest.mark.offline_model
+async def test_the_offline_model_answers_through_the_ollama_client(start_server, tmp_path):
+    """With SmolLM2 (the offline default), list() names it and a streamed chat as Home Assistant sends it answers with Paris."""
+    config = make_config(tmp_path, engines={"dialogue": "transformers"}, plugins={"transformers_dialogue": {"max_new_tokens": 40}})
+    server = await start_server(config)
+    api = client(server)
+    (model,) = (await api.list()).models
+    assert model.model == "smollm2-135m-instruct:latest"
+    messages = [{"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+                {"role": "user", "content": "What is the capital of France?"}]
+    parts = [part async for part in await api.chat(model=model.model, messages=messages, stream=True, keep_alive="300s", options={"num_ctx": 8192})]
+    text = "".join(p.message.content or "" for p in parts)
+    print(f"\n{text!r}")
+    assert "Paris" in text and parts[-1].done and parts[-1].eval_count > 0

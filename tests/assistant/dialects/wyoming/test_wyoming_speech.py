@@ -1,4 +1,4 @@
-"""Wyoming speech with the real offline engines (Whisper tiny.en, the Piper voice), driven as Home Assistant drives it."""
+"""Wyoming with the real offline engines (Whisper tiny.en, the Piper voice, SmolLM2), driven as Home Assistant drives it."""
 
 from __future__ import annotations
 
