@@ -169,6 +169,18 @@ async def test_tools_for_an_engine_that_cannot_call_them_are_a_clear_400(server)
     assert (await api.chat(model="scripted", messages=[{"role": "user", "content": "hi"}], stream=False)).message.content == "You said: hi"
 
 
+async def test_the_turn_rate_applies_to_chats(start_server, tmp_path):
+    """With one turn a minute, a second chat is refused with 429 and Ollama's error JSON; listing models is no turn and still works."""
+    config = make_config(tmp_path, limits={"turns_per_minute": 1})
+    server = await start_server(config, plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
+    api = client(server)
+    assert (await api.chat(model="scripted", messages=[{"role": "user", "content": "one"}], stream=False)).done
+    with pytest.raises(ollama.ResponseError) as limited:
+        await api.chat(model="scripted", messages=[{"role": "user", "content": "two"}])
+    assert limited.value.status_code == 429 and "a minute" in limited.value.error
+    assert len((await api.list()).models) == 1
+
+
 async def test_bearer_tokens_apply_as_on_every_wire(start_server, tmp_path):
     """With tokens configured, a request without one (or with a wrong one) is a 401 error JSON; the right token works."""
     config = make_config(tmp_path, auth={"tokens": [{"principal": "hass", "sha256": token_hash("ast_home")}]})

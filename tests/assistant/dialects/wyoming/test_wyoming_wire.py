@@ -218,6 +218,18 @@ async def test_failing_engines_answer_error_events_and_the_next_request_works(st
     assert Handled.from_event(events[-1]).text == "You said: hello"
 
 
+async def test_the_principals_turn_rate_applies_to_conversations(start_server, tmp_path):
+    """With one turn a minute for the Wyoming principal, a second transcript answers a rate_limited error event."""
+    config = make_config(tmp_path, wyoming=WYOMING, limits={"turns_per_minute": 1})
+    server = await start_server(config, plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
+    answers = []
+    for text in ("one", "two"):
+        async with AsyncTcpClient("127.0.0.1", wyoming_port(server)) as client:
+            await client.write_event(Transcript(text=text, context={"conversation_id": "rated"}).event())
+            answers.append((await read_until(client, "handled"))[-1])
+    assert answers[0].type == "handled" and Error.from_event(answers[1]).code == "rate_limited"
+
+
 async def test_too_much_audio_is_refused_before_it_is_kept(start_server, tmp_path):
     """Audio past [wyoming] max_audio_seconds ends with a too_large error event; the next request works."""
     config = make_config(tmp_path, engines={"asr": "fake"}, wyoming={**WYOMING, "max_audio_seconds": 1.0})
