@@ -173,15 +173,13 @@ class OllamaDialect(Dialect):
         self, model: str, task: asyncio.Task[None], items: asyncio.Queue[tuple[str, Any]], first: tuple[str, Any], started: int,
     ) -> Response:
         """The answer as one object, once the engine has finished."""
-        texts: list[str] = []
         item, first_ns = first, None
         try:
             while item[0] == "delta":
                 first_ns = first_ns or time.monotonic_ns()
-                texts.append(item[1])
                 item = await items.get()
         finally:
-            task.cancel()  # the client went away: stop the engine
+            task.cancel()  # a no-op once it has ended; if the request was abandoned, the engine stops
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if item[0] == "error":
@@ -206,9 +204,9 @@ class OllamaDialect(Dialect):
             if result.tool_calls:
                 yield ndjson({**wire.chunk(model, ""), "message": {"role": "assistant", "content": "",
                                                                    "tool_calls": wire.tool_calls_out(result.tool_calls)}})
-            yield ndjson(wire.final(model, result, "", started, first_ns, time.monotonic_ns()) | {"message": {"role": "assistant", "content": ""}})
+            yield ndjson(wire.final(model, result, "", started, first_ns, time.monotonic_ns(), tool_calls=False))
         finally:
-            task.cancel()  # the client went away: stop the engine
+            task.cancel()  # a no-op once it has ended; if the client went away, the engine stops
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 

@@ -231,10 +231,14 @@ def tool_calls_out(calls: tuple[ToolCall, ...]) -> list[dict[str, Any]]:
     return [{"function": {"name": call.name, "arguments": call.arguments}} for call in calls]
 
 
-def final(model: str, result: DialogueResult, content: str, started_ns: int, first_ns: int | None, ended_ns: int) -> dict[str, Any]:
-    """The last object of an answer (the only one without streaming): `done`, why, token counts and durations (ns)."""
+def final(
+    model: str, result: DialogueResult, content: str, started_ns: int, first_ns: int | None, ended_ns: int, tool_calls: bool = True,
+) -> dict[str, Any]:
+    """The last object of an answer (the only one without streaming): `done`, why, token counts and durations (ns).
+
+    A stream has sent the text and the tool calls before it: then `content` is empty and `tool_calls` False."""
     message: dict[str, Any] = {"role": "assistant", "content": content}
-    if result.tool_calls:
+    if result.tool_calls and tool_calls:
         message["tool_calls"] = tool_calls_out(result.tool_calls)
     first = first_ns if first_ns is not None else ended_ns
     return {
