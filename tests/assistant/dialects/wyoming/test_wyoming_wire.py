@@ -133,9 +133,10 @@ async def test_streamed_synthesis_speaks_as_text_arrives_and_never_repeats_the_f
     assert len(heard.pcm) == 12 * TONE_BYTES_PER_WORD
 
 
-async def test_a_conversation_is_answered_stored_and_continued_by_its_home_assistant_id(wyoming_server, fakes):
+async def test_a_conversation_is_answered_stored_and_continued_by_its_home_assistant_id(wyoming_server, fakes, connect_client):
     """transcript with context.conversation_id gets handled-start, chunks, handled, handled-stop; it is stored as one conversation
-    owned by [wyoming] principal, and a second transcript with the same id sees the first exchange in its context."""
+    owned by [wyoming] principal, a second transcript with the same id sees the first exchange in its context, and a native
+    client of that principal reads the conversation."""
     dialogue, _, _ = fakes
     port = wyoming_port(wyoming_server)
     context = {"conversation_id": "01JHACONVERSATION", "device_id": "satellite-1"}
@@ -160,6 +161,13 @@ async def test_a_conversation_is_answered_stored_and_continued_by_its_home_assis
         await client.write_event(Transcript(text="something new", context={"conversation_id": "another"}).event())
         await read_until(client, "handled")
     assert [m.content for m in dialogue.requests[-1].messages[1:]] == ["something new"]
+    async with connect_client(wyoming_server) as native:  # the same conversation, read over the native protocol
+        started = await native.start(conversation_id)
+        assert started["resumed"]
+        await native.send({"type": "conversation.get"})
+        history = (await native.recv_until("conversation.history"))[-1]["turns"]
+    assert [t["content"][0]["text"] for t in history] == [
+        "what is the weather", "You said: what is the weather", "and tomorrow?", "You said: and tomorrow?"]
 
 
 async def test_bad_byte_streams_get_an_error_event_then_the_connection_closes(wyoming_server):
@@ -228,6 +236,15 @@ async def test_the_principals_turn_rate_applies_to_conversations(start_server, t
             await client.write_event(Transcript(text=text, context={"conversation_id": "rated"}).event())
             answers.append((await read_until(client, "handled"))[-1])
     assert answers[0].type == "handled" and Error.from_event(answers[1]).code == "rate_limited"
+
+
+async def test_a_silent_connection_is_closed_with_an_error_event(start_server, tmp_path):
+    """A connection that sends nothing for [limits] idle_timeout_s gets an idle-timeout error event, then the server closes it."""
+    config = make_config(tmp_path, wyoming=WYOMING, limits={"idle_timeout_s": 0.5})
+    server = await start_server(config, plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
+    async with AsyncTcpClient("127.0.0.1", wyoming_port(server)) as client:
+        (error,) = await read_until(client, "never")
+        assert Error.from_event(error).text.startswith("idle timeout") and await client.read_event() is None
 
 
 async def test_too_much_audio_is_refused_before_it_is_kept(start_server, tmp_path):
