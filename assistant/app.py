@@ -23,6 +23,7 @@ from assistant.limits import MediaBudget, SessionCount, TurnRate
 from assistant.metrics import Metrics
 from assistant.modalities import RegisteredModality, load_modalities
 from assistant.models import ModelLocator
+from assistant.part_types import RegisteredPartType, load_part_types
 from assistant.plugins import PluginError, Registrations, build_plugin_manager, collect_registrations
 from assistant.scheduler import LatencyGate, Scheduler
 from assistant.store import AsyncStore, Store
@@ -55,6 +56,7 @@ class App:
         self.store: AsyncStore | None = None
         self.vad: Any = None  # vad.SileroVad, loaded at start when an ASR engine is configured
         self.modalities: list[RegisteredModality] = []  # loaded at start when the dialogue engine only reads text
+        self.part_types: dict[str, RegisteredPartType] = {}  # plugin part types by wire name, loaded at start
         self.replies: set[Any] = set()  # in-flight replies (reply.Reply), for cancel and shutdown
         self.turns: set[asyncio.Task[None]] = set()  # every turn task, queued or running, of every session
         self.image_jobs: set[Any] = set()  # image jobs queued or painting (image_jobs.ImageJob)
@@ -88,6 +90,7 @@ class App:
                 app.vad = await asyncio.to_thread(SileroVad)
             if app.late_fusion:
                 app.modalities = await load_modalities(app, app.registrations.modalities)
+            app.part_types = await load_part_types(app, app.registrations.part_types)
             await app._call_lifecycle("startup")
         except BaseException:
             await app.stop(run_shutdown_hooks=False)
@@ -194,6 +197,12 @@ class App:
             except Exception:
                 log.exception("closing modality %s failed", entry.name)
         self.modalities = []
+        for part_entry in self.part_types.values():
+            try:
+                part_entry.part_type.close()
+            except Exception:
+                log.exception("closing part type %s failed", part_entry.name)
+        self.part_types = {}
         for engine in self.engines.values():
             try:
                 engine.close()

@@ -75,6 +75,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  turn routers: {', '.join(info.turn_routers)}")
         if info.modalities:
             print(f"  modalities: {', '.join(info.modalities)}")
+        if info.part_types:
+            print(f"  part types: {', '.join(info.part_types)}")
     return 0
 
 

@@ -26,6 +26,7 @@ from assistant.config import Config, ConfigError
 from assistant.engines import ROLES, Engine
 from assistant.modalities import Modality, RegisteredModality
 from assistant.models import ModelSource, RegisteredSource
+from assistant.part_types import RegisteredPartType, check_part_type
 from assistant.routes import RegisteredRouter, TurnRouter
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ class Registrations:
     source_plugins: dict[str, str] = field(default_factory=dict)
     routers: list[RegisteredRouter] = field(default_factory=list)
     modalities: list[RegisteredModality] = field(default_factory=list)
+    part_types: list[RegisteredPartType] = field(default_factory=list)
     settings_models: dict[str, SettingsModel] = field(default_factory=dict)  # plugin name -> its settings model
     settings: dict[str, BaseModel] = field(default_factory=dict)  # plugin name -> its validated [plugins.<name>] table
 
@@ -227,10 +229,24 @@ def collect_registrations(pm: pluggy.PluginManager, config: Config) -> Registrat
 
         return for_plugin
 
+    def part_type_register(plugin: str) -> Callable[..., None]:
+        def register(part_type: Any, *, settings: SettingsModel | None = None) -> None:
+            problem = check_part_type(part_type, plugin)
+            if problem is not None:
+                raise PluginError(problem)
+            for other in found.part_types:
+                if other.name == part_type.name:
+                    raise PluginError(f"part type {part_type.name!r} registered twice: by {other.plugin!r} and by {plugin!r}")
+            declare_settings(plugin, settings)
+            found.part_types.append(RegisteredPartType(part_type.name, part_type, plugin))
+
+        return register
+
     call_per_plugin(pm, "register_engines", register=engine_register)
     call_per_plugin(pm, "register_model_sources", register=source_register)
     call_per_plugin(pm, "register_turn_routers", register=named_register("turn router", TurnRouter, found.routers, RegisteredRouter))
     call_per_plugin(pm, "register_modalities", register=named_register("modality", Modality, found.modalities, RegisteredModality))
+    call_per_plugin(pm, "register_part_types", register=part_type_register)
     for plugin, model in found.settings_models.items():
         found.settings[plugin] = _validate_settings(model, plugin, config.plugin_config(plugin))
     return found
@@ -258,6 +274,7 @@ class PluginInfo:
     model_sources: list[str]
     turn_routers: list[str]
     modalities: list[str]
+    part_types: list[str] = field(default_factory=list)
 
 
 def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> list[PluginInfo]:
@@ -282,6 +299,7 @@ def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> 
                 model_sources=sorted(s for s, p in registrations.source_plugins.items() if p == name),
                 turn_routers=sorted(r.name for r in registrations.routers if r.plugin == name),
                 modalities=sorted(m.name for m in registrations.modalities if m.plugin == name),
+                part_types=sorted(p.name for p in registrations.part_types if p.plugin == name),
             )
         )
     return infos
