@@ -16,6 +16,7 @@ from assistant.engines import (
     ImageEncoder,
     ImageGenerator,
     ImageRequest,
+    MessagePart,
     SpeechSynthesizer,
     ToolCall,
     ToolChoice,
@@ -28,8 +29,10 @@ from assistant.engines import (
 from assistant.hookspecs import hookimpl
 from assistant.modalities import ImageInput, Modality
 from assistant.models import ModelSource, NotHere
-from assistant.routes import ImageRoute, TurnRouter
+from assistant.part_types import DecodedPart, PartError, PartLimits, PartTools, PartType
+from assistant.routes import ImageRoute, ToolRoute, TurnRouter
 from assistant.tool_calls import ToolCallFilter, new_call_id, parse_tool_calls
+from assistant.tools import Tool, ToolContext
 
 __version__ = "0.1.0"
 
@@ -37,6 +40,7 @@ __all__ = [
     "AsrEngine",
     "Capabilities",
     "ChatMessage",
+    "DecodedPart",
     "DialogueEngine",
     "DialogueRequest",
     "DialogueResult",
@@ -51,13 +55,21 @@ __all__ = [
     "ImageInput",
     "ImageRequest",
     "ImageRoute",
+    "MessagePart",
     "Modality",
     "ModelSource",
     "NotHere",
+    "PartError",
+    "PartLimits",
+    "PartTools",
+    "PartType",
     "SpeechSynthesizer",
+    "Tool",
     "ToolCall",
     "ToolCallFilter",
     "ToolChoice",
+    "ToolContext",
+    "ToolRoute",
     "ToolSpec",
     "Transcript",
     "TranscriptSegment",

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pluggy
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from assistant.auth import Authenticator, ConfiguredToken, TokenFile
 from assistant.channels import Channels
@@ -23,9 +23,11 @@ from assistant.limits import MediaBudget, SessionCount, TurnRate
 from assistant.metrics import Metrics
 from assistant.modalities import RegisteredModality, load_modalities
 from assistant.models import ModelLocator
-from assistant.plugins import PluginError, Registrations, build_plugin_manager, collect_registrations
+from assistant.part_types import RegisteredPartType, load_part_types
+from assistant.plugins import PluginError, Registrations, build_plugin_manager, collect_registrations, settings_error
 from assistant.scheduler import LatencyGate, Scheduler
 from assistant.store import AsyncStore, Store
+from assistant.tools import Tool
 
 log = logging.getLogger("assistant")
 
@@ -55,6 +57,8 @@ class App:
         self.store: AsyncStore | None = None
         self.vad: Any = None  # vad.SileroVad, loaded at start when an ASR engine is configured
         self.modalities: list[RegisteredModality] = []  # loaded at start when the dialogue engine only reads text
+        self.tools: dict[str, Tool] = registrations.tools  # the tools plugins registered (register_tools), by name
+        self.part_types: dict[str, RegisteredPartType] = {}  # plugin part types by wire name, loaded at start
         self.replies: set[Any] = set()  # in-flight replies (reply.Reply), for cancel and shutdown
         self.turns: set[asyncio.Task[None]] = set()  # every turn task, queued or running, of every session
         self.image_jobs: set[Any] = set()  # image jobs queued or painting (image_jobs.ImageJob)
@@ -88,6 +92,7 @@ class App:
                 app.vad = await asyncio.to_thread(SileroVad)
             if app.late_fusion:
                 app.modalities = await load_modalities(app, app.registrations.modalities)
+            app.part_types = await load_part_types(app, app.registrations.part_types)
             await app._call_lifecycle("startup")
         except BaseException:
             await app.stop(run_shutdown_hooks=False)
@@ -113,7 +118,10 @@ class App:
         if entry is None:
             known = sorted(n for r, n in self.registrations.engines if r == role)
             raise PluginError(f"[engines] {role} = {name!r}: no such {role} engine is registered (registered: {known or 'none'})")
-        engine = entry.create(self)
+        try:
+            engine = entry.create(self)
+        except ValidationError as exc:  # a plugin that validates settings itself, in its factory
+            raise settings_error(entry.plugin, exc) from None
         if not isinstance(engine, ENGINE_BASES[role]):
             raise PluginError(f"{role} engine {name!r} from plugin {entry.plugin!r} is not a {ENGINE_BASES[role].__name__}")
         return engine
@@ -194,6 +202,12 @@ class App:
             except Exception:
                 log.exception("closing modality %s failed", entry.name)
         self.modalities = []
+        for part_entry in self.part_types.values():
+            try:
+                part_entry.part_type.close()
+            except Exception:
+                log.exception("closing part type %s failed", part_entry.name)
+        self.part_types = {}
         for engine in self.engines.values():
             try:
                 engine.close()

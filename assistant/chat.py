@@ -17,8 +17,10 @@ import threading
 import uuid
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 HELP = "commands: /image PATH, /audio PATH, /imagine PROMPT, /history, /new, /quit"
+LENGTH_NOTE = "[cut off at the token limit; say 'go on' for more]"
 AUDIO_FORMATS = {".wav": "wav", ".mp3": "mp3", ".ogg": "ogg", ".opus": "ogg", ".webm": "webm", ".flac": "flac"}
 
 
@@ -29,7 +31,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
     try:
-        ws = connect(args.url, max_size=None, open_timeout=args.timeout, additional_headers=headers)
+        url = websocket_url(args.url)
+    except ValueError as exc:
+        print(f"assistant: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ws = connect(url, max_size=None, open_timeout=args.timeout, additional_headers=headers)
     except InvalidStatus as exc:
         print(f"assistant: the server refused the connection: {exc.response.status_code} {exc.response.body.decode(errors='replace').strip()}",
               file=sys.stderr)
@@ -46,6 +53,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 return 0
             if not client.command(line.strip()):
                 return 0
+
+
+def websocket_url(url: str) -> str:
+    """The websocket URL for what a user typed: ws:// and wss:// as they are; http:// and https:// (the
+    web page's address) become ws:// and wss:// with the path /ws when none is given. Else ValueError."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"--url {url!r}: give the server's address as ws://HOST:PORT/ws (or http://HOST:PORT/, the web page's address)")
+    path = parts.path if parts.path not in ("", "/") or scheme == parts.scheme.lower() else "/ws"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
 class ChatClient:
@@ -84,6 +102,13 @@ class ChatClient:
         else:
             self.turn([{"type": "text", "text": line}])
         return True
+
+    def ask(self, question: str) -> bool:
+        """A yes/no question to the user on standard input; no answer (end of input) is no."""
+        try:
+            return input(question).strip().lower() in ("y", "yes")
+        except EOFError:
+            return False
 
     def _send(self, event: dict[str, Any]) -> None:
         self.ws.send(json.dumps(event))
@@ -219,10 +244,20 @@ class _Follower:
             print(event["delta"], end="", file=self.client.out, flush=True)
         elif kind == "response.done":
             note = "" if event["status"] == "completed" else f"  [{event['status']}]"
+            if event.get("finish_reason") == "length":
+                note += f"  {LENGTH_NOTE}"
             if event.get("error"):
                 note += f" {event['error']['message']}"
             say(note)
             self.reply_open = False
+        elif kind == "tool.call" and event["response_id"] == self.response_id:
+            say(f"(tool {event['name'] or '?'} {json.dumps(event['arguments'], ensure_ascii=False)})")
+            if event.get("needs_confirmation"):
+                approved = self.client.ask(f"run {event['name']}? [y/N] ")
+                self.client._send({"type": "tool.confirm", "call_id": event["call_id"], "approved": approved})
+        elif kind == "tool.result" and event["response_id"] == self.response_id:
+            outcome = json.dumps(event.get("result"), ensure_ascii=False) if event["status"] == "ok" else event.get("error", "")
+            say(f"(tool {event['name'] or '?'} {event['status']}: {outcome[:200]})")
         elif kind == "image.started":
             from tqdm import tqdm
 

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -39,13 +39,27 @@ class ServerConfig(_Table):
         default_factory=list, description="browser origins allowed besides the server's own (\"*\": any; not recommended)"
     )
     dialects: list[str] = Field(
-        default_factory=lambda: ["native", "openai"],
-        description="wire protocols served (assistant.dialects.DIALECTS; \"native\": /ws, \"openai\": /v1)",
+        default_factory=lambda: ["native", "openai", "openai_realtime", "ollama", "wyoming"],
+        description="wire protocols served (assistant.dialects.DIALECTS: \"native\" /ws, \"openai\" /v1, "
+        "\"openai_realtime\" /v1/realtime, \"ollama\" /api, \"wyoming\")",
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description="with auth off, Host names served besides IP addresses and localhost (DNS rebinding; \"*\": any)",
     )
+
+
+class WyomingConfig(_Table):
+    """`[wyoming]`: the Wyoming protocol listener (Home Assistant's speech and conversation services). No auth: trusted networks only."""
+
+    enabled: bool = Field(False, description="open the Wyoming TCP listener (needs \"wyoming\" in [server] dialects)")
+    host: str = "127.0.0.1"
+    port: int = Field(10700, ge=0, le=65535)
+    principal: str = Field("local", min_length=1, max_length=100, description="who owns the conversations Wyoming clients hold")
+    zeroconf: bool = Field(False, description="announce the service as _wyoming._tcp.local. for Home Assistant's discovery")
+    max_payload_bytes: int = Field(1024 * 1024, ge=1024, description="largest data or payload of one Wyoming event")
+    max_audio_seconds: float = Field(60.0, gt=0, description="longest audio one transcription may send")
+    max_text_chars: int = Field(4000, ge=1, description="longest text one synthesis or conversation turn may send")
 
 
 class ConfiguredTokenTable(_Table):
@@ -116,6 +130,19 @@ class DialogueConfig(_Table):
         32_000, ge=100,
         description="characters of stored turns handed to the dialogue engine, newest first; a turn with more text is too_large before it is stored",
     )
+    timezone: str | None = Field(None, description="the users' IANA time zone for tools (a session may say its own); unset: UTC")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            from zoneinfo import ZoneInfo
+
+            try:
+                ZoneInfo(value)
+            except (ValueError, KeyError):
+                raise ValueError(f"unknown time zone {value!r} (an IANA name such as 'Europe/Berlin')") from None
+        return value
 
 
 class SpeechConfig(_Table):
@@ -191,6 +218,7 @@ class Config(_Table):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     speech: SpeechConfig = Field(default_factory=SpeechConfig)
+    wyoming: WyomingConfig = Field(default_factory=WyomingConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 

@@ -9,11 +9,12 @@ pictures) are bytes here; a dialect encodes them as its wire needs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from assistant.errors import ErrorCode
 
 EndStatus = Literal["completed", "cancelled", "failed"]
+ToolStatus = Literal["ok", "error", "declined", "timeout", "cancelled"]
 
 
 @dataclass(slots=True)
@@ -96,6 +97,7 @@ class ReplyDone(Event):
     usage: dict[str, int] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     error: ErrorInfo | None = None
+    finish_reason: str | None = None  # the engine's: "stop", "length" (cut at the token limit) or "cancelled"; None when it failed
 
 
 @dataclass(slots=True)
@@ -154,6 +156,40 @@ class ImageDone(Event):
 
 
 @dataclass(slots=True)
+class ToolCallStarted(Event):
+    """The reply `response_id` calls a tool; with `needs_confirmation` it waits for the user to approve (tool.confirm)."""
+
+    response_id: str
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    needs_confirmation: bool = False
+
+
+@dataclass(slots=True)
+class ToolCallDone(Event):
+    """A tool call ended: `ok` with its (JSON-able) `result`, or `error`/`declined`/`timeout`/`cancelled` with `error` saying why."""
+
+    response_id: str
+    call_id: str
+    name: str
+    status: ToolStatus
+    result: Any = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class ReminderDue(Event):
+    """A reminder's time has come: sent to every connected client of its owner (not numbered in a conversation)."""
+
+    reminder_id: str
+    text: str
+    due_at: str  # ISO 8601 with offset
+    timezone: str
+    conversation_id: str | None = None
+
+
+@dataclass(slots=True)
 class Error(Event):
     """A request of this client could not be served; for this client only, never replayed."""
 
@@ -165,6 +201,6 @@ class Error(Event):
 
 CONVERSATION_EVENTS: tuple[type[Event], ...] = (
     TurnCreated, SpeechStarted, SpeechStopped, TranscriptDelta, TranscriptDone, ReplyStarted, TextDelta, ReplyDone,
-    AudioDelta, AudioDone, ImageStarted, ImageProgress, ImageDone,
+    AudioDelta, AudioDone, ImageStarted, ImageProgress, ImageDone, ToolCallStarted, ToolCallDone, ReminderDue,
 )
 """Every broadcast event, for dialects that must translate them all (a test checks each is handled)."""

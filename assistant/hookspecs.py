@@ -72,6 +72,36 @@ def register_modalities(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_tools(register: Callable[..., None]) -> None:
+    """Register tools the model may call: `register(function_or_toolbox, *, name=None, timeout_s=10.0, requires_confirmation=False)`.
+
+    Called once per app, while it starts. A plain function (sync or async) becomes one tool named
+    after it (or `name`): its docstring's first paragraph is the description the model reads, its
+    Google-style `Args:` section describes each argument, and its type hints make the arguments'
+    JSON Schema. A parameter annotated `assistant.ToolContext` receives the call's context (principal,
+    conversation, the user's time zone and time, a way to emit events) and is not shown to the
+    model. A toolbox (an instance of a class) adds one tool per public method, named
+    `<toolbox name>_<method>` (the class attribute `name`, else the class name in snake_case). A
+    call that runs longer than `timeout_s` ends with status `timeout`; `requires_confirmation=True`
+    asks the user to approve each call first. Duplicate names, functions without docstring or type
+    hints stop startup with an error. Returns nothing.
+    """
+
+
+@hookspec
+def register_part_types(register: Callable[..., None]) -> None:
+    """Register part types: call `register(part_type, *, settings=None)` with an `assistant.PartType`.
+
+    The way to add a kind of input part (a document, a video) beside text, image and audio. Called
+    once per app, while it starts. The part type's `name` is the wire `type` clients send; its bytes
+    are checked against `max_bytes` and decoded by `decode` on the media worker, stored as an
+    attachment, and `describe`d for a text-only dialogue engine (`[Label N: ...]` in its context).
+    `settings` declares the plugin's settings model, as for `register_engines`. A name that is taken
+    (by the core or another plugin) or invalid stops startup. Returns nothing.
+    """
+
+
+@hookspec
 def startup(app: AppView) -> Any:
     """Called once when the app has started: engines are loaded and the store is open.
 

@@ -18,6 +18,7 @@ from assistant.context import user_message
 from assistant.engines import AsrEngine, ChatMessage, EngineError, GenerationOptions, ToolCall
 from assistant.errors import AssistantError, error_code
 from assistant.fusion import encode_and_describe
+from assistant.part_input import describe_plugin_parts, native_parts, part_labels, part_records
 from assistant.store import PartRecord
 from assistant.turns import PartIn, TextIn, TurnInput, decode_turn, release_media
 
@@ -71,20 +72,23 @@ async def stateless_context(app: App, messages: Sequence[StatelessMessage], ref:
 
 async def _user_context(app: App, turn: TurnInput, sees_images: bool, where: str, ref: str | None) -> ChatMessage:
     """A decoded user message as the engine's message: transcribed speech, then its images as pixels or text."""
-    spoken = [await _transcribe(app, samples, language, where, ref) for samples, language in turn.audio]
+    spoken = [await transcribe_samples(app, samples, language, where, ref) for samples, language in turn.audio]
     text = "\n".join(t for t in (turn.text, *spoken) if t.strip())
     parts = [PartRecord(kind="image", attachment_sha256=image.sha256, mime=image.mime) for image in turn.images]
+    parts += part_records(turn.plugin_parts, await describe_plugin_parts(app, turn.plugin_parts))  # plugin part types
+    labels, native = part_labels(app), native_parts(app, turn.plugin_parts)
     if sees_images:
-        return user_message(parts, text, {image.sha256: image.image for image in turn.images})
+        return user_message(parts, text, {image.sha256: image.image for image in turn.images}, labels, native)
     described = await encode_and_describe(app, turn.images)
     parts += [PartRecord(kind="image_text", text=said, attachment_sha256=sha) for sha, said in described]
-    return user_message(parts, text, None)
+    return user_message(parts, text, None, labels, native)
 
 
-async def _transcribe(app: App, samples: object, language: str | None, where: str, ref: str | None) -> str:
-    """One audio part's transcript, through the ASR engine's worker."""
+async def transcribe_samples(app: App, samples: object, language: str | None, where: str, ref: str | None) -> str:
+    """One audio part's transcript (16 kHz samples), through the ASR engine's worker; AssistantError naming `where`."""
     engine = app.engines.get("asr")
-    assert isinstance(engine, AsrEngine)  # decode_turn refuses audio without an ASR engine
+    if not isinstance(engine, AsrEngine):  # decode_turn refuses audio without an ASR engine; other callers may not
+        raise AssistantError("unavailable", f"{where}: audio needs an ASR engine ([engines] asr)", ref)
     try:
         transcript = await app.scheduler.call(engine, app.config.limits.engine_timeout_s, engine.transcribe, samples, language)
     except TimeoutError:

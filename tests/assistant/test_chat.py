@@ -55,6 +55,30 @@ async def test_image_attach_imagine_and_routed_drawing(start_server, tmp_path, t
     assert len(engine.requests) == 1, "the refused turn never reached the engine"
 
 
+def launch_rocket(target: str) -> dict:
+    """Launch a rocket (asks the user first).
+
+    Args:
+        target: where to fly
+    """
+    return {"launched": target}
+
+
+async def test_tool_calls_are_shown_and_confirmation_is_asked(start_server, tmp_path):
+    """A tool call and its result are printed; a call that needs confirmation asks, and the answer goes to the server."""
+    from tests.fakes import ToolCallingDialogue
+
+    plugin = FakeEnginesPlugin(ToolCallingDialogue(), tools=[(launch_rocket, {"requires_confirmation": True})])
+    server = await start_server(make_config(tmp_path), plugins=(plugin,))
+    line = 'launch_rocket {"target": "mars"}'
+    result = await chat(server, [line, "y", line, "n", "/quit"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count('(tool launch_rocket {"target": "mars"})') == 2 and out.count("run launch_rocket? [y/N]") == 2
+    assert '(tool launch_rocket ok: {"launched": "mars"})' in out and 'The launch_rocket tool said: {"launched": "mars"}' in out
+    assert "(tool launch_rocket declined: the user declined to run launch_rocket" in out
+
+
 @pytest.mark.offline_model
 async def test_audio_file_is_transcribed_and_answered(start_server, tmp_path):
     """/audio sends a WAV; the transcript and the reply are printed."""
@@ -66,3 +90,28 @@ async def test_audio_file_is_transcribed_and_answered(start_server, tmp_path):
     assert "(you said) What is the capital of France?" in result.stdout
     assert "You said: What is the capital of France?" in result.stdout
     assert "not a recording this client sends: song.xyz" in result.stdout
+
+
+async def test_a_reply_cut_at_the_token_limit_says_so(start_server, connect_client, tmp_path):
+    """response.done carries finish_reason "length" for a reply cut at the token limit, and the terminal client (given the web page's http:// address) notes it."""
+    from assistant.chat import LENGTH_NOTE
+
+    server = await start_server(plugins=(FakeEnginesPlugin(ScriptedDialogue(finish_reason="length")),))
+    async with connect_client(server) as client:
+        await client.start()
+        done = (await client.say("tell me everything"))[-1]
+        assert done["status"] == "completed" and done["finish_reason"] == "length"
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "assistant.cli", "chat", "--url", f"http://127.0.0.1:{server.port}/"],
+        input="tell me everything\n/quit\n", capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"You said: tell me everything  {LENGTH_NOTE}" in result.stdout
+
+
+async def test_a_reply_that_ends_normally_says_stop(server, connect_client):
+    """An ordinary reply's response.done says finish_reason "stop" and prints no note."""
+    async with connect_client(server) as client:
+        await client.start()
+        assert (await client.say("hello"))[-1]["finish_reason"] == "stop"

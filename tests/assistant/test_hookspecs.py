@@ -8,7 +8,7 @@ import pytest
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from assistant import hookimpl
+from assistant import ToolContext, hookimpl
 from assistant.app import App
 from assistant.config import ConfigError
 from assistant.models import ModelSource, NotHere
@@ -281,6 +281,68 @@ def test_hook_register_turn_routers_orders_routers_and_rejects_duplicates(tmp_pa
         App.prepare(make_config(tmp_path), [NotARouter()])
 
 
+def test_hook_register_tools_adds_functions_and_toolboxes_and_rejects_duplicates(tmp_path):
+    """Functions and toolbox methods become named tools with schemas from their hints; a duplicate name stops startup."""
+
+    def shout(text: str, times: int = 1, ctx: ToolContext | None = None) -> str:
+        """Shout some text.
+
+        Args:
+            text: what to shout
+            times: how many times
+        """
+        return text.upper() * times
+
+    class Lamp:
+        def switch(self, on: bool) -> str:
+            """Switch the lamp.
+
+            Args:
+                on: whether the lamp should be on
+            """
+            return "ok"
+
+    class ToolPlugin:
+        __name__ = "tool_plugin"
+
+        @hookimpl
+        def register_tools(self, register):
+            register(shout, timeout_s=2)
+            register(Lamp(), requires_confirmation=True)
+
+    app = App.prepare(make_config(tmp_path), [ToolPlugin()])
+    assert list(app.tools) == ["shout", "lamp_switch"]
+    shout_tool = app.tools["shout"]
+    assert shout_tool.description == "Shout some text." and shout_tool.timeout_s == 2 and shout_tool.plugin == "tool_plugin"
+    assert shout_tool.parameters["properties"]["text"] == {"type": "string", "description": "what to shout"}
+    assert shout_tool.parameters["required"] == ["text"] and "ctx" not in shout_tool.parameters["properties"]
+    assert app.tools["lamp_switch"].requires_confirmation
+    assert app.tools["lamp_switch"].spec().as_function()["function"]["parameters"]["properties"]["on"]["type"] == "boolean"
+
+    class Again:
+        __name__ = "again"
+
+        @hookimpl
+        def register_tools(self, register):
+            register(shout)
+
+    with pytest.raises(PluginError, match="tool 'shout' registered twice: by 'again' and by 'tool_plugin'"):
+        App.prepare(make_config(tmp_path), [ToolPlugin(), Again()])
+
+    def undocumented(x: int) -> int:
+        return x
+
+    class Bad:
+        __name__ = "bad"
+
+        @hookimpl
+        def register_tools(self, register):
+            register(undocumented)
+
+    with pytest.raises(PluginError, match="'undocumented': the function has no docstring"):
+        App.prepare(make_config(tmp_path), [Bad()])
+
+
 async def test_hook_register_modalities_loads_them_in_order_for_text_engines_only(tmp_path):
     """Modalities are listed in hook call order, loaded only for a text-only dialogue engine, and may sit out; duplicates and non-modalities stop startup."""
     from assistant import Modality
@@ -326,6 +388,50 @@ async def test_hook_register_modalities_loads_them_in_order_for_text_engines_onl
 
     with pytest.raises(PluginError, match="not an assistant.Modality"):
         App.prepare(make_config(tmp_path), [NotAModality()])
+
+
+async def test_hook_register_part_types_adds_a_loaded_part_type_with_its_settings(tmp_path):
+    """A part type registered with settings= is listed under its plugin, loaded with its validated table, and closed at stop."""
+    from assistant import DecodedPart, PartType
+
+    class ShoutSettings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        loud: bool = False
+
+    class Shout(PartType):
+        name = "shout"
+        mimes = ("text/plain",)
+
+        def load(self, app):
+            self.settings = app.plugin_settings("shouts")
+            return True
+
+        def decode(self, data, mime, options, limits):
+            text = data.decode()
+            return DecodedPart(text=text.upper() if self.settings.loud else text)
+
+        def close(self):
+            self.closed = True
+
+    class ShoutPlugin:
+        __name__ = "shouts"
+
+        @hookimpl
+        def register_part_types(self, register):
+            register(Shout(), settings=ShoutSettings)
+
+    config = make_config(tmp_path, plugins={"shouts": {"loud": True}})
+    app = await App.start(config, [FakeEnginesPlugin(ScriptedDialogue()), ShoutPlugin()])
+    part_type = app.part_types["shout"].part_type
+    try:
+        assert [(p.name, p.plugin) for p in app.registrations.part_types] == [("shout", "shouts")]
+        assert part_type.decode(b"hi", None, None, None).text == "HI"
+    finally:
+        await app.stop()
+    assert part_type.closed and app.part_types == {}
+    with pytest.raises(ConfigError, match="plugins.shouts.lound: Extra inputs are not permitted"):
+        App.prepare(make_config(tmp_path, plugins={"shouts": {"lound": True}}), [ShoutPlugin()])
 
 
 async def test_hook_register_modalities_with_settings_reads_them_in_load(tmp_path):

@@ -9,7 +9,19 @@ import json
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+)
 
 from assistant.errors import AssistantError, ErrorCode
 
@@ -42,7 +54,32 @@ class AudioPart(_Model):
     language: StrictStr | None = Field(None, max_length=16, description="spoken language; unset: configured or detected")
 
 
-Part = Annotated[TextPart | ImagePart | AudioPart, Field(discriminator="type")]
+class PluginPart(BaseModel):
+    """A part of a type a plugin registered (`document`, `video`, ...): base64 bytes, a mime, and the type's own
+    fields, which the core checks against the registered part type (an unknown type is a bad_request there)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    type: StrictStr = Field(min_length=1, max_length=64)
+    data: StrictStr = Field(description="base64 bytes")
+    mime: StrictStr | None = Field(None, max_length=200)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The type's own fields (everything but type, data and mime)."""
+        return dict(self.model_extra or {})
+
+
+def _part_tag(value: Any) -> str:
+    """The union member a part validates as: the core's own types by name, any other type as a plugin part."""
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in ("text", "image", "audio") else "plugin"
+
+
+Part = Annotated[
+    Annotated[TextPart, Tag("text")] | Annotated[ImagePart, Tag("image")] | Annotated[AudioPart, Tag("audio")]
+    | Annotated[PluginPart, Tag("plugin")],
+    Discriminator(_part_tag),
+]
 
 
 # ---------------------------------------------------------------- client events
@@ -70,6 +107,9 @@ class SessionStart(ClientEvent):
         None, min_length=1, max_length=2, description='["text", "audio"]: replies are also spoken (response.audio.*); unset: text'
     )
     voice: StrictStr | None = Field(None, min_length=1, max_length=100, description="the voice of spoken replies; unset: the default")
+    timezone: StrictStr | None = Field(
+        None, min_length=1, max_length=64, description="the user's IANA time zone (Europe/Berlin) for tools; unset: [dialogue] timezone"
+    )
 
 
 class TurnCreate(ClientEvent):
@@ -94,6 +134,12 @@ class AudioClear(ClientEvent):
 class ResponseCancel(ClientEvent):
     type: Literal["response.cancel"]
     response_id: StrictStr = Field(min_length=1, max_length=64)
+
+
+class ToolConfirm(ClientEvent):
+    type: Literal["tool.confirm"]
+    call_id: StrictStr = Field(min_length=1, max_length=64)
+    approved: StrictBool
 
 
 class ResponseAudioPlayed(ClientEvent):
@@ -133,7 +179,7 @@ class ConversationSearch(ClientEvent):
 
 AnyClientEvent = Annotated[
     SessionStart | TurnCreate | AudioAppend | AudioCommit | AudioClear | ResponseCancel | ResponseAudioPlayed
-    | ImageGenerate | ImageCancel | ConversationGet | ConversationSearch,
+    | ImageGenerate | ImageCancel | ConversationGet | ConversationSearch | ToolConfirm,
     Field(discriminator="type"),
 ]
 _client_event_adapter: TypeAdapter[Any] = TypeAdapter(AnyClientEvent)
@@ -141,7 +187,7 @@ _client_event_adapter: TypeAdapter[Any] = TypeAdapter(AnyClientEvent)
 CLIENT_EVENT_TYPES: frozenset[str] = frozenset(
     model.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
     for model in (SessionStart, TurnCreate, AudioAppend, AudioCommit, AudioClear, ResponseCancel, ResponseAudioPlayed,
-                  ImageGenerate, ImageCancel, ConversationGet, ConversationSearch)
+                  ImageGenerate, ImageCancel, ConversationGet, ConversationSearch, ToolConfirm)
 )
 
 
@@ -249,6 +295,7 @@ class SessionStarted(ServerEvent):
     protocol: int = PROTOCOL_VERSION
     capabilities: dict[str, str | None]
     modalities: list[str] = Field(default_factory=list, description="modalities describing images for a text-only engine")
+    part_types: list[str] = Field(default_factory=list, description="part types plugins added, besides text, image and audio")
     voices: list[VoiceInfo] = Field(default_factory=list, description="voices of the speech synthesizer, the default first")
     output_modalities: list[str] = Field(default_factory=lambda: ["text"])
     principal: str | None = None
@@ -285,6 +332,7 @@ class ResponseDone(ServerEvent):
     usage: dict[str, int] | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     error: ErrorBody | None = None
+    finish_reason: Literal["stop", "length", "cancelled", "tool_calls"] | None = None
 
 
 class ResponseAudioDelta(ServerEvent):
@@ -382,6 +430,35 @@ class ImageDone(ServerEvent):
     error: ErrorBody | None = None
 
 
+class ToolCallEvent(ServerEvent):
+    type: Literal["tool.call"] = "tool.call"
+    response_id: str
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    needs_confirmation: bool = False
+
+
+class ToolResult(ServerEvent):
+    type: Literal["tool.result"] = "tool.result"
+    response_id: str
+    call_id: str
+    name: str
+    status: Literal["ok", "error", "declined", "timeout", "cancelled"]
+    result: Any = None
+    error: str | None = None
+
+
+class ReminderDue(ServerEvent):
+    conversation_event: ClassVar[bool] = False
+    type: Literal["reminder.due"] = "reminder.due"
+    reminder_id: str
+    text: str
+    due_at: str = Field(description="ISO 8601 with the reminder's offset")
+    timezone: str
+    conversation_id: str | None = None
+
+
 class Error(ServerEvent):
     conversation_event: ClassVar[bool] = False
     type: Literal["error"] = "error"
@@ -393,7 +470,7 @@ class Error(ServerEvent):
 SERVER_EVENTS: tuple[type[ServerEvent], ...] = (
     SessionStarted, TurnCreated, SpeechStarted, SpeechStopped, TranscriptDelta, TranscriptDone, ResponseCreated, ResponseTextDelta, ResponseDone,
     ResponseAudioDelta, ResponseAudioDone,
-    ConversationHistory, ConversationSearchResults, ImageStarted, ImageProgress, ImageDone, Error,
+    ConversationHistory, ConversationSearchResults, ImageStarted, ImageProgress, ImageDone, ToolCallEvent, ToolResult, ReminderDue, Error,
 )
 
 

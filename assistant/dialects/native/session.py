@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from zoneinfo import ZoneInfo
 
 from assistant import conversation as core
 from assistant import events
@@ -124,6 +125,8 @@ class Session:
             if self.conversation is None:
                 raise AssistantError("not_found", f"no image job {event.job_id!r} in progress in this conversation", ref)
             self.conversation.cancel_image(event.job_id, ref)
+        elif isinstance(event, wire.ToolConfirm):
+            self._open(ref, "tool.confirm").confirm_tool(event.call_id, event.approved, ref)
         elif isinstance(event, wire.AudioAppend):
             await self._stream(ref).append(decode_base64(event.data, "audio.append data", ref), ref)
         elif isinstance(event, wire.AudioCommit):
@@ -191,12 +194,14 @@ class Session:
                 await self._close(1013, "too many sessions")
             raise
         speech = speech_out(self.app, event.voice, event.event_id) if wants_audio else None
+        timezone = _timezone(event.timezone, event.event_id)
         conversation_id, stored_last_seq, resumed = await core.open_conversation(
             self.app, principal, event.conversation_id, event.event_id
         )
         self._unfollow()
         self.conversation = Conversation(self.app, conversation_id, principal, ChannelEmit(self.app.channels, conversation_id), self._tell)
         self.conversation.speech = speech
+        self.conversation.timezone = timezone
         self.audio = AudioStream(
             self.conversation, event.sample_rate or 16000, self.app.config.speech.vad if event.vad is None else event.vad, event.language
         )
@@ -209,7 +214,7 @@ class Session:
                 replay = wire.Replay(after_seq=event.last_seq, events=len(missed), complete=complete)
             await self._reply(wire.SessionStarted(
                 conversation_id=conversation_id, resumed=resumed, capabilities=self.app.capabilities(),
-                modalities=[entry.name for entry in self.app.modalities], voices=self._voices(),
+                modalities=[entry.name for entry in self.app.modalities], part_types=sorted(self.app.part_types), voices=self._voices(),
                 output_modalities=["text", "audio"] if speech else ["text"], replay=replay,
                 principal=principal,
             ))
@@ -269,3 +274,13 @@ class Session:
         self._leave()
         if self.conversation is not None:
             self.conversation.leave()
+
+
+def _timezone(name: str | None, ref: str | None) -> ZoneInfo | None:
+    """The ZoneInfo a session.start names, or None; bad_request for a name that is no IANA time zone."""
+    if name is None:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError):
+        raise AssistantError("bad_request", f"timezone: unknown time zone {name!r} (an IANA name such as 'Europe/Berlin')", ref) from None

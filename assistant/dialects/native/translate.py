@@ -11,7 +11,7 @@ from assistant import events
 from assistant.dialects.native import protocol as wire
 from assistant.engines import GenerationOptions
 from assistant.errors import AssistantError
-from assistant.turns import AudioIn, ImageIn, PartIn, TextIn, check_turn_bytes
+from assistant.turns import AudioIn, ImageIn, PartIn, PluginPartIn, TextIn, check_turn_bytes, known_part_types
 
 if TYPE_CHECKING:
     from assistant.app import App
@@ -30,12 +30,17 @@ def parts_in(app: App, event: wire.TurnCreate) -> list[PartIn]:
     ref = event.event_id
     # base64 is 4 characters per 3 bytes: checked before decoding anything
     check_turn_bytes(app, sum(len(p.text.encode()) if isinstance(p, wire.TextPart) else len(p.data) * 3 // 4 for p in event.content), ref)
+    for index, part in enumerate(event.content):  # an unknown type is refused before any base64 is decoded
+        if isinstance(part, wire.PluginPart) and part.type not in app.part_types:
+            raise AssistantError("bad_request", f"content.{index}.type: unknown part type {part.type!r}; known: {known_part_types(app)}", ref)
     parts: list[PartIn] = []
     for index, part in enumerate(event.content):
         if isinstance(part, wire.TextPart):
             parts.append(TextIn(part.text))
         elif isinstance(part, wire.ImagePart):
             parts.append(ImageIn(decode_base64(part.data, f"content.{index}.data", ref), part.mime))
+        elif isinstance(part, wire.PluginPart):
+            parts.append(PluginPartIn(part.type, decode_base64(part.data, f"content.{index}.data", ref), part.mime, part.fields))
         else:
             data = decode_base64(part.data, f"content.{index}.data", ref)
             parts.append(AudioIn(data, part.format, part.sample_rate, part.language))
@@ -74,7 +79,7 @@ _TO_WIRE: dict[type[events.Event], Callable[[events.Event], wire.ServerEvent]] =
     events.TextDelta: lambda e: wire.ResponseTextDelta(response_id=e.response_id, delta=e.delta),  # type: ignore[attr-defined]
     events.ReplyDone: lambda e: wire.ResponseDone(
         response_id=e.response_id, status=e.status, text=e.text, usage=e.usage, timings=e.timings,  # type: ignore[attr-defined]
-        error=_error_body(e.error),  # type: ignore[attr-defined]
+        error=_error_body(e.error), finish_reason=e.finish_reason,  # type: ignore[attr-defined]
     ),
     events.AudioDelta: lambda e: wire.ResponseAudioDelta(
         response_id=e.response_id, data=base64.b64encode(e.audio).decode(), sample_rate=e.sample_rate,  # type: ignore[attr-defined]
@@ -92,6 +97,16 @@ _TO_WIRE: dict[type[events.Event], Callable[[events.Event], wire.ServerEvent]] =
     events.ImageDone: lambda e: wire.ImageDone(
         job_id=e.job_id, status=e.status, seed=e.seed, mime=e.mime, data=_b64(e.data),  # type: ignore[attr-defined]
         sha256=e.sha256, error=_error_body(e.error),  # type: ignore[attr-defined]
+    ),
+    events.ToolCallStarted: lambda e: wire.ToolCallEvent(
+        response_id=e.response_id, call_id=e.call_id, name=e.name, arguments=e.arguments,  # type: ignore[attr-defined]
+        needs_confirmation=e.needs_confirmation,  # type: ignore[attr-defined]
+    ),
+    events.ToolCallDone: lambda e: wire.ToolResult(
+        response_id=e.response_id, call_id=e.call_id, name=e.name, status=e.status, result=e.result, error=e.error,  # type: ignore[attr-defined]
+    ),
+    events.ReminderDue: lambda e: wire.ReminderDue(
+        reminder_id=e.reminder_id, text=e.text, due_at=e.due_at, timezone=e.timezone, conversation_id=e.conversation_id,  # type: ignore[attr-defined]
     ),
     events.Error: lambda e: wire.Error(code=e.code, message=e.message, ref=e.ref),  # type: ignore[attr-defined]
 }

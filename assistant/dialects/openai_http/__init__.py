@@ -13,7 +13,8 @@ import time
 from typing import TYPE_CHECKING
 
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Scope
 
 from assistant.dialects import Dialect, ServerContext
 from assistant.dialects.http import request_principal
@@ -24,6 +25,21 @@ from assistant.dialects.openai_http.handling import Handler, endpoint
 
 if TYPE_CHECKING:
     from starlette.requests import Request
+
+
+class Fallback(Route):
+    """A route that takes only requests no other route of the app serves in full, wherever it is listed
+    (other dialects serve paths under `/v1` too: the Realtime API's `/v1/realtime`)."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """Starlette's match, given up when another route of the app matches the request fully."""
+        match, child = super().matches(scope)
+        if match is Match.NONE or "app" not in scope:
+            return match, child
+        for route in scope["app"].router.routes:
+            if route is not self and route.matches(scope)[0] is Match.FULL:
+                return Match.NONE, {}
+        return match, child
 
 
 class OpenAIDialect(Dialect):
@@ -48,7 +64,7 @@ class OpenAIDialect(Dialect):
             Route("/v1/models", endpoint(server, self.models), methods=["GET"]),
             Route("/v1/models/{model:path}", endpoint(server, self.model), methods=["GET"]),
             *(Route(path, endpoint(server, handler), methods=["POST"]) for path, handler in post.items()),
-            Route("/v1/{path:path}", endpoint(server, self.unknown), methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+            Fallback("/v1/{path:path}", endpoint(server, self.unknown), methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
         ]
 
     async def unknown(self, server: ServerContext, request: Request) -> Response:

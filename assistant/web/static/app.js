@@ -38,6 +38,7 @@ const state = {
   startAskedAudio: false, // whether the last session.start sent asked for them
   sessionReady: false, // session.started came for the last session.start
   voiced: new Set(), // response_ids of this session's spoken replies whose response.audio.done has not come
+  keepError: false, // an error shown while starting a new session, which that session must not clear
   retry: 0,
   counter: 0,
 };
@@ -76,6 +77,8 @@ function send(event) {
 
 function startSession(conversationId, lastSeq = null, eventId = "start") {
   const event = { type: "session.start", event_id: eventId, sample_rate: 16000 };
+  const timezone = Intl.DateTimeFormat().resolvedOptions().timeZone; // dates, times and reminders in the user's zone
+  if (timezone) event.timezone = timezone;
   if (conversationId) event.conversation_id = conversationId;
   if (conversationId && lastSeq !== null) event.last_seq = lastSeq; // reconnecting: replay what was missed
   if (state.token) event.token = state.token;
@@ -109,6 +112,8 @@ function handle(event) {
     case "image.started": return imageStarted(event);
     case "image.progress": return imageProgress(event);
     case "image.done": return imageDone(event);
+    case "tool.call": return toolCall(event);
+    case "tool.result": return toolResult(event);
     case "error": return serverError(event);
   }
 }
@@ -129,6 +134,8 @@ function sessionStarted(event) {
   $("mic").disabled = !state.capabilities.asr;
   $("mic").title = state.capabilities.asr ? "Talk (the server notices when you stop)" : "No speech recognition on this server";
   state.sessionReady = true;
+  if (!state.keepError) hideError(); // what went wrong before (disconnected, refused) is over now
+  state.keepError = false;
   state.sessionAudio = (event.output_modalities || []).includes("audio");
   state.speechAvailable = Boolean(state.capabilities.speech_synthesizer) && Boolean(event.voices && event.voices.length);
   renderSpeaker();
@@ -172,8 +179,11 @@ function transcriptDone(event) {
 
 function responseCreated(event) {
   const bubble = addMessage("assistant", {});
+  const asked = state.turns.get(event.turn_id);
+  if (asked) afterTurn(asked).after(bubble); // right below its question, also when newer messages were sent meanwhile
   bubble.classList.add("streaming");
   bubble.dataset.responseId = event.response_id;
+  bubble.dataset.replyTo = event.turn_id;
   state.replies.set(event.response_id, bubble);
   state.streaming = event.response_id;
   if (state.sessionAudio) state.voiced.add(event.response_id);
@@ -194,6 +204,7 @@ function responseDone(event) {
     bubble.classList.remove("streaming");
     bubble.dataset.status = event.status;
     bubble.querySelector(".text").textContent = event.text;
+    if (event.finish_reason === "length") addNote(bubble, "Cut off at the token limit: ask it to go on for more.");
     if (event.status === "cancelled") addNote(bubble, "Stopped.");
     if (event.status === "failed") {
       bubble.classList.add("failed");
@@ -202,6 +213,13 @@ function responseDone(event) {
   }
   if (state.streaming === event.response_id) endStreaming();
   restartIfIdle();
+}
+
+function afterTurn(userBubble) {
+  // The last message shown for the user's turn: its bubble, or the replies already drawn below it.
+  let last = userBubble;
+  while (last.nextElementSibling && last.nextElementSibling.dataset.replyTo === userBubble.dataset.turnId) last = last.nextElementSibling;
+  return last;
 }
 
 function endStreaming() {
@@ -268,6 +286,82 @@ function imageDone(event) {
   restartIfIdle();
 }
 
+// ---------------------------------------------------------------- tool cards
+
+function toolCard(bubble, callId, name, args) {
+  // One card per tool call, above the reply's text: the tool, its arguments, then how it ended.
+  let box = bubble.querySelector(".tools");
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "tools";
+    bubble.insertBefore(box, bubble.querySelector(".text"));
+  }
+  let card = [...box.children].find((c) => c.dataset.callId === callId);
+  if (card) return card; // replayed after a reconnect
+  card = document.createElement("div");
+  card.className = "tool-card";
+  card.dataset.callId = callId;
+  const title = document.createElement("div");
+  title.className = "tool-title";
+  title.textContent = name || "(unreadable tool call)";
+  const status = document.createElement("span");
+  status.className = "tool-status";
+  status.textContent = "running…";
+  title.append(status);
+  const code = document.createElement("code");
+  code.className = "tool-args";
+  code.textContent = JSON.stringify(args);
+  card.append(title, code);
+  box.append(card);
+  scrollDown();
+  return card;
+}
+
+function toolCall(event) {
+  const bubble = state.replies.get(event.response_id);
+  if (!bubble) return;
+  const card = toolCard(bubble, event.call_id, event.name, event.arguments);
+  if (!event.needs_confirmation || card.dataset.status) return;
+  card.classList.add("asking");
+  card.querySelector(".tool-status").textContent = "needs your approval";
+  const actions = document.createElement("div");
+  actions.className = "tool-actions";
+  for (const [label, approved] of [["Approve", true], ["Decline", false]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = label;
+    button.className = approved ? "approve" : "decline";
+    button.onclick = () => {
+      send({ type: "tool.confirm", call_id: event.call_id, approved });
+      actions.querySelectorAll("button").forEach((b) => (b.disabled = true));
+    };
+    actions.append(button);
+  }
+  card.append(actions);
+}
+
+function showToolResult(card, status, result, error) {
+  card.classList.remove("asking");
+  card.querySelector(".tool-actions")?.remove();
+  card.dataset.status = status;
+  card.classList.add(status === "ok" ? "ok" : "not-ok");
+  card.querySelector(".tool-status").textContent = status === "ok" ? "done" : status;
+  let out = card.querySelector(".tool-result");
+  if (!out) {
+    out = document.createElement("code");
+    out.className = "tool-result";
+    card.append(out);
+  }
+  out.textContent = status === "ok" ? (typeof result === "string" ? result : JSON.stringify(result)) : error || "";
+}
+
+function toolResult(event) {
+  const bubble = state.replies.get(event.response_id);
+  if (!bubble) return;
+  const card = toolCard(bubble, event.call_id, event.name, {});
+  showToolResult(card, event.status, event.result, event.error);
+}
+
 function serverError(event) {
   if (event.ref && (event.ref.startsWith("played-") || (event.ref.startsWith("cancel-") && event.code === "not_found"))) {
     return; // a report of audio played for a reply the server has moved past, or a stop that came after the end: nothing to tell
@@ -293,6 +387,7 @@ function serverError(event) {
     state.conversationId = null; // a conversation this server does not know: start afresh
     startSession(null);
     showError("That conversation no longer exists here; started a new one.");
+    state.keepError = true; // the new session's start must not hide this
     return;
   }
   const index = state.pendingUser.findIndex((bubble) => bubble.dataset.eventId === event.ref);
@@ -376,7 +471,9 @@ function renderHistory(turns) {
     const images = [];
     const transcripts = [];
     let heard = null;
+    const tools = [];
     for (const part of turn.content) {
+      if (part.type === "tool_call" || part.type === "tool_result") tools.push(part);
       if (part.type === "heard") heard = part.text;
       else if (part.type === "text") texts.push(part.text);
       else if (part.type === "image") images.push(part.url);
@@ -385,6 +482,11 @@ function renderHistory(turns) {
     }
     const bubble = addMessage(turn.role, { text: texts.join("\n"), images });
     bubble.dataset.turnId = turn.turn_id;
+    for (const part of tools) {
+      const card = toolCard(bubble, part.call_id, part.name, part.type === "tool_call" ? part.arguments : {});
+      if (part.type === "tool_result") showToolResult(card, part.status, part.result, part.error);
+      else card.querySelector(".tool-status").textContent = turn.status === "in_progress" ? "running…" : "";
+    }
     bubble.dataset.status = turn.status;
     for (const text of transcripts) {
       const span = document.createElement("span");
@@ -763,6 +865,8 @@ function switchTo(id) {
   }
   stopMic(false);
   cutAudio();
+  hideError();
+  closeSidebar();
   state.lastSeq = null;
   startSession(id);
 }
@@ -778,6 +882,20 @@ function setStatus(kind, text) {
 function showError(text) {
   $("error-text").textContent = text;
   $("error").hidden = false;
+}
+
+function hideError() {
+  $("error").hidden = true;
+}
+
+function closeSidebar() {
+  document.body.classList.remove("sidebar-open");
+  $("menu").setAttribute("aria-expanded", "false");
+}
+
+function toggleSidebar() {
+  const open = document.body.classList.toggle("sidebar-open");
+  $("menu").setAttribute("aria-expanded", String(open));
 }
 
 function init() {
@@ -813,7 +931,12 @@ function init() {
   renderSpeaker();
   player.show();
   $("new-conversation").addEventListener("click", () => switchTo(null));
-  $("error-close").addEventListener("click", () => ($("error").hidden = true));
+  $("error-close").addEventListener("click", hideError);
+  $("menu").addEventListener("click", toggleSidebar);
+  document.querySelector("main").addEventListener("click", (event) => {
+    if (event.target !== $("menu") && document.body.classList.contains("sidebar-open")) closeSidebar(); // a tap beside the open sidebar
+  });
+  document.addEventListener("keydown", (event) => event.key === "Escape" && closeSidebar());
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     state.token = $("token-input").value.trim();

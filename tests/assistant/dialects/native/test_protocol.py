@@ -27,6 +27,7 @@ def test_every_client_event_type_of_the_design_parses():
         "audio.append": {"data": "AAAA"}, "audio.commit": {}, "audio.clear": {},
         "response.cancel": {"response_id": "r"}, "response.audio.played": {"response_id": "r", "ms": 5}, "image.generate": {"prompt": "a cat"},
         "image.cancel": {"job_id": "j"}, "conversation.get": {}, "conversation.search": {"query": "cat"},
+        "tool.confirm": {"call_id": "c", "approved": True},
     }
     assert set(frames) == CLIENT_EVENT_TYPES
     for event_type, fields in frames.items():
@@ -45,6 +46,18 @@ def test_turn_create_parts_and_options():
     assert event.options.max_new_tokens == 5
 
 
+def test_any_other_part_type_parses_as_a_plugin_part_with_its_own_fields():
+    """A part of a type the core does not know parses as PluginPart (checked against registered types later), extra fields kept."""
+    from assistant.dialects.native.protocol import PluginPart, TextPart
+
+    event = parse_client_event(json.dumps({
+        "type": "turn.create", "content": [{"type": "document", "data": "QQ==", "mime": "application/pdf", "name": "a.pdf"}, {"type": "text", "text": "x"}],
+    }))
+    part = event.content[0]
+    assert isinstance(part, PluginPart) and isinstance(event.content[1], TextPart)
+    assert (part.type, part.data, part.mime, part.fields) == ("document", "QQ==", "application/pdf", {"name": "a.pdf"})
+
+
 @pytest.mark.parametrize(
     ("frame", "needle"),
     [
@@ -56,6 +69,9 @@ def test_turn_create_parts_and_options():
         ('{"type": "turn.create", "content": [{"type": "text", "text": "x"}], "options": {"max_new_tokens": 0}}', "max_new_tokens"),
         ('{"type": "turn.create", "content": [{"type": "audio", "data": "x", "format": "mp9"}]}', "format"),
         ('{"type": "response.cancel", "response_id": ""}', "response_id"),
+        ('{"type": "turn.create", "content": [{"type": "document", "mime": "application/pdf"}]}', "content.0.plugin.data: Field required"),
+        ('{"type": "turn.create", "content": [{"type": "text"}]}', "content.0.text.text: Field required"),
+        ('{"type": "turn.create", "content": [{"type": 5, "data": ""}]}', "content.0.plugin.type"),
         ('{"type": "session.start", "event_id": 5}', "event_id"),
     ],
 )
@@ -118,6 +134,9 @@ def test_every_domain_event_has_a_protocol_form():
         events.ReplyDone: ("r", "completed", "x"), events.AudioDelta: ("r", b"\x00\x01", 16000),
         events.AudioDone: ("r", "completed", 1), events.ImageStarted: ("j", None, "p", 8, 8, 1, 3),
         events.ImageProgress: ("j", 1, 2, b"png"), events.ImageDone: ("j", "completed", 3, "image/png", b"png", "s"),
+        events.ToolCallStarted: ("r", "c", "get_time", {"zone": "UTC"}, True),
+        events.ToolCallDone: ("r", "c", "get_time", "ok", {"time": "12:00"}, None),
+        events.ReminderDue: ("m", "tea", "2026-01-01T12:00:00+01:00", "Europe/Berlin", "conv"),
     }
     assert set(samples) == set(events.CONVERSATION_EVENTS)
     for kind, args in samples.items():

@@ -147,6 +147,9 @@ async def test_unknown_paths_and_methods_answer_in_openai_shape(server, openai_c
     with pytest.raises(openai.APIStatusError) as wrong:
         await client.get("/chat/completions", cast_to=object)
     assert wrong.value.status_code == 405 and envelope(wrong.value)["code"] == "method_not_allowed"
+    with pytest.raises(openai.APIStatusError) as realtime:  # another dialect's path under /v1 stays that dialect's
+        await client.get("/realtime", cast_to=object)
+    assert realtime.value.status_code == 426
 
 
 async def test_an_engine_failure_mid_stream_ends_the_stream_with_an_error_event(start_server, openai_client, tmp_path):
