@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -115,6 +115,23 @@ class DialogueConfig(_Table):
         32_000, ge=100,
         description="characters of stored turns handed to the dialogue engine, newest first; a turn with more text is too_large before it is stored",
     )
+    timezone: str = Field("UTC", description="IANA time zone of sessions that name none in session.start (dates and reminders)")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from assistant.timezones import zone
+
+        zone(value)  # ValueError names the unknown zone
+        return value
+
+
+class RemindersConfig(_Table):
+    """`[reminders]`: reminders and timers the built-in tools set."""
+
+    max_active: int = Field(1000, ge=1, description="reminders (and timers) one principal may have waiting at once")
+    max_days_ahead: int = Field(3660, ge=1, description="the furthest ahead a reminder may be set, in days")
+    max_text_chars: int = Field(500, ge=1, description="longest reminder text")
 
 
 class SpeechConfig(_Table):
@@ -189,6 +206,7 @@ class Config(_Table):
     image_input: ImageInputConfig = Field(default_factory=ImageInputConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    reminders: RemindersConfig = Field(default_factory=RemindersConfig)
     speech: SpeechConfig = Field(default_factory=SpeechConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

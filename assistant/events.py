@@ -163,6 +163,19 @@ class Error(Event):
     ref: str | None = None
 
 
+@dataclass(slots=True)
+class ReminderDue(Event):
+    """A reminder (or timer) fell due: sent to every connected client of its owner, never numbered or replayed."""
+
+    broadcast: ClassVar[bool] = False
+    reminder_id: str
+    text: str
+    due_at: str  # ISO 8601 with the offset of `timezone`
+    timezone: str  # IANA name the reminder was set in
+    conversation_id: str | None
+    kind: str = "reminder"  # or "timer"
+
+
 CONVERSATION_EVENTS: tuple[type[Event], ...] = (
     TurnCreated, SpeechStarted, SpeechStopped, TranscriptDelta, TranscriptDone, ReplyStarted, TextDelta, ReplyDone,
     AudioDelta, AudioDone, ImageStarted, ImageProgress, ImageDone,

@@ -7,9 +7,11 @@ turn code (`turns`, `reply`, `image_jobs`) needs only this much, so it never dep
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from assistant import events
 from assistant.errors import AssistantError
+from assistant.timezones import zone
 from assistant.types import Emit, SpeechOut, Tell
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ class ConversationScope:
         self.speech: SpeechOut | None = None  # set when the client asked for spoken replies
         self.speakers: dict[str, Speaker] = {}  # the speech of this client's latest spoken replies, by response id
         self.speaker: Speaker | None = None  # the latest
+        self.timezone: ZoneInfo = zone(app.config.dialogue.timezone)  # the user's (session.start `timezone`), for dates and reminders
 
     async def publish(self, event: events.Event, seq: int | None = None) -> None:
         """Publish a conversation event (numbered next, or with its reserved `seq`) to every follower."""

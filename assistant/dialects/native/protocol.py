@@ -70,6 +70,9 @@ class SessionStart(ClientEvent):
         None, min_length=1, max_length=2, description='["text", "audio"]: replies are also spoken (response.audio.*); unset: text'
     )
     voice: StrictStr | None = Field(None, min_length=1, max_length=100, description="the voice of spoken replies; unset: the default")
+    timezone: StrictStr | None = Field(
+        None, min_length=1, max_length=64, description="the user's IANA time zone (dates, times, reminders); unset: [dialogue] timezone"
+    )
 
 
 class TurnCreate(ClientEvent):
@@ -382,6 +385,17 @@ class ImageDone(ServerEvent):
     error: ErrorBody | None = None
 
 
+class ReminderDue(ServerEvent):
+    conversation_event: ClassVar[bool] = False
+    type: Literal["reminder.due"] = "reminder.due"
+    reminder_id: str
+    kind: Literal["reminder", "timer"] = "reminder"
+    text: str
+    due_at: str = Field(description="ISO 8601 with the offset of `timezone`")
+    timezone: str
+    conversation_id: str | None = None
+
+
 class Error(ServerEvent):
     conversation_event: ClassVar[bool] = False
     type: Literal["error"] = "error"
@@ -393,7 +407,7 @@ class Error(ServerEvent):
 SERVER_EVENTS: tuple[type[ServerEvent], ...] = (
     SessionStarted, TurnCreated, SpeechStarted, SpeechStopped, TranscriptDelta, TranscriptDone, ResponseCreated, ResponseTextDelta, ResponseDone,
     ResponseAudioDelta, ResponseAudioDone,
-    ConversationHistory, ConversationSearchResults, ImageStarted, ImageProgress, ImageDone, Error,
+    ConversationHistory, ConversationSearchResults, ImageStarted, ImageProgress, ImageDone, ReminderDue, Error,
 )
 
 

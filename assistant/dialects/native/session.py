@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from zoneinfo import ZoneInfo
 
 from assistant import conversation as core
 from assistant import events
@@ -20,6 +21,7 @@ from assistant.dialects.native.translate import decode_base64, error_event, gene
 from assistant.engines import SpeechSynthesizer
 from assistant.errors import AssistantError
 from assistant.speech import speech_out
+from assistant.timezones import zone
 
 log = logging.getLogger("assistant.dialects.native.session")
 
@@ -45,6 +47,7 @@ class Session:
         self.connected = True
         self.audio: AudioStream | None = None  # streamed speech, from session.start on
         self._catching_up: list[tuple[int, events.Event]] | None = None  # live events arriving during a replay
+        self._unsubscribe: Callable[[], None] | None = None  # from the principal's notices (reminders), while in a session
 
     @property
     def conversation_id(self) -> str | None:
@@ -169,6 +172,9 @@ class Session:
         return principal
 
     def _leave(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self.principal is not None:
             assert self._session_key is not None
             self.app.sessions.leave(self._session_key)
@@ -183,6 +189,7 @@ class Session:
         wants_audio = event.output_modalities is not None and "audio" in event.output_modalities
         if event.voice is not None and not wants_audio:
             raise AssistantError("bad_request", 'voice needs output_modalities ["text", "audio"]', event.event_id)
+        timezone = self._timezone(event)
         try:
             principal = self._authenticate(event)
         except AssistantError as exc:
@@ -197,6 +204,7 @@ class Session:
         self._unfollow()
         self.conversation = Conversation(self.app, conversation_id, principal, ChannelEmit(self.app.channels, conversation_id), self._tell)
         self.conversation.speech = speech
+        self.conversation.timezone = timezone
         self.audio = AudioStream(
             self.conversation, event.sample_rate or 16000, self.app.config.speech.vad if event.vad is None else event.vad, event.language
         )
@@ -224,6 +232,15 @@ class Session:
                     sent = seq
         finally:
             self._catching_up = None
+        if self._unsubscribe is None:  # after session.started: the principal's reminders reach this client from now on
+            self._unsubscribe = self.app.notices.subscribe(principal, self._tell)
+
+    def _timezone(self, event: wire.SessionStart) -> ZoneInfo:
+        """The session's time zone: session.start's `timezone`, else `[dialogue] timezone`; bad_request for an unknown name."""
+        try:
+            return zone(event.timezone if event.timezone is not None else self.app.config.dialogue.timezone)
+        except ValueError as exc:
+            raise AssistantError("bad_request", f"timezone: {exc}", event.event_id) from None
 
     def _voices(self) -> list[wire.VoiceInfo]:
         engine = self.app.engines.get("speech_synthesizer")
