@@ -27,8 +27,9 @@ from assistant.engines import (
 from assistant.hookspecs import hookimpl
 from assistant.modalities import ImageInput, Modality
 from assistant.models import ModelSource, NotHere
-from assistant.routes import ImageRoute, TurnRouter
+from assistant.routes import ImageRoute, ToolRoute, TurnRouter
 from assistant.tool_calls import ToolCallFilter, new_call_id, parse_tool_calls
+from assistant.tools import Tool, ToolContext
 
 __version__ = "0.1.0"
 
@@ -54,9 +55,12 @@ __all__ = [
     "ModelSource",
     "NotHere",
     "SpeechSynthesizer",
+    "Tool",
     "ToolCall",
     "ToolCallFilter",
     "ToolChoice",
+    "ToolContext",
+    "ToolRoute",
     "ToolSpec",
     "Transcript",
     "TurnRouter",

@@ -28,6 +28,7 @@ from assistant.plugins import PluginError, Registrations, build_plugin_manager, 
 from assistant.reminders import Reminders
 from assistant.scheduler import LatencyGate, Scheduler
 from assistant.store import AsyncStore, Store
+from assistant.tools import Tool
 
 log = logging.getLogger("assistant")
 
@@ -59,6 +60,7 @@ class App:
         self.notices = Notices(on_subscribe=lambda _principal: self.reminders.wake() if self.reminders else None)
         self.vad: Any = None  # vad.SileroVad, loaded at start when an ASR engine is configured
         self.modalities: list[RegisteredModality] = []  # loaded at start when the dialogue engine only reads text
+        self.tools: dict[str, Tool] = registrations.tools  # the tools plugins registered (register_tools), by name
         self.replies: set[Any] = set()  # in-flight replies (reply.Reply), for cancel and shutdown
         self.turns: set[asyncio.Task[None]] = set()  # every turn task, queued or running, of every session
         self.image_jobs: set[Any] = set()  # image jobs queued or painting (image_jobs.ImageJob)

@@ -75,6 +75,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  turn routers: {', '.join(info.turn_routers)}")
         if info.modalities:
             print(f"  modalities: {', '.join(info.modalities)}")
+        if info.tools:
+            print(f"  tools: {', '.join(info.tools)}")
     return 0
 
 

@@ -9,11 +9,12 @@ pictures) are bytes here; a dialect encodes them as its wire needs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from assistant.errors import ErrorCode
 
 EndStatus = Literal["completed", "cancelled", "failed"]
+ToolStatus = Literal["ok", "error", "declined", "timeout", "cancelled"]
 
 
 @dataclass(slots=True)
@@ -154,6 +155,29 @@ class ImageDone(Event):
 
 
 @dataclass(slots=True)
+class ToolCallStarted(Event):
+    """The reply `response_id` calls a tool; with `needs_confirmation` it waits for the user to approve (tool.confirm)."""
+
+    response_id: str
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    needs_confirmation: bool = False
+
+
+@dataclass(slots=True)
+class ToolCallDone(Event):
+    """A tool call ended: `ok` with its (JSON-able) `result`, or `error`/`declined`/`timeout`/`cancelled` with `error` saying why."""
+
+    response_id: str
+    call_id: str
+    name: str
+    status: ToolStatus
+    result: Any = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
 class Error(Event):
     """A request of this client could not be served; for this client only, never replayed."""
 
@@ -178,6 +202,6 @@ class ReminderDue(Event):
 
 CONVERSATION_EVENTS: tuple[type[Event], ...] = (
     TurnCreated, SpeechStarted, SpeechStopped, TranscriptDelta, TranscriptDone, ReplyStarted, TextDelta, ReplyDone,
-    AudioDelta, AudioDone, ImageStarted, ImageProgress, ImageDone,
+    AudioDelta, AudioDone, ImageStarted, ImageProgress, ImageDone, ToolCallStarted, ToolCallDone,
 )
 """Every broadcast event, for dialects that must translate them all (a test checks each is handled)."""

@@ -72,6 +72,23 @@ def register_modalities(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_tools(register: Callable[..., None]) -> None:
+    """Register tools the model may call: `register(function_or_toolbox, *, name=None, timeout_s=10.0, requires_confirmation=False)`.
+
+    Called once per app, while it starts. A plain function (sync or async) becomes one tool named
+    after it (or `name`): its docstring's first paragraph is the description the model reads, its
+    Google-style `Args:` section describes each argument, and its type hints make the arguments'
+    JSON Schema. A parameter annotated `assistant.ToolContext` receives the call's context (principal,
+    conversation, the user's time zone and time, a way to emit events) and is not shown to the
+    model. A toolbox (an instance of a class) adds one tool per public method, named
+    `<toolbox name>_<method>` (the class attribute `name`, else the class name in snake_case). A
+    call that runs longer than `timeout_s` ends with status `timeout`; `requires_confirmation=True`
+    asks the user to approve each call first. Duplicate names, functions without docstring or type
+    hints stop startup with an error. Returns nothing.
+    """
+
+
+@hookspec
 def startup(app: AppView) -> Any:
     """Called once when the app has started: engines are loaded and the store is open.
 

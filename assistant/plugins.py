@@ -27,6 +27,7 @@ from assistant.engines import ROLES, Engine
 from assistant.modalities import Modality, RegisteredModality
 from assistant.models import ModelSource, RegisteredSource
 from assistant.routes import RegisteredRouter, TurnRouter
+from assistant.tools import DEFAULT_TIMEOUT_S, Tool, ToolError, add_tools, make_tools
 
 if TYPE_CHECKING:
     from assistant.types import AppView
@@ -152,6 +153,7 @@ class Registrations:
     source_plugins: dict[str, str] = field(default_factory=dict)
     routers: list[RegisteredRouter] = field(default_factory=list)
     modalities: list[RegisteredModality] = field(default_factory=list)
+    tools: dict[str, Tool] = field(default_factory=dict)  # by name, in registration order
     settings_models: dict[str, SettingsModel] = field(default_factory=dict)  # plugin name -> its settings model
     settings: dict[str, BaseModel] = field(default_factory=dict)  # plugin name -> its validated [plugins.<name>] table
 
@@ -229,10 +231,24 @@ def collect_registrations(pm: pluggy.PluginManager, config: Config) -> Registrat
 
         return for_plugin
 
+    def tool_register(plugin: str) -> Callable[..., None]:
+        def register(
+            tool: Any, *, name: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, requires_confirmation: bool = False,
+            settings: SettingsModel | None = None,
+        ) -> None:
+            try:
+                add_tools(found.tools, make_tools(tool, name=name, timeout_s=timeout_s, requires_confirmation=requires_confirmation, plugin=plugin))
+            except ToolError as exc:
+                raise PluginError(str(exc)) from None
+            declare_settings(plugin, settings)
+
+        return register
+
     call_per_plugin(pm, "register_engines", register=engine_register)
     call_per_plugin(pm, "register_model_sources", register=source_register)
     call_per_plugin(pm, "register_turn_routers", register=named_register("turn router", TurnRouter, found.routers, RegisteredRouter))
     call_per_plugin(pm, "register_modalities", register=named_register("modality", Modality, found.modalities, RegisteredModality))
+    call_per_plugin(pm, "register_tools", register=tool_register)
     for plugin, model in found.settings_models.items():
         found.settings[plugin] = _validate_settings(model, plugin, config.plugin_config(plugin))
     return found
@@ -260,6 +276,7 @@ class PluginInfo:
     model_sources: list[str]
     turn_routers: list[str]
     modalities: list[str]
+    tools: list[str] = field(default_factory=list)
 
 
 def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> list[PluginInfo]:
@@ -284,6 +301,7 @@ def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> 
                 model_sources=sorted(s for s, p in registrations.source_plugins.items() if p == name),
                 turn_routers=sorted(r.name for r in registrations.routers if r.plugin == name),
                 modalities=sorted(m.name for m in registrations.modalities if m.plugin == name),
+                tools=sorted(t.name for t in registrations.tools.values() if t.plugin == name),
             )
         )
     return infos

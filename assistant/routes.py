@@ -1,14 +1,17 @@
 """Turn routing: plugins may claim a user turn before the dialogue engine answers it.
 
 A router looks at the turn's text and either returns a route (what to do instead of, or besides,
-a plain dialogue reply) or None. Today's route kind asks for an image; the assistant's text reply
-acknowledges it and the image job runs beside the conversation.
+a plain dialogue reply) or None. An `ImageRoute` asks for an image: the assistant's text reply
+acknowledges it and the image job runs beside the conversation. A `ToolRoute` runs a registered tool
+(the same way a model's tool call runs) and replies with the result's `confirmation`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -19,12 +22,25 @@ class ImageRoute:
     acknowledgement: str
 
 
+@dataclass(frozen=True)
+class ToolRoute:
+    """Claim a turn for a tool: run tool `name` with `arguments` and reply with its result's `"confirmation"`.
+
+    When the result has no confirmation, the dialogue engine answers from the result instead.
+    """
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+Route = ImageRoute | ToolRoute
+
 
 class TurnRouter(ABC):
     """Decides whether a user turn is something other than a plain dialogue turn. Register with `register_turn_routers`."""
 
     @abstractmethod
-    def route(self, text: str) -> ImageRoute | None:
+    def route(self, text: str) -> Route | None:
         """The route for a turn whose text parts join to `text`, or None to leave it to the dialogue engine.
 
         Called on the event loop for every text turn: keep it cheap (no model calls here).
@@ -40,10 +56,10 @@ class RegisteredRouter:
     plugin: str
 
 
-def first_route(routers: list[RegisteredRouter], text: str) -> ImageRoute | None:
-    """The first claim among `routers`, asked in order."""
+def first_route(routers: list[RegisteredRouter], text: str, usable: Callable[[Route], bool] | None = None) -> Route | None:
+    """The first claim among `routers`, asked in order; a claim `usable` rejects (its engine or tool is missing) is skipped."""
     for registered in routers:
         route = registered.router.route(text)
-        if route is not None:
+        if route is not None and (usable is None or usable(route)):
             return route
     return None

@@ -21,7 +21,7 @@ from assistant.fusion import fuse_images
 from assistant.image_input import DecodedImage, ImageInputError, decode_cost, decode_image, image_size
 from assistant.image_jobs import check_capacity, image_generator, prepare, start_job
 from assistant.reply import Reply, announce_end, stream_reply
-from assistant.routes import ImageRoute, first_route
+from assistant.routes import ImageRoute, Route, first_route
 from assistant.store import PartRecord
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | 
         assert user_turn_id is not None
         await fuse_images(app, user_turn_id, turn.images)
     route = _route(app, text)
-    if route is not None:
+    if isinstance(route, ImageRoute):
         await _run_image_route(conversation, ref, turn.parts, route, user_turn_id)
         return
     engine = app.engines.get("dialogue")
@@ -268,11 +268,14 @@ async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | 
         reply.done.set()
 
 
-def _route(app: App, text: str) -> ImageRoute | None:
-    """The first router's claim on the turn; routers are asked only when an image generator is configured."""
-    if not isinstance(app.engines.get("image_generator"), ImageGenerator):
-        return None
-    return first_route(app.registrations.routers, text)
+def _route(app: App, text: str) -> Route | None:
+    """The first router's usable claim on the turn: an image needs an image generator, a tool route a registered tool."""
+    has_generator = isinstance(app.engines.get("image_generator"), ImageGenerator)
+
+    def usable(route: Route) -> bool:
+        return has_generator if isinstance(route, ImageRoute) else route.name in app.tools
+
+    return first_route(app.registrations.routers, text, usable)
 
 
 async def _run_image_route(

@@ -39,6 +39,16 @@ Tell = Callable[[Event], Awaitable[None]]
 """Sends an event somewhere: to one client only (an `Error` about its own request), or a conversation's publish."""
 
 
+class ConversationView(Protocol):
+    """What a tool sees of the conversation it runs in (`assistant.scope.ConversationScope` is the real one)."""
+
+    id: str
+    principal: str
+
+    async def publish(self, event: Event, seq: int | None = None) -> None:
+        """Publish a conversation event to every follower."""
+
+
 class AppView(Protocol):
     """What plugins (engine factories, modalities, lifecycle hooks) see of the running app.
 

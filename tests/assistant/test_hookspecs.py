@@ -8,7 +8,7 @@ import pytest
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from assistant import hookimpl
+from assistant import ToolContext, hookimpl
 from assistant.app import App
 from assistant.config import ConfigError
 from assistant.models import ModelSource, NotHere
@@ -279,6 +279,68 @@ def test_hook_register_turn_routers_orders_routers_and_rejects_duplicates(tmp_pa
 
     with pytest.raises(PluginError, match="not an assistant.TurnRouter"):
         App.prepare(make_config(tmp_path), [NotARouter()])
+
+
+def test_hook_register_tools_adds_functions_and_toolboxes_and_rejects_duplicates(tmp_path):
+    """Functions and toolbox methods become named tools with schemas from their hints; a duplicate name stops startup."""
+
+    def shout(text: str, times: int = 1, ctx: ToolContext | None = None) -> str:
+        """Shout some text.
+
+        Args:
+            text: what to shout
+            times: how many times
+        """
+        return text.upper() * times
+
+    class Lamp:
+        def switch(self, on: bool) -> str:
+            """Switch the lamp.
+
+            Args:
+                on: whether the lamp should be on
+            """
+            return "ok"
+
+    class ToolPlugin:
+        __name__ = "tool_plugin"
+
+        @hookimpl
+        def register_tools(self, register):
+            register(shout, timeout_s=2)
+            register(Lamp(), requires_confirmation=True)
+
+    app = App.prepare(make_config(tmp_path), [ToolPlugin()])
+    assert list(app.tools) == ["shout", "lamp_switch"]
+    shout_tool = app.tools["shout"]
+    assert shout_tool.description == "Shout some text." and shout_tool.timeout_s == 2 and shout_tool.plugin == "tool_plugin"
+    assert shout_tool.parameters["properties"]["text"] == {"type": "string", "description": "what to shout"}
+    assert shout_tool.parameters["required"] == ["text"] and "ctx" not in shout_tool.parameters["properties"]
+    assert app.tools["lamp_switch"].requires_confirmation
+    assert app.tools["lamp_switch"].spec().as_function()["function"]["parameters"]["properties"]["on"]["type"] == "boolean"
+
+    class Again:
+        __name__ = "again"
+
+        @hookimpl
+        def register_tools(self, register):
+            register(shout)
+
+    with pytest.raises(PluginError, match="tool 'shout' registered twice: by 'again' and by 'tool_plugin'"):
+        App.prepare(make_config(tmp_path), [ToolPlugin(), Again()])
+
+    def undocumented(x: int) -> int:
+        return x
+
+    class Bad:
+        __name__ = "bad"
+
+        @hookimpl
+        def register_tools(self, register):
+            register(undocumented)
+
+    with pytest.raises(PluginError, match="'undocumented': the function has no docstring"):
+        App.prepare(make_config(tmp_path), [Bad()])
 
 
 async def test_hook_register_modalities_loads_them_in_order_for_text_engines_only(tmp_path):

@@ -99,6 +99,12 @@ class ResponseCancel(ClientEvent):
     response_id: StrictStr = Field(min_length=1, max_length=64)
 
 
+class ToolConfirm(ClientEvent):
+    type: Literal["tool.confirm"]
+    call_id: StrictStr = Field(min_length=1, max_length=64)
+    approved: StrictBool
+
+
 class ResponseAudioPlayed(ClientEvent):
     type: Literal["response.audio.played"]
     response_id: StrictStr = Field(min_length=1, max_length=64)
@@ -136,7 +142,7 @@ class ConversationSearch(ClientEvent):
 
 AnyClientEvent = Annotated[
     SessionStart | TurnCreate | AudioAppend | AudioCommit | AudioClear | ResponseCancel | ResponseAudioPlayed
-    | ImageGenerate | ImageCancel | ConversationGet | ConversationSearch,
+    | ImageGenerate | ImageCancel | ConversationGet | ConversationSearch | ToolConfirm,
     Field(discriminator="type"),
 ]
 _client_event_adapter: TypeAdapter[Any] = TypeAdapter(AnyClientEvent)
@@ -144,7 +150,7 @@ _client_event_adapter: TypeAdapter[Any] = TypeAdapter(AnyClientEvent)
 CLIENT_EVENT_TYPES: frozenset[str] = frozenset(
     model.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
     for model in (SessionStart, TurnCreate, AudioAppend, AudioCommit, AudioClear, ResponseCancel, ResponseAudioPlayed,
-                  ImageGenerate, ImageCancel, ConversationGet, ConversationSearch)
+                  ImageGenerate, ImageCancel, ConversationGet, ConversationSearch, ToolConfirm)
 )
 
 
@@ -385,6 +391,25 @@ class ImageDone(ServerEvent):
     error: ErrorBody | None = None
 
 
+class ToolCallEvent(ServerEvent):
+    type: Literal["tool.call"] = "tool.call"
+    response_id: str
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    needs_confirmation: bool = False
+
+
+class ToolResult(ServerEvent):
+    type: Literal["tool.result"] = "tool.result"
+    response_id: str
+    call_id: str
+    name: str
+    status: Literal["ok", "error", "declined", "timeout", "cancelled"]
+    result: Any = None
+    error: str | None = None
+
+
 class ReminderDue(ServerEvent):
     conversation_event: ClassVar[bool] = False
     type: Literal["reminder.due"] = "reminder.due"
@@ -407,7 +432,7 @@ class Error(ServerEvent):
 SERVER_EVENTS: tuple[type[ServerEvent], ...] = (
     SessionStarted, TurnCreated, SpeechStarted, SpeechStopped, TranscriptDelta, TranscriptDone, ResponseCreated, ResponseTextDelta, ResponseDone,
     ResponseAudioDelta, ResponseAudioDone,
-    ConversationHistory, ConversationSearchResults, ImageStarted, ImageProgress, ImageDone, ReminderDue, Error,
+    ConversationHistory, ConversationSearchResults, ImageStarted, ImageProgress, ImageDone, ToolCallEvent, ToolResult, ReminderDue, Error,
 )
 
 

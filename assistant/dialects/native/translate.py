@@ -93,6 +93,13 @@ _TO_WIRE: dict[type[events.Event], Callable[[events.Event], wire.ServerEvent]] =
         job_id=e.job_id, status=e.status, seed=e.seed, mime=e.mime, data=_b64(e.data),  # type: ignore[attr-defined]
         sha256=e.sha256, error=_error_body(e.error),  # type: ignore[attr-defined]
     ),
+    events.ToolCallStarted: lambda e: wire.ToolCallEvent(
+        response_id=e.response_id, call_id=e.call_id, name=e.name, arguments=e.arguments,  # type: ignore[attr-defined]
+        needs_confirmation=e.needs_confirmation,  # type: ignore[attr-defined]
+    ),
+    events.ToolCallDone: lambda e: wire.ToolResult(
+        response_id=e.response_id, call_id=e.call_id, name=e.name, status=e.status, result=e.result, error=e.error,  # type: ignore[attr-defined]
+    ),
     events.ReminderDue: lambda e: wire.ReminderDue(
         reminder_id=e.reminder_id, kind=e.kind, text=e.text, due_at=e.due_at, timezone=e.timezone,  # type: ignore[attr-defined]
         conversation_id=e.conversation_id,  # type: ignore[attr-defined]

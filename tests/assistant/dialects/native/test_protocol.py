@@ -27,6 +27,7 @@ def test_every_client_event_type_of_the_design_parses():
         "audio.append": {"data": "AAAA"}, "audio.commit": {}, "audio.clear": {},
         "response.cancel": {"response_id": "r"}, "response.audio.played": {"response_id": "r", "ms": 5}, "image.generate": {"prompt": "a cat"},
         "image.cancel": {"job_id": "j"}, "conversation.get": {}, "conversation.search": {"query": "cat"},
+        "tool.confirm": {"call_id": "c", "approved": True},
     }
     assert set(frames) == CLIENT_EVENT_TYPES
     for event_type, fields in frames.items():
@@ -118,6 +119,9 @@ def test_every_domain_event_has_a_protocol_form():
         events.ReplyDone: ("r", "completed", "x"), events.AudioDelta: ("r", b"\x00\x01", 16000),
         events.AudioDone: ("r", "completed", 1), events.ImageStarted: ("j", None, "p", 8, 8, 1, 3),
         events.ImageProgress: ("j", 1, 2, b"png"), events.ImageDone: ("j", "completed", 3, "image/png", b"png", "s"),
+        events.ToolCallStarted: ("r", "c", "get_time", {"zone": "UTC"}, True),
+        events.ToolCallDone: ("r", "c", "get_time", "ok", {"time": "12:00"}, None),
+        events.ReminderDue: ("m", "tea", "2026-01-01T12:00:00+01:00", "Europe/Berlin", "conv"),
     }
     assert set(samples) == set(events.CONVERSATION_EVENTS)
     for kind, args in samples.items():
