@@ -209,7 +209,10 @@ class Reminders:
             raise AssistantError("bad_request", "a reminder needs some text: what should it remind you of?")
         if len(text) > config.max_text_chars:
             raise AssistantError("too_large", f"the reminder's text is {len(text)} characters; at most {config.max_text_chars}")
-        zone(timezone)
+        try:
+            zone(timezone)
+        except ValueError as exc:
+            raise AssistantError("bad_request", str(exc)) from None
         if due_at.tzinfo is None:
             raise AssistantError("bad_request", "the due time needs a time zone")
         if due_at <= now:

@@ -154,7 +154,7 @@ def model_path(engine: Any, now: datetime) -> Callable[[str], Call]:
             tools=tuple(specs) if native else (),
         )
         result = engine.generate(request, lambda _delta: None, threading.Event())
-        calls = list(result.tool_calls) or ([] if native else parse_tool_calls(result.text, names))
+        calls = list(result.tool_calls) or parse_tool_calls(result.text, names)[1]
         calls = [c for c in calls if c.name in names]
         return (calls[0].name, dict(calls[0].arguments)) if calls else None
 
