@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from assistant.engines import ChatMessage
+from assistant.engines import ChatMessage, ToolCall
 from assistant.image_features import stored_image
-from assistant.store import PartRecord, TurnRecord
+from assistant.store import TOOL_PART_KINDS, PartRecord, TurnRecord
+from assistant.tools import tool_message_content
 
 if TYPE_CHECKING:
     from assistant.app import App
@@ -18,7 +20,8 @@ log = logging.getLogger("assistant.context")
 
 
 def dialogue_context(
-    system_prompt: str, history: list[TurnRecord], images: dict[str, Any] | None = None, max_chars: int | None = None
+    system_prompt: str, history: list[TurnRecord], images: dict[str, Any] | None = None, max_chars: int | None = None,
+    tools: bool = False,
 ) -> list[ChatMessage]:
     """The messages for the engine: system prompt, then stored turns that have something to say, oldest first.
 
@@ -31,26 +34,53 @@ def dialogue_context(
     `max_chars` bounds the characters of the turns' messages: the newest are kept, and the history
     stops at the first older message that would not fit (the newest message is always kept). It is
     what keeps an engine from tokenizing a long stored history again at every turn.
+
+    `tools` (the engine takes tools): a reply's stored tool calls and results come back as an assistant
+    message with `tool_calls` and one `tool` message per result, before the reply's text; for other
+    engines they are left out (the reply's text says what came of them).
     """
     kept: list[ChatMessage] = []
     chars = 0
     for turn in reversed(history):
-        message: ChatMessage | None = None
+        messages: list[ChatMessage] = []
         if turn.role == "user":
             message = _user_message(turn, images)
-            if not (message.content or message.images):
-                message = None
-        elif turn.role == "assistant" and turn.status in ("completed", "cancelled") and turn.text:
+            if message.content or message.images:
+                messages.append(message)
+        elif turn.role == "assistant" and turn.status in ("completed", "cancelled"):
+            if tools:
+                messages += tool_messages(turn.parts)
             heard = [p.text or "" for p in turn.parts if p.kind == "heard"]  # a spoken reply cut short: what the user heard
             said = heard[-1] if heard else turn.text
-            message = ChatMessage("assistant", said) if said else None
-        if message is None:
+            if said:
+                messages.append(ChatMessage("assistant", said))
+        if not messages:
             continue
-        chars += len(message.content)
+        chars += sum(len(m.content) for m in messages)
         if max_chars is not None and kept and chars > max_chars:
             break
-        kept.append(message)
+        kept += reversed(messages)
     return ([ChatMessage("system", system_prompt)] if system_prompt else []) + kept[::-1]
+
+
+def tool_messages(parts: list[PartRecord]) -> list[ChatMessage]:
+    """A stored reply's tool exchange as messages: the assistant's calls, then each call's `tool` message."""
+    calls: list[ToolCall] = []
+    results: list[ChatMessage] = []
+    for part in parts:
+        if part.kind not in TOOL_PART_KINDS or not part.text:
+            continue
+        try:
+            data = json.loads(part.text)
+        except ValueError:
+            continue
+        if part.kind == "tool_call":
+            arguments = data.get("arguments")
+            calls.append(ToolCall(data["call_id"], data["name"], arguments if isinstance(arguments, dict) else {}))
+        else:
+            content = tool_message_content(data["status"], data.get("result"), data.get("error"))
+            results.append(ChatMessage("tool", content, tool_call_id=data["call_id"], name=data["name"]))
+    return [ChatMessage("assistant", "", tool_calls=tuple(calls)), *results] if calls else []
 
 
 def image_numbers(shas: list[str]) -> dict[str, int]:

@@ -166,6 +166,16 @@ class Conversation(ConversationScope):
                 return
         raise AssistantError("not_found", f"no reply {response_id!r} in progress in this conversation", ref)
 
+    def confirm_tool(self, call_id: str, approved: bool, ref: str | None) -> None:
+        """The user's answer to a tool call of this conversation waiting for confirmation; not_found if none waits."""
+        for reply in self.app.replies:
+            if reply.conversation_id == self.id:
+                answer = reply.confirmations.get(call_id)
+                if answer is not None and not answer.done():
+                    answer.set_result(approved)
+                    return
+        raise AssistantError("not_found", f"no tool call {call_id!r} is waiting for confirmation in this conversation", ref)
+
     async def generate_image(self, params: dict[str, Any], ref: str | None) -> ImageJob:
         """Start an image job for a prompt of its own (`params`: prompt, negative_prompt, width, height, steps, guidance, seed)."""
         if not self.app.accepting_turns:

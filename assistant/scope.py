@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 
 from assistant import events
 from assistant.errors import AssistantError
-from assistant.timezones import zone
 from assistant.types import Emit, SpeechOut, Tell
 
 if TYPE_CHECKING:
@@ -32,12 +31,12 @@ class ConversationScope:
         self.speech: SpeechOut | None = None  # set when the client asked for spoken replies
         self.speakers: dict[str, Speaker] = {}  # the speech of this client's latest spoken replies, by response id
         self.speaker: Speaker | None = None  # the latest
-        self.timezone: ZoneInfo = zone(app.config.dialogue.timezone)  # the user's (session.start `timezone`), for dates and reminders
+        self.timezone: ZoneInfo | None = None  # the user's, when the client said it (tools read it through ToolContext)
 
     async def publish(self, event: events.Event, seq: int | None = None) -> None:
         """Publish a conversation event (numbered next, or with its reserved `seq`) to every follower."""
         error = getattr(event, "error", None)
-        if error is not None:
+        if isinstance(error, events.ErrorInfo):
             self.app.metrics.errors.labels(error.code).inc()
         await self.emit(event, seq)
 

@@ -199,6 +199,10 @@ class ImageRef:
     mime: str
 
 
+TOOL_PART_KINDS = ("tool_call", "tool_result")
+"""Parts of an assistant turn that record a tool call and its result, as JSON text (see assistant.tool_loop)."""
+
+
 @dataclass(frozen=True)
 class PartRecord:
     """A stored part, detached from the database session."""
@@ -209,9 +213,12 @@ class PartRecord:
     mime: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        """The part as `conversation.history` sends it: attachments by sha256 and URL, not inline."""
+        """The part as `conversation.history` sends it: attachments by sha256 and URL, not inline; a tool call or
+        result (stored as JSON text) with its fields, as `tool.call` / `tool.result` carry them."""
         wire: dict[str, Any] = {"type": self.kind}
-        if self.text is not None:
+        if self.kind in TOOL_PART_KINDS and self.text:
+            wire.update(json.loads(self.text))
+        elif self.text is not None:
             wire["text"] = self.text
         if self.attachment_sha256:
             wire.update(sha256=self.attachment_sha256, mime=self.mime, url=f"/attachments/{self.attachment_sha256}")
@@ -480,9 +487,11 @@ class Store:
         usage: dict[str, Any] | None = None,
         last_seq: int | None = None,
         image: tuple[str, bytes] | None = None,
+        parts: Sequence[PartRecord] = (),
     ) -> str | None:
         """Commit an in-progress reply's final status and text (partial text too, when cancelled or failed).
 
+        `parts` (text-only: the tool calls and results of the reply) are stored before its text.
         `image` is (mime, bytes) of a generated image: stored once as an attachment by sha256 and
         added as an `image` part; its sha256 is returned. A reply is finished once: finishing it
         again (or an unknown id) raises LookupError.
@@ -496,15 +505,15 @@ class Store:
             ).one_or_none()
             if row is None:
                 raise LookupError(f"no reply {turn_id!r} in progress")
-            parts = []
+            rows: list[dict[str, Any]] = [{"kind": p.kind, "text": p.text, "attachment_sha256": None} for p in parts]
             if text:
-                parts.append({"kind": "text", "text": text, "attachment_sha256": None})
+                rows.append({"kind": "text", "text": text, "attachment_sha256": None})
             sha256 = None
             if image is not None:
                 sha256 = self._put_attachment(conn, *image)
-                parts.append({"kind": "image", "text": None, "attachment_sha256": sha256})
-            if parts:
-                conn.execute(_INSERT_PARTS, [{"turn_pk": row.pk, "position": i, **p} for i, p in enumerate(parts)])
+                rows.append({"kind": "image", "text": None, "attachment_sha256": sha256})
+            if rows:
+                conn.execute(_INSERT_PARTS, [{"turn_pk": row.pk, "position": i, **p} for i, p in enumerate(rows)])
             conn.execute(_TOUCH_AND_RAISE_SEQ, {"cid": row.conversation_id, "now": now, "seq": last_seq or 0})
         return sha256
 
@@ -703,10 +712,12 @@ class AsyncStore:
         usage: dict[str, Any] | None = None,
         last_seq: int | None = None,
         image: tuple[str, bytes] | None = None,
+        parts: Sequence[PartRecord] = (),
     ) -> str | None:
         """`Store.finish_reply` on the store thread."""
         return await self.call(
-            self.store.finish_reply, turn_id, text=text, status=status, error=error, usage=usage, last_seq=last_seq, image=image
+            self.store.finish_reply, turn_id, text=text, status=status, error=error, usage=usage, last_seq=last_seq, image=image,
+            parts=parts,
         )
 
     async def attachment(self, sha256: str) -> tuple[str, bytes] | None:

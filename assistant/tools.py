@@ -13,6 +13,7 @@ The tool-call loop (`assistant.tool_loop`) validates a call's arguments against 
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import types
 import typing
@@ -208,6 +209,13 @@ def make_tools(
     if callable(obj) and not inspect.getmembers(obj, inspect.ismethod):
         raise ToolError(f"plugin {plugin!r}: {obj!r} is neither a function nor a toolbox")
     return tools_from_toolbox(obj, name=name, timeout_s=timeout_s, requires_confirmation=requires_confirmation, plugin=plugin)
+
+
+def tool_message_content(status: str, result: Any, error: str | None) -> str:
+    """What the model reads for a tool's outcome: the result (a string as it is, else JSON), or an error it can act on."""
+    if status == "ok":
+        return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
+    return f"Error ({status}): {error}"
 
 
 def add_tools(registry: dict[str, Tool], tools: list[Tool]) -> None:

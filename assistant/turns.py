@@ -21,8 +21,9 @@ from assistant.fusion import fuse_images
 from assistant.image_input import DecodedImage, ImageInputError, decode_cost, decode_image, image_size
 from assistant.image_jobs import check_capacity, image_generator, prepare, start_job
 from assistant.reply import Reply, announce_end, stream_reply
-from assistant.routes import ImageRoute, Route, first_route
+from assistant.routes import ImageRoute, Route, ToolRoute, first_route
 from assistant.store import PartRecord
+from assistant.tool_loop import reply_with_route, reply_with_tools
 
 if TYPE_CHECKING:
     from assistant.app import App
@@ -243,9 +244,12 @@ async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | 
         await _run_image_route(conversation, ref, turn.parts, route, user_turn_id)
         return
     engine = app.engines.get("dialogue")
-    if not isinstance(engine, DialogueEngine):
+    if isinstance(engine, DialogueEngine):
+        app.scheduler.admit(engine, ref)
+    elif route is None:
         raise AssistantError("unavailable", "no dialogue engine is configured ([engines] dialogue)", ref)
-    app.scheduler.admit(engine, ref)
+    else:
+        engine = None  # a tool route answers with its result alone
 
     limit = app.config.dialogue.history_turns
     if user_turn_id is None:
@@ -256,13 +260,24 @@ async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | 
     app.replies.add(reply)
     if app.cancelling_replies:
         reply.cancel()
-    images = await context_images(app, begun.history, turn.images) if engine.capabilities.accepts_images else None
-    dialogue = app.config.dialogue
-    request = DialogueRequest(dialogue_context(dialogue.system_prompt, begun.history, images, dialogue.context_chars), turn.options)
     try:
-        await stream_reply(
-            conversation, engine, request, reply, begun.user_turn_id, announce_turn=user_turn_id is None, spoken_until=turn.spoken_until,
-        )
+        request: DialogueRequest | None = None
+        if engine is not None:
+            images = await context_images(app, begun.history, turn.images) if engine.capabilities.accepts_images else None
+            dialogue = app.config.dialogue
+            request = DialogueRequest(
+                dialogue_context(dialogue.system_prompt, begun.history, images, dialogue.context_chars, tools=engine.capabilities.accepts_tools),
+                turn.options,
+            )
+        announce = user_turn_id is None
+        if isinstance(route, ToolRoute):
+            await reply_with_route(
+                conversation, engine, request, reply, begun.user_turn_id, route.name, route.arguments, announce, turn.spoken_until,
+            )
+        elif engine is not None and request is not None and engine.capabilities.accepts_tools and app.tools:
+            await reply_with_tools(conversation, engine, request, reply, begun.user_turn_id, announce, turn.spoken_until)
+        elif engine is not None and request is not None:
+            await stream_reply(conversation, engine, request, reply, begun.user_turn_id, announce_turn=announce, spoken_until=turn.spoken_until)
     finally:
         app.replies.discard(reply)
         reply.done.set()

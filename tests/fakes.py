@@ -184,9 +184,10 @@ class FakeEnginesPlugin:
     def __init__(
         self, engine: DialogueEngine | None, name: str = "fake", encoder: ImageEncoder | None = None,
         modalities: dict[str, Modality] | None = None, asr: AsrEngine | None = None, painter: ImageGenerator | None = None,
-        voice: SpeechSynthesizer | None = None,
+        voice: SpeechSynthesizer | None = None, tools: list | None = None,
     ) -> None:
         self.engine = engine
+        self.tools = tools or []  # functions and toolboxes, each registered with register_tools (or (obj, options) pairs)
         self.name = name
         self.encoder = encoder
         self.modalities = modalities or {}
@@ -208,6 +209,13 @@ class FakeEnginesPlugin:
         """Register the given modalities."""
         for name, modality in self.modalities.items():
             register(name, modality)
+
+    @hookimpl
+    def register_tools(self, register):
+        """Register the given tools; an `(obj, {options})` pair passes its options."""
+        for tool in self.tools:
+            obj, options = tool if isinstance(tool, tuple) else (tool, {})
+            register(obj, **options)
 
 
 class FixedAsr(AsrEngine):

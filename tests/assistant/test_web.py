@@ -470,3 +470,47 @@ async def test_the_speaker_switch_is_disabled_without_a_speech_synthesizer(start
         await expect(page.locator("body")).to_have_attribute("data-audio-playing", "false")
         assert errors == []
         await browser.close()
+
+
+def launch_rocket(target: str) -> dict:
+    """Launch a rocket (asks the user first).
+
+    Args:
+        target: where to fly
+    """
+    return {"launched": target}
+
+
+async def test_tool_calls_show_as_cards_with_approve_and_decline(start_server, tmp_path):
+    """A tool call that needs confirmation shows as a card with Approve/Decline; approving shows its result; reload keeps the card."""
+    from tests.fakes import ToolCallingDialogue
+
+    plugin = FakeEnginesPlugin(ToolCallingDialogue(), tools=[(launch_rocket, {"requires_confirmation": True})])
+    server = await start_server(make_config(tmp_path), plugins=(plugin,))
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        page = await browser.new_page(viewport={"width": 900, "height": 600})
+        errors = await watch_page(page)
+        await page.goto(f"http://127.0.0.1:{server.port}/")
+        await expect(page.locator("#status")).to_have_text("Connected")
+        await page.fill("#input", 'Please launch_rocket {"target": "the moon"}')
+        await page.press("#input", "Enter")
+        card = page.locator(".message.assistant .tool-card")
+        await expect(card.locator(".tool-title")).to_contain_text("launch_rocket")
+        await expect(card.locator(".tool-args")).to_have_text('{"target":"the moon"}')
+        await expect(card.locator(".tool-status")).to_have_text("needs your approval")
+        await expect(card.locator("button.decline")).to_be_visible()
+        await page.screenshot(path=str(ARTIFACTS / "tool-card.png"))
+        await card.locator("button.approve").click()
+        await expect(card.locator(".tool-status")).to_have_text("done")
+        await expect(card.locator(".tool-result")).to_have_text('{"launched":"the moon"}')
+        await expect(card.locator("button")).to_have_count(0)
+        reply = page.locator(".message.assistant .text").last
+        await expect(reply).to_have_text('The launch_rocket tool said: {"launched": "the moon"}')
+        await page.screenshot(path=str(ARTIFACTS / "tool-card-done.png"))
+
+        await page.reload()
+        await expect(page.locator(".message.assistant .tool-card .tool-result")).to_have_text('{"launched":"the moon"}')
+        assert errors == []
+        await browser.close()

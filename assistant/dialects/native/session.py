@@ -127,6 +127,8 @@ class Session:
             if self.conversation is None:
                 raise AssistantError("not_found", f"no image job {event.job_id!r} in progress in this conversation", ref)
             self.conversation.cancel_image(event.job_id, ref)
+        elif isinstance(event, wire.ToolConfirm):
+            self._open(ref, "tool.confirm").confirm_tool(event.call_id, event.approved, ref)
         elif isinstance(event, wire.AudioAppend):
             await self._stream(ref).append(decode_base64(event.data, "audio.append data", ref), ref)
         elif isinstance(event, wire.AudioCommit):
@@ -189,7 +191,6 @@ class Session:
         wants_audio = event.output_modalities is not None and "audio" in event.output_modalities
         if event.voice is not None and not wants_audio:
             raise AssistantError("bad_request", 'voice needs output_modalities ["text", "audio"]', event.event_id)
-        timezone = self._timezone(event)
         try:
             principal = self._authenticate(event)
         except AssistantError as exc:
@@ -198,6 +199,7 @@ class Session:
                 await self._close(1013, "too many sessions")
             raise
         speech = speech_out(self.app, event.voice, event.event_id) if wants_audio else None
+        timezone = _timezone(event.timezone, event.event_id)
         conversation_id, stored_last_seq, resumed = await core.open_conversation(
             self.app, principal, event.conversation_id, event.event_id
         )
@@ -234,13 +236,6 @@ class Session:
             self._catching_up = None
         if self._unsubscribe is None:  # after session.started: the principal's reminders reach this client from now on
             self._unsubscribe = self.app.notices.subscribe(principal, self._tell)
-
-    def _timezone(self, event: wire.SessionStart) -> ZoneInfo:
-        """The session's time zone: session.start's `timezone`, else `[dialogue] timezone`; bad_request for an unknown name."""
-        try:
-            return zone(event.timezone if event.timezone is not None else self.app.config.dialogue.timezone)
-        except ValueError as exc:
-            raise AssistantError("bad_request", f"timezone: {exc}", event.event_id) from None
 
     def _voices(self) -> list[wire.VoiceInfo]:
         engine = self.app.engines.get("speech_synthesizer")
@@ -286,3 +281,13 @@ class Session:
         self._leave()
         if self.conversation is not None:
             self.conversation.leave()
+
+
+def _timezone(name: str | None, ref: str | None) -> ZoneInfo | None:
+    """The ZoneInfo a session.start names, or None; bad_request for a name that is no IANA time zone."""
+    if name is None:
+        return None
+    try:
+        return zone(name)
+    except ValueError as exc:
+        raise AssistantError("bad_request", f"timezone: {exc}", ref) from None

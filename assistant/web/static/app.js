@@ -112,6 +112,8 @@ function handle(event) {
     case "image.progress": return imageProgress(event);
     case "image.done": return imageDone(event);
     case "reminder.due": return reminderDue(event);
+    case "tool.call": return toolCall(event);
+    case "tool.result": return toolResult(event);
     case "error": return serverError(event);
   }
 }
@@ -302,6 +304,82 @@ function reminderDue(event) {
   scrollDown();
 }
 
+// ---------------------------------------------------------------- tool cards
+
+function toolCard(bubble, callId, name, args) {
+  // One card per tool call, above the reply's text: the tool, its arguments, then how it ended.
+  let box = bubble.querySelector(".tools");
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "tools";
+    bubble.insertBefore(box, bubble.querySelector(".text"));
+  }
+  let card = [...box.children].find((c) => c.dataset.callId === callId);
+  if (card) return card; // replayed after a reconnect
+  card = document.createElement("div");
+  card.className = "tool-card";
+  card.dataset.callId = callId;
+  const title = document.createElement("div");
+  title.className = "tool-title";
+  title.textContent = name || "(unreadable tool call)";
+  const status = document.createElement("span");
+  status.className = "tool-status";
+  status.textContent = "running…";
+  title.append(status);
+  const code = document.createElement("code");
+  code.className = "tool-args";
+  code.textContent = JSON.stringify(args);
+  card.append(title, code);
+  box.append(card);
+  scrollDown();
+  return card;
+}
+
+function toolCall(event) {
+  const bubble = state.replies.get(event.response_id);
+  if (!bubble) return;
+  const card = toolCard(bubble, event.call_id, event.name, event.arguments);
+  if (!event.needs_confirmation || card.dataset.status) return;
+  card.classList.add("asking");
+  card.querySelector(".tool-status").textContent = "needs your approval";
+  const actions = document.createElement("div");
+  actions.className = "tool-actions";
+  for (const [label, approved] of [["Approve", true], ["Decline", false]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = label;
+    button.className = approved ? "approve" : "decline";
+    button.onclick = () => {
+      send({ type: "tool.confirm", call_id: event.call_id, approved });
+      actions.querySelectorAll("button").forEach((b) => (b.disabled = true));
+    };
+    actions.append(button);
+  }
+  card.append(actions);
+}
+
+function showToolResult(card, status, result, error) {
+  card.classList.remove("asking");
+  card.querySelector(".tool-actions")?.remove();
+  card.dataset.status = status;
+  card.classList.add(status === "ok" ? "ok" : "not-ok");
+  card.querySelector(".tool-status").textContent = status === "ok" ? "done" : status;
+  let out = card.querySelector(".tool-result");
+  if (!out) {
+    out = document.createElement("code");
+    out.className = "tool-result";
+    card.append(out);
+  }
+  out.textContent = status === "ok" ? (typeof result === "string" ? result : JSON.stringify(result)) : error || "";
+}
+
+function toolResult(event) {
+  const bubble = state.replies.get(event.response_id);
+  if (!bubble) return;
+  const card = toolCard(bubble, event.call_id, event.name, {});
+  showToolResult(card, event.status, event.result, event.error);
+}
+
 function serverError(event) {
   if (event.ref && (event.ref.startsWith("played-") || (event.ref.startsWith("cancel-") && event.code === "not_found"))) {
     return; // a report of audio played for a reply the server has moved past, or a stop that came after the end: nothing to tell
@@ -410,7 +488,9 @@ function renderHistory(turns) {
     const images = [];
     const transcripts = [];
     let heard = null;
+    const tools = [];
     for (const part of turn.content) {
+      if (part.type === "tool_call" || part.type === "tool_result") tools.push(part);
       if (part.type === "heard") heard = part.text;
       else if (part.type === "text") texts.push(part.text);
       else if (part.type === "image") images.push(part.url);
@@ -419,6 +499,11 @@ function renderHistory(turns) {
     }
     const bubble = addMessage(turn.role, { text: texts.join("\n"), images });
     bubble.dataset.turnId = turn.turn_id;
+    for (const part of tools) {
+      const card = toolCard(bubble, part.call_id, part.name, part.type === "tool_call" ? part.arguments : {});
+      if (part.type === "tool_result") showToolResult(card, part.status, part.result, part.error);
+      else card.querySelector(".tool-status").textContent = turn.status === "in_progress" ? "running…" : "";
+    }
     bubble.dataset.status = turn.status;
     for (const text of transcripts) {
       const span = document.createElement("span");
