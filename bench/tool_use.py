@@ -118,8 +118,9 @@ def fast_path(text: str) -> Call:
 
 def tool_specs() -> list[Any]:
     """The built-in tools as a dialogue engine is offered them."""
-    from assistant.tools import tool_from_function
     from assistant_plugins.builtin_tools.tools import TOOLS
+
+    from assistant.tools import tool_from_function
 
     return [tool_from_function(function).spec() for function in TOOLS]
 
@@ -163,10 +164,11 @@ def model_path(engine: Any, now: datetime) -> Callable[[str], Call]:
 
 def load_engine(model: str) -> Any | None:
     """The transformers dialogue engine on `model` (CPU), or None when its pack is not installed."""
+    from assistant_plugins.transformers_dialogue import DialogueSettings, TransformersDialogue
+
     from assistant.config import Config
     from assistant.models import NotHere
     from assistant.plugins import build_plugin_manager, collect_registrations
-    from assistant_plugins.transformers_dialogue import DialogueSettings, TransformersDialogue
 
     config = Config.from_dict({"models": {"cache_dir": str(Path(__file__).resolve().parent.parent / ".cache" / "models")}})
     from assistant.models import ModelLocator
@@ -218,7 +220,7 @@ def main() -> None:
     print(f"{len(requests)} requests ({sum(r['tool'] is None for r in requests)} must not call a tool), now = {now.isoformat()}")
     print(f"| {'model':<30} | {'path':<10} | overall | right tool | false calls | seconds |")
     print(f"|{'-' * 32}|{'-' * 12}|---------|------------|-------------|---------|")
-    for model, path, result, misses in rows:
+    for model, path, result, _ in rows:
         print(
             f"| {model:<30} | {path:<10} | {result.overall:7.3f} | {result.right_tool:>4}/{result.need_tool:<5} | "
             f"{result.false_calls:>5}/{result.must_not:<5} | {result.seconds:7.1f} |"

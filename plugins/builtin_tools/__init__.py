@@ -7,8 +7,9 @@ adds the fast path, which runs the same tools for sentences its templates know, 
 from __future__ import annotations
 
 from assistant import hookimpl
-from assistant_plugins.builtin_tools.fast_path import FastPathRouter
-from assistant_plugins.builtin_tools.tools import TOOLS
+
+from .fast_path import FastPathRouter
+from .tools import TOOLS
 
 
 @hookimpl

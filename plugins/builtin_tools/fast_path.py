@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from assistant.routes import ToolRoute, TurnRouter
-from assistant_plugins.builtin_tools.sentences import match, when_phrase
+
+from .sentences import match, when_phrase
 
 
 def route_arguments(text: str) -> tuple[str, dict[str, Any]] | None:

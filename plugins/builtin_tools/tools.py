@@ -15,7 +15,8 @@ from assistant.errors import AssistantError
 from assistant.image_features import search_images as rank_images
 from assistant.image_jobs import check_capacity, image_generator, prepare, start_job
 from assistant.tools import ToolContext
-from assistant_plugins.builtin_tools.sentences import parse_duration, parse_when
+
+from .sentences import parse_duration, parse_when
 
 if TYPE_CHECKING:
     from assistant.app import App
@@ -174,13 +175,12 @@ async def search_images(ctx: ToolContext, query: str, limit: int = 3) -> dict[st
     if ctx.conversation_id is None:
         raise AssistantError("unsupported", "searching images needs a conversation")
     hits = await rank_images(_app(ctx), ctx.conversation_id, query, max(1, min(limit, MAX_SEARCH_RESULTS)))
-    found = [{"sha256": h.sha256, "turn_id": h.turn_id, "url": f"/attachments/{h.sha256}", "score": h.score} for h in hits]
+    urls = [f"/attachments/{h.sha256}" for h in hits]
+    found = [{"sha256": h.sha256, "turn_id": h.turn_id, "url": url, "score": h.score} for h, url in zip(hits, urls)]
     if not found:
         sentence = "There are no images in this conversation yet."
     else:
-        sentence = f"The image that best matches “{query}” is {found[0]['url']}" + (
-            f" (then {', '.join(f['url'] for f in found[1:])})." if len(found) > 1 else "."
-        )
+        sentence = f"The image that best matches “{query}” is {urls[0]}" + (f" (then {', '.join(urls[1:])})." if len(urls) > 1 else ".")
     return {"images": found, "confirmation": sentence}
 
 

@@ -204,6 +204,6 @@ async def test_session_time_zones_are_checked(server, connect_client, tmp_path):
         assert (await client.recv())["code"] == "bad_request"
         await client.send({"type": "session.start", "timezone": "America/New_York"})
         assert (await client.recv())["type"] == "session.started"
-    with pytest.raises(ConfigError, match="dialogue.timezone"):
+    with pytest.raises(ConfigError, match=r"dialogue\.timezone"):
         make_config(tmp_path, dialogue={"timezone": "Nowhere/Special"})
     assert Config().dialogue.timezone == "UTC"

@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from assistant_plugins.builtin_tools import tools
+from assistant_plugins.builtin_tools.sentences import parse_duration, parse_when
 
 from assistant import events
 from assistant.app import App
@@ -14,8 +16,6 @@ from assistant.conversation import Conversation, open_conversation
 from assistant.errors import AssistantError
 from assistant.store import PartRecord
 from assistant.tools import ToolContext
-from assistant_plugins.builtin_tools import tools
-from assistant_plugins.builtin_tools.sentences import parse_duration, parse_when
 from bench.tool_use import fast_path, load_set, score
 from tests import images
 from tests.conftest import make_config
@@ -179,5 +179,5 @@ async def test_search_ranks_the_conversations_images(tool_app):
         sha = hashlib.sha256(data).hexdigest()
         await app.store.add_user_turn(conversation.id, [PartRecord("image", attachment_sha256=sha, mime="image/png")], [("image/png", data)])
     result = await tools.search_images(context(app, conversation), "something red", limit=5)
-    assert [hit["sha256"] for hit in result["images"]][0] == hashlib.sha256(pictures["red"]).hexdigest()
+    assert result["images"][0]["sha256"] == hashlib.sha256(pictures["red"]).hexdigest()
     assert len(result["images"]) == 2 and result["images"][0]["url"] in result["confirmation"]
