@@ -195,6 +195,7 @@ class Reminders:
         self.store = ReminderStore(app.store.store.engine)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.fired = 0  # reminders fired by this process
 
     async def create(
@@ -255,6 +256,8 @@ class Reminders:
     async def stop(self) -> None:
         """Stop the clock and wait for it (a reminder being fired finishes first or stays unclaimed)."""
         task, self._task = self._task, None
+        self._stopping = True  # also ends the loop should a wake-up swallow the cancel
+        self._wake.set()
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -274,7 +277,7 @@ class Reminders:
     async def _run(self) -> None:
         """Fire what is due, then sleep until the next due time, a wake-up, or MAX_SLEEP_S."""
         assert self.app.store is not None
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 while await self.fire_due() >= CLAIM_BATCH:
@@ -285,4 +288,5 @@ class Reminders:
                 next_due = datetime.now(UTC) + timedelta(seconds=1)
             sleep = MAX_SLEEP_S if next_due is None else (next_due - datetime.now(UTC)).total_seconds()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, min(sleep, MAX_SLEEP_S)))
+                async with asyncio.timeout(max(0.0, min(sleep, MAX_SLEEP_S))):
+                    await self._wake.wait()

@@ -174,7 +174,7 @@ async def test_search_ranks_the_conversations_images(tool_app):
     """search_images finds the red picture for "red" among a red and a blue one, with its URL."""
     app, conversation, _ = tool_app
     assert app.store is not None
-    pictures = {colour: images.png(colour, (8, 8)) for colour in ("red", "blue")}
+    pictures = {colour: images.solid(colour, (8, 8)) for colour in ("red", "blue")}
     for data in pictures.values():
         sha = hashlib.sha256(data).hexdigest()
         await app.store.add_user_turn(conversation.id, [PartRecord("image", attachment_sha256=sha, mime="image/png")], [("image/png", data)])
