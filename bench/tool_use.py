@@ -11,6 +11,7 @@ a model whose chat template cannot render tools gets them described in its syste
 in JSON), `fast+model` (what the server does: the fast path first, the model for the rest).
 
     python bench/tool_use.py [--models smollm2-135m-instruct qwen2.5-coder-0.5b-instruct] [--paths fast model fast+model]
+        [--max-new-tokens 48] [--threads 1] [--misses]
 
 A model whose pack is not installed is skipped with a note. Prints one table row per model and path.
 """
@@ -133,7 +134,7 @@ def system_prompt(now: datetime) -> str:
     )
 
 
-def model_path(engine: Any, now: datetime) -> Callable[[str], Call]:
+def model_path(engine: Any, now: datetime, max_new_tokens: int = 48) -> Callable[[str], Call]:
     """Ask `engine` (a DialogueEngine) each request with the tools offered; its first call is the answer."""
     from assistant.engines import ChatMessage, DialogueRequest, GenerationOptions
     from assistant.tool_calls import parse_tool_calls
@@ -151,7 +152,7 @@ def model_path(engine: Any, now: datetime) -> Callable[[str], Call]:
 
     def answer(text: str) -> Call:
         request = DialogueRequest(
-            [ChatMessage("system", system), ChatMessage("user", text)], GenerationOptions(max_new_tokens=96, temperature=0.0),
+            [ChatMessage("system", system), ChatMessage("user", text)], GenerationOptions(max_new_tokens=max_new_tokens, temperature=0.0),
             tools=tuple(specs) if native else (),
         )
         result = engine.generate(request, lambda _delta: None, threading.Event())
@@ -192,7 +193,12 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["smollm2-135m-instruct", "qwen2.5-coder-0.5b-instruct"])
     parser.add_argument("--paths", nargs="*", default=["fast", "model", "fast+model"])
     parser.add_argument("--misses", action="store_true", help="print each request a path got wrong")
+    parser.add_argument("--max-new-tokens", type=int, default=48, help="a call comes first; the rest of an answer does not matter")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (more than the free cores slows decoding down)")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     now, requests = load_set()
     rows = []
     if "fast" in args.paths:
@@ -204,7 +210,7 @@ def main() -> None:
         engine = load_engine(model)
         if engine is None:
             continue
-        answer = model_path(engine, now)
+        answer = model_path(engine, now, args.max_new_tokens)
         cache: dict[str, Call] = {}
 
         def cached(text: str, answer: Callable[[str], Call] = answer, cache: dict[str, Call] = cache) -> Call:
