@@ -6,7 +6,8 @@ is made at the set's fixed `now` in its time zone. A request scores when the rig
 the right arguments (the due time the `due` phrase resolves to, the timer's length, the key words of
 text/prompt/query), or, for the must-not requests, when no tool is called.
 
-Paths: `fast` (plugins/builtin_tools fast path alone), `model` (the dialogue model offered the tools;
+Paths: `fast` (the deterministic routers: plugins/builtin_tools' fast path, then the keyword router for
+pictures), `model` (the dialogue model offered the tools;
 a model whose chat template cannot render tools gets them described in its system prompt and answers
 in JSON), `fast+model` (what the server does: the fast path first, the model for the rest).
 
@@ -111,10 +112,16 @@ def score(answer: Callable[[str], Call], now: datetime, requests: list[dict[str,
 
 
 def fast_path(text: str) -> Call:
-    """The fast path's call for a request."""
+    """The deterministic routers' call for a request, as the server asks them: the tools' fast path, then the
+    keyword router, whose image route starts the same job the `paint` tool does."""
     from assistant_plugins.builtin_tools.fast_path import route_arguments
+    from assistant_plugins.keyword_router import KeywordImageRouter
 
-    return route_arguments(text)
+    found = route_arguments(text)
+    if found is not None:
+        return found
+    image = KeywordImageRouter().route(text)
+    return None if image is None else ("paint", {"prompt": image.prompt})
 
 
 def tool_specs() -> list[Any]:

@@ -3,7 +3,8 @@
 No model is asked: "Remind me tomorrow at 9 to call the dentist" becomes
 `ToolRoute("set_reminder", {"text": "call the dentist", "due": "tomorrow at 9:00"})`, and the tool turns
 the due phrase into an absolute time in the session's time zone. Sentences the templates do not match
-go on to the dialogue model (which may call the same tools itself).
+go on to the dialogue model (which may call the same tools itself). Requests for a picture are left to the
+keyword router, which claims them (as an `ImageRoute`) when an image generator is configured.
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ def route_arguments(text: str) -> tuple[str, dict[str, Any]] | None:
         return found.intent, arguments
     if found.intent == "cancel_reminder":
         return found.intent, {"reminder": slots.get("which", "timer")}
-    if found.intent == "paint":
-        return found.intent, {"prompt": slots["prompt"]}
     if found.intent == "search_images":
         return found.intent, {"query": slots["query"]}
     return found.intent, {}

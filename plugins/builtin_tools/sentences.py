@@ -23,7 +23,7 @@ UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7
 DEFAULT_HOUR = 9
 """A reminder for a day with no time ("tomorrow") is due at this hour."""
 MAX_PHRASE_CHARS = 200
-WILDCARDS = ("task", "label", "which", "prompt", "query")
+WILDCARDS = ("task", "label", "which", "query")
 
 
 @functools.lru_cache(maxsize=1)
