@@ -18,7 +18,7 @@ from assistant.store import PartRecord
 from assistant.tools import ToolContext
 from bench.tool_use import fast_path, load_set, score
 from tests import images
-from tests.conftest import make_config
+from tests.conftest import WITH_BUILTIN_TOOLS, make_config
 from tests.conversations import Recorder
 from tests.fakes import ColourEncoder, FakeEnginesPlugin, ScriptedDialogue, StepPainter
 
@@ -84,7 +84,7 @@ def test_durations():
 async def tool_app(tmp_path):
     """An app with fake dialogue, painter and colour encoder, and a conversation of `alice` on it with its recorder."""
     plugin = FakeEnginesPlugin(ScriptedDialogue(), encoder=ColourEncoder(), painter=StepPainter(steps=2))
-    app = await App.start(make_config(tmp_path, engines={"dialogue": "fake", "image_generator": "fake", "image_encoder": "fake"}), [plugin])
+    app = await App.start(make_config(tmp_path, engines={"dialogue": "fake", "image_generator": "fake", "image_encoder": "fake"}, plugins=WITH_BUILTIN_TOOLS), [plugin])
     conversation_id, _, _ = await open_conversation(app, "alice", None)
     recorder = Recorder()
     conversation = Conversation(app, conversation_id, "alice", recorder, recorder.tell)
@@ -108,6 +108,17 @@ async def test_the_plugin_registers_every_tool_with_a_schema(tool_app):
         tool = app.tools[function.__name__]
         assert tool.description and tool.parameters["type"] == "object" and "ctx" not in tool.parameters["properties"]
     assert app.tools["set_reminder"].parameters["required"] == ["text", "due"]
+
+
+def test_the_fast_path_is_asked_before_the_keyword_router(tmp_path):
+    """The built-in routers: the tools' fast path first, the trylast keyword router for pictures last."""
+    from assistant.routes import ToolRoute, first_route
+
+    routers = App.prepare(make_config(tmp_path, plugins=WITH_BUILTIN_TOOLS)).registrations.routers
+    assert [r.name for r in routers] == ["builtin_tools_fast_path", "keyword_image"]
+    assert first_route(routers, "remind me in 5 minutes to stretch") == ToolRoute("set_reminder", {"text": "stretch", "due": "in 5 minutes"})
+    assert first_route(routers, "draw a dog").prompt == "a dog"
+    assert first_route(routers, "tell me about dogs") is None
 
 
 async def test_reminders_are_set_listed_and_cancelled_by_their_owner_only(tool_app):

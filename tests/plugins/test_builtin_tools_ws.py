@@ -9,7 +9,7 @@ import pytest
 
 from assistant.auth import TokenFile
 from tests.assistant.test_auth import open_client
-from tests.conftest import make_config
+from tests.conftest import WITH_BUILTIN_TOOLS, make_config
 from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -22,7 +22,7 @@ def of_type(events: list[dict], kind: str) -> list[dict]:
 @pytest.mark.offline_model
 async def test_remind_me_tomorrow_at_9_with_the_offline_defaults(start_server, tmp_path, connect_client):
     """SmolLM2 + fast path: the reminder is stored for tomorrow 09:00 Berlin time, the reply says so, tool events are stored; other turns reach the model."""
-    config = make_config(tmp_path, engines={"dialogue": "transformers"}, plugins={"transformers_dialogue": {"max_new_tokens": 24}})
+    config = make_config(tmp_path, engines={"dialogue": "transformers"}, plugins={**WITH_BUILTIN_TOOLS, "transformers_dialogue": {"max_new_tokens": 24}})
     server = await start_server(config)
     async with connect_client(server) as client:
         await client.send({"type": "session.start", "timezone": "Europe/Berlin"})
@@ -58,7 +58,7 @@ def tokens(tmp_path) -> dict[str, str]:
 
 async def test_a_reminder_set_in_words_reaches_both_of_its_owners_clients_only(start_server, tmp_path, tokens):
     """alice says "remind me in 2 seconds to stretch" on one client: both her clients get reminder.due; bob gets none and cannot cancel it."""
-    server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
+    server = await start_server(make_config(tmp_path, plugins=WITH_BUILTIN_TOOLS), plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
     alice = [await open_client(server, tokens["alice"]) for _ in range(2)]
     bob = await open_client(server, tokens["bob"])
     for client in [*alice, bob]:
@@ -85,7 +85,7 @@ async def test_a_reminder_set_in_words_reaches_both_of_its_owners_clients_only(s
 
 async def test_bad_reminder_requests_over_the_websocket(start_server, tmp_path, connect_client):
     """Past and absurd times fail as tool errors the reply is built from, nothing is stored, and the session goes on."""
-    server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
+    server = await start_server(make_config(tmp_path, plugins=WITH_BUILTIN_TOOLS), plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
     async with connect_client(server) as client:
         await client.start()
         for text in ("Remind me on February 30 to do nothing", "Set a timer for 9000 weeks"):
