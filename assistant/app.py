@@ -83,7 +83,7 @@ class App:
         if interrupted:
             log.warning("marked %d reply(ies) left in progress by an earlier run as interrupted", interrupted)
         try:
-            app.reminders = await asyncio.to_thread(Reminders, app)
+            app.reminders = await asyncio.to_thread(Reminders, app.store, config.reminders, app.notices)
             for role, engine_name in app.selected_engines().items():
                 app.engines[role] = await asyncio.to_thread(app.build_engine, role, engine_name)
                 if app.engines[role].capabilities.max_batch > 1:  # concurrent calls are batched by the engine

@@ -20,19 +20,18 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from sqlalchemy import DateTime, Index, String, Table, Text, func, select
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import Mapped, mapped_column
 
+from assistant.config import RemindersConfig
 from assistant.errors import AssistantError
 from assistant.events import ReminderDue
-from assistant.store import Base, new_id
+from assistant.notices import Notices
+from assistant.store import AsyncStore, Base, new_id
 from assistant.timezones import zone
-
-if TYPE_CHECKING:
-    from assistant.app import App
 
 log = logging.getLogger("assistant.reminders")
 
@@ -189,10 +188,11 @@ class ReminderStore:
 class Reminders:
     """The app's reminders: the async API tools use, the rules, and the clock that fires them (`start`/`stop`)."""
 
-    def __init__(self, app: App) -> None:
-        assert app.store is not None
-        self.app = app
-        self.store = ReminderStore(app.store.store.engine)
+    def __init__(self, store: AsyncStore, config: RemindersConfig, notices: Notices) -> None:
+        self.db = store
+        self.config = config
+        self.notices = notices
+        self.store = ReminderStore(store.store.engine)  # blocking (it may create the table): build off the event loop
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -202,7 +202,7 @@ class Reminders:
         self, owner: str, conversation_id: str | None, text: str, due_at: datetime, timezone: str, now: datetime, kind: str = "reminder",
     ) -> ReminderRecord:
         """Store a reminder for `owner` due at `due_at` (aware); bad_request for a past, absurd or empty one, rate_limited past the bound."""
-        config = self.app.config.reminders
+        config = self.config
         text = " ".join(text.split())
         if kind not in KINDS:
             raise AssistantError("bad_request", f"kind must be one of {', '.join(KINDS)}")
@@ -220,9 +220,8 @@ class Reminders:
             raise AssistantError("bad_request", f"{due_at.isoformat()} is in the past (it is {now.isoformat(timespec='seconds')})")
         if due_at - now > timedelta(days=config.max_days_ahead):
             raise AssistantError("bad_request", f"{due_at.date().isoformat()} is too far ahead: at most {config.max_days_ahead} days")
-        assert self.app.store is not None
         try:
-            record = await self.app.store.call(self.store.create, owner, conversation_id, text, due_at, timezone, kind, config.max_active)
+            record = await self.db.call(self.store.create, owner, conversation_id, text, due_at, timezone, kind, config.max_active)
         except TooManyReminders:
             raise AssistantError(
                 "rate_limited", f"you have {config.max_active} reminders waiting already ([reminders] max_active); cancel some first"
@@ -232,13 +231,11 @@ class Reminders:
 
     async def active(self, owner: str) -> list[ReminderRecord]:
         """`owner`'s waiting reminders, soonest first (at most LIST_LIMIT)."""
-        assert self.app.store is not None
-        return await self.app.store.call(self.store.active, owner)
+        return await self.db.call(self.store.active, owner)
 
     async def cancel(self, owner: str, reminder_id: str) -> ReminderRecord:
         """Cancel one of `owner`'s waiting reminders; not_found for an unknown one, somebody else's, or one already fired or cancelled."""
-        assert self.app.store is not None
-        record = await self.app.store.call(self.store.cancel, owner, reminder_id)
+        record = await self.db.call(self.store.cancel, owner, reminder_id)
         if record is None:
             raise AssistantError("not_found", f"no waiting reminder {reminder_id!r}")
         self.wake()
@@ -265,24 +262,21 @@ class Reminders:
 
     async def fire_due(self) -> int:
         """One pass: claim the due reminders of connected principals and notify their clients; returns how many fired."""
-        assert self.app.store is not None
-        owners = self.app.notices.principals()
-        claimed = await self.app.store.call(self.store.claim_due, datetime.now(UTC), owners)
+        claimed = await self.db.call(self.store.claim_due, datetime.now(UTC), self.notices.principals())
         for record in claimed:
-            reached = await self.app.notices.notify(record.owner, record.due_event())
+            reached = await self.notices.notify(record.owner, record.due_event())
             log.info("reminder %s of %s fired (%d client(s))", record.id, record.owner, reached)
         self.fired += len(claimed)
         return len(claimed)
 
     async def _run(self) -> None:
         """Fire what is due, then sleep until the next due time, a wake-up, or MAX_SLEEP_S."""
-        assert self.app.store is not None
         while not self._stopping:
             self._wake.clear()
             try:
                 while await self.fire_due() >= CLAIM_BATCH:
                     pass
-                next_due = await self.app.store.call(self.store.next_due, self.app.notices.principals())
+                next_due = await self.db.call(self.store.next_due, self.notices.principals())
             except Exception:
                 log.exception("the reminder clock failed; trying again shortly")
                 next_due = datetime.now(UTC) + timedelta(seconds=1)
