@@ -16,6 +16,7 @@ from assistant.engines import (
     ImageEncoder,
     ImageGenerator,
     ImageRequest,
+    MessagePart,
     SpeechSynthesizer,
     ToolCall,
     ToolChoice,
@@ -27,6 +28,7 @@ from assistant.engines import (
 from assistant.hookspecs import hookimpl
 from assistant.modalities import ImageInput, Modality
 from assistant.models import ModelSource, NotHere
+from assistant.part_types import DecodedPart, PartError, PartLimits, PartTools, PartType
 from assistant.routes import ImageRoute, ToolRoute, TurnRouter
 from assistant.tool_calls import ToolCallFilter, new_call_id, parse_tool_calls
 from assistant.tools import Tool, ToolContext
@@ -37,6 +39,7 @@ __all__ = [
     "AsrEngine",
     "Capabilities",
     "ChatMessage",
+    "DecodedPart",
     "DialogueEngine",
     "DialogueRequest",
     "DialogueResult",
@@ -51,9 +54,14 @@ __all__ = [
     "ImageInput",
     "ImageRequest",
     "ImageRoute",
+    "MessagePart",
     "Modality",
     "ModelSource",
     "NotHere",
+    "PartError",
+    "PartLimits",
+    "PartTools",
+    "PartType",
     "SpeechSynthesizer",
     "Tool",
     "ToolCall",

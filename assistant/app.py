@@ -24,6 +24,7 @@ from assistant.metrics import Metrics
 from assistant.modalities import RegisteredModality, load_modalities
 from assistant.models import ModelLocator
 from assistant.notices import Notices
+from assistant.part_types import RegisteredPartType, load_part_types
 from assistant.plugins import PluginError, Registrations, build_plugin_manager, collect_registrations
 from assistant.reminders import Reminders
 from assistant.scheduler import LatencyGate, Scheduler
@@ -61,6 +62,7 @@ class App:
         self.vad: Any = None  # vad.SileroVad, loaded at start when an ASR engine is configured
         self.modalities: list[RegisteredModality] = []  # loaded at start when the dialogue engine only reads text
         self.tools: dict[str, Tool] = registrations.tools  # the tools plugins registered (register_tools), by name
+        self.part_types: dict[str, RegisteredPartType] = {}  # plugin part types by wire name, loaded at start
         self.replies: set[Any] = set()  # in-flight replies (reply.Reply), for cancel and shutdown
         self.turns: set[asyncio.Task[None]] = set()  # every turn task, queued or running, of every session
         self.image_jobs: set[Any] = set()  # image jobs queued or painting (image_jobs.ImageJob)
@@ -95,6 +97,7 @@ class App:
                 app.vad = await asyncio.to_thread(SileroVad)
             if app.late_fusion:
                 app.modalities = await load_modalities(app, app.registrations.modalities)
+            app.part_types = await load_part_types(app, app.registrations.part_types)
             await app._call_lifecycle("startup")
             app.reminders.start()
         except BaseException:
@@ -204,6 +207,12 @@ class App:
             except Exception:
                 log.exception("closing modality %s failed", entry.name)
         self.modalities = []
+        for part_entry in self.part_types.values():
+            try:
+                part_entry.part_type.close()
+            except Exception:
+                log.exception("closing part type %s failed", part_entry.name)
+        self.part_types = {}
         for engine in self.engines.values():
             try:
                 engine.close()

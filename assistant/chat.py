@@ -85,6 +85,13 @@ class ChatClient:
             self.turn([{"type": "text", "text": line}])
         return True
 
+    def ask(self, question: str) -> bool:
+        """A yes/no question to the user on standard input; no answer (end of input) is no."""
+        try:
+            return input(question).strip().lower() in ("y", "yes")
+        except EOFError:
+            return False
+
     def _send(self, event: dict[str, Any]) -> None:
         self.ws.send(json.dumps(event))
 
@@ -223,6 +230,14 @@ class _Follower:
                 note += f" {event['error']['message']}"
             say(note)
             self.reply_open = False
+        elif kind == "tool.call" and event["response_id"] == self.response_id:
+            say(f"(tool {event['name'] or '?'} {json.dumps(event['arguments'], ensure_ascii=False)})")
+            if event.get("needs_confirmation"):
+                approved = self.client.ask(f"run {event['name']}? [y/N] ")
+                self.client._send({"type": "tool.confirm", "call_id": event["call_id"], "approved": approved})
+        elif kind == "tool.result" and event["response_id"] == self.response_id:
+            outcome = json.dumps(event.get("result"), ensure_ascii=False) if event["status"] == "ok" else event.get("error", "")
+            say(f"(tool {event['name'] or '?'} {event['status']}: {outcome[:200]})")
         elif kind == "image.started":
             from tqdm import tqdm
 

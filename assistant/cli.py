@@ -77,6 +77,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  modalities: {', '.join(info.modalities)}")
         if info.tools:
             print(f"  tools: {', '.join(info.tools)}")
+        if info.part_types:
+            print(f"  part types: {', '.join(info.part_types)}")
     return 0
 
 

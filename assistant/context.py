@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from assistant.engines import ChatMessage, ToolCall
+from assistant.engines import ChatMessage, MessagePart, ToolCall
 from assistant.image_features import stored_image
 from assistant.store import TOOL_PART_KINDS, PartRecord, TurnRecord
 from assistant.tools import tool_message_content
@@ -20,7 +21,12 @@ log = logging.getLogger("assistant.context")
 
 
 def dialogue_context(
-    system_prompt: str, history: list[TurnRecord], images: dict[str, Any] | None = None, max_chars: int | None = None,
+    system_prompt: str,
+    history: list[TurnRecord],
+    images: dict[str, Any] | None = None,
+    max_chars: int | None = None,
+    part_labels: Mapping[str, str] | None = None,
+    native_parts: Mapping[str, MessagePart] | None = None,
     tools: bool = False,
 ) -> list[ChatMessage]:
     """The messages for the engine: system prompt, then stored turns that have something to say, oldest first.
@@ -30,6 +36,11 @@ def dialogue_context(
     `images` (sha256 -> pixels) is given for an engine that sees images: user messages then carry
     those images. Otherwise each user image is rendered as the text the modalities stored for it
     (`[Image N: ocr text; labels]`, one line per image), before the turn's own words.
+
+    `part_labels` (part type name -> label) names the plugin part types: each such part is rendered as
+    the text its type described it with (`[Document N: ...]`, numbered per type), after the images.
+    `native_parts` (sha256 -> decoded part) are the new turn's parts of types the engine takes
+    natively: their user message carries them in `parts` instead of a line of text.
 
     `max_chars` bounds the characters of the turns' messages: the newest are kept, and the history
     stops at the first older message that would not fit (the newest message is always kept). It is
@@ -44,8 +55,8 @@ def dialogue_context(
     for turn in reversed(history):
         messages: list[ChatMessage] = []
         if turn.role == "user":
-            message = _user_message(turn, images)
-            if message.content or message.images:
+            message = _user_message(turn, images, part_labels or {}, native_parts or {})
+            if message.content or message.images or message.parts:
                 messages.append(message)
         elif turn.role == "assistant" and turn.status in ("completed", "cancelled"):
             if tools:
@@ -91,16 +102,21 @@ def image_numbers(shas: list[str]) -> dict[str, int]:
     return numbers
 
 
-def _user_message(turn: TurnRecord, images: dict[str, Any] | None) -> ChatMessage:
-    return user_message(turn.parts, turn.text, images)
+def _user_message(turn: TurnRecord, images: dict[str, Any] | None, labels: Mapping[str, str], native: Mapping[str, MessagePart]) -> ChatMessage:
+    return user_message(turn.parts, turn.text, images, labels, native)
 
 
-def user_message(parts: list[PartRecord], text: str, images: dict[str, Any] | None) -> ChatMessage:
+def user_message(
+    parts: list[PartRecord], text: str, images: dict[str, Any] | None,
+    labels: Mapping[str, str] | None = None, native: Mapping[str, MessagePart] | None = None,
+) -> ChatMessage:
     """A user turn's message: its `text` with its images' pixels (`images` given), or with one
-    `[Image N: ...]` line per image rendered from its `image_text` parts."""
+    `[Image N: ...]` line per image rendered from its `image_text` parts; then its plugin parts (`labels`:
+    part type -> label) as `[Label N: ...]` lines, or as decoded parts for a native engine (`native`)."""
     shas = [p.attachment_sha256 for p in parts if p.kind == "image" and p.attachment_sha256]
+    part_lines, native_parts = _plugin_parts(parts, labels or {}, native or {})
     if images is not None:
-        return ChatMessage("user", text, tuple(images[sha] for sha in shas if sha in images))
+        return ChatMessage("user", "\n".join([*part_lines, text]).strip(), tuple(images[sha] for sha in shas if sha in images), parts=native_parts)
     number = image_numbers(shas)
     said: dict[str, list[str]] = {}  # what the modalities said, per image, joined into one line
     for part in parts:
@@ -109,7 +125,32 @@ def user_message(parts: list[PartRecord], text: str, images: dict[str, Any] | No
     lines = [f"[Image {number.get(sha, len(shas))}: {'; '.join(texts)}]" for sha, texts in said.items()]
     described = {p.attachment_sha256 for p in parts if p.kind == "image_text"}
     lines += [f"[Image {index}: no description available]" for sha, index in number.items() if sha not in described]
-    return ChatMessage("user", "\n".join([*lines, text]).strip())
+    return ChatMessage("user", "\n".join([*lines, *part_lines, text]).strip(), parts=native_parts)
+
+
+def _plugin_parts(
+    parts: list[PartRecord], labels: Mapping[str, str], native: Mapping[str, MessagePart],
+) -> tuple[list[str], tuple[MessagePart, ...]]:
+    """The turn's plugin parts: a `[Label N: text]` line each (numbered per type), or the decoded part for a native engine."""
+    lines: list[str] = []
+    found: list[MessagePart] = []
+    counts: dict[str, int] = {}
+    texts: dict[tuple[str, str], list[str]] = {}
+    for part in parts:
+        kind = part.kind.removesuffix("_text")
+        if part.kind.endswith("_text") and kind in labels and part.text:
+            texts.setdefault((kind, part.attachment_sha256 or ""), []).append(part.text)
+    for part in parts:
+        if part.kind not in labels:
+            continue
+        counts[part.kind] = number = counts.get(part.kind, 0) + 1
+        sha = part.attachment_sha256 or ""
+        if sha in native and native[sha].type == part.kind:
+            found.append(native[sha])
+            continue
+        said = texts.get((part.kind, sha))
+        lines.append(f"[{labels[part.kind]} {number}: {'; '.join(said) if said else 'no description available'}]")
+    return lines, tuple(found)
 
 
 async def context_images(app: App, history: list[TurnRecord], new_images: list[DecodedImage]) -> dict[str, Any]:

@@ -85,9 +85,11 @@ class Conversation(ConversationScope):
     def create_turn(self, parts: Callable[[], Sequence[PartIn]], options: GenerationOptions, ref: str | None) -> None:
         """Queue a turn whose parts `parts()` gives (called in the turn's task, so decoding waits its turn).
 
-        A reply still talking is cut (barge-in): the new turn does not wait for its speech."""
+        A reply still talking is cut (barge-in): the new turn does not wait for its speech; a tool call
+        still waiting for the user's confirmation is declined (the user moved on)."""
         self._queue(lambda: self._decode_and_run(parts, options, ref), ref)
         self.barge_in()
+        self.decline_waiting_tools()
 
     async def _decode_and_run(self, parts: Callable[[], Sequence[PartIn]], options: GenerationOptions, ref: str | None) -> None:
         turn = await decode_turn(self.app, parts(), options, ref)
@@ -100,6 +102,7 @@ class Conversation(ConversationScope):
         """Queue a turn built elsewhere (a committed utterance) behind this client's other turns, cutting a reply still talking."""
         self._queue(lambda: run_turn(self, turn, ref), ref)
         self.barge_in()
+        self.decline_waiting_tools()
 
     def barge_in(self) -> bool:
         """The user talks over the assistant: a reply of this client still speaking stops at once, text and speech.
@@ -165,6 +168,14 @@ class Conversation(ConversationScope):
                 reply.cancel()
                 return
         raise AssistantError("not_found", f"no reply {response_id!r} in progress in this conversation", ref)
+
+    def decline_waiting_tools(self) -> None:
+        """The user sent a new turn instead of answering: tool calls of this conversation waiting for confirmation are declined."""
+        for reply in self.app.replies:
+            if reply.conversation_id == self.id:
+                for answer in reply.confirmations.values():
+                    if not answer.done():
+                        answer.set_result(False)
 
     def confirm_tool(self, call_id: str, approved: bool, ref: str | None) -> None:
         """The user's answer to a tool call of this conversation waiting for confirmation; not_found if none waits."""

@@ -19,6 +19,7 @@ class Capabilities:
 
     accepts_images: bool = False  # a dialogue engine that sees images itself (early fusion, a VLM)
     max_batch: int = 1  # calls the engine serves at once; the core gives it this many worker threads
+    accepts_parts: frozenset[str] = frozenset()  # a dialogue engine that takes these plugin part types itself (ChatMessage.parts)
     accepts_tools: bool = False  # a dialogue engine that takes `DialogueRequest.tools` and returns tool calls
 
 
@@ -42,6 +43,15 @@ class EngineError(Exception):
         super().__init__(message)
         if code is not None:
             self.code = code
+
+
+@dataclass(frozen=True)
+class MessagePart:
+    """A plugin part type's decoded part, for a dialogue engine that takes it natively (`Capabilities.accepts_parts`)."""
+
+    type: str  # the part type's name, e.g. "document"
+    mime: str | None
+    value: Any  # what the part type's `decode` returned as `DecodedPart.value`
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,8 @@ class ChatMessage:
 
     `images` (decoded RGB `PIL.Image.Image`s, in the order the user sent them) are filled only for
     engines whose capabilities say `accepts_images`; for the others the core has already turned each
-    image into text in `content` (late fusion, see `assistant.modalities`).
+    image into text in `content` (late fusion, see `assistant.modalities`). `parts` holds the new user
+    message's plugin parts of the types the engine lists in `Capabilities.accepts_parts`.
 
     An `assistant` message may carry the `tool_calls` the model made (its `content` then holds any text
     said with them); a `tool` message carries one call's result in `content`, with that call's
@@ -85,6 +96,7 @@ class ChatMessage:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    parts: tuple[MessagePart, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -55,15 +55,16 @@ async def encode_and_describe(app: App, images: list[DecodedImage]) -> list[tupl
     return await describe_images(app, inputs)
 
 
-async def describe_images(app: App, images: list[ImageInput]) -> list[tuple[str, str]]:
+async def describe_images(app: App, images: list[ImageInput], cache: bool = True) -> list[tuple[str, str]]:
     """(sha256, text) for every description the loaded modalities give, image by image, modality by modality.
 
     Modalities run side by side, each on its own worker thread: a batched one (`describe_batch`)
     gets the turn's images in one call, any other one call per image. A modality with a
-    `cache_key` describes each image once: its stored descriptions are used, and new ones stored.
+    `cache_key` describes each image once: its stored descriptions are used, and new ones stored
+    (not with `cache=False`, for pictures that are not stored attachments, such as a video's frames).
     """
     assert app.store is not None
-    keys = {entry.name: entry.modality.cache_key() for entry in app.modalities}
+    keys = {entry.name: (entry.modality.cache_key() if cache else None) for entry in app.modalities}
     cached = [key for key in keys.values() if key]
     stored = await app.store.image_descriptions([image.sha256 for image in images], cached) if cached else {}
     texts: dict[tuple[str, str], str | None] = {}  # (sha256, modality) -> what it said, None for nothing

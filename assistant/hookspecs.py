@@ -89,6 +89,19 @@ def register_tools(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def register_part_types(register: Callable[..., None]) -> None:
+    """Register part types: call `register(part_type, *, settings=None)` with an `assistant.PartType`.
+
+    The way to add a kind of input part (a document, a video) beside text, image and audio. Called
+    once per app, while it starts. The part type's `name` is the wire `type` clients send; its bytes
+    are checked against `max_bytes` and decoded by `decode` on the media worker, stored as an
+    attachment, and `describe`d for a text-only dialogue engine (`[Label N: ...]` in its context).
+    `settings` declares the plugin's settings model, as for `register_engines`. A name that is taken
+    (by the core or another plugin) or invalid stops startup. Returns nothing.
+    """
+
+
+@hookspec
 def startup(app: AppView) -> Any:
     """Called once when the app has started: engines are loaded and the store is open.
 

@@ -32,16 +32,17 @@ def image_encoder(app: App) -> ImageEncoder | None:
     return engine if isinstance(engine, ImageEncoder) else None
 
 
-async def features_for(app: App, images: list[tuple[str, Any]]) -> dict[str, np.ndarray]:
+async def features_for(app: App, images: list[tuple[str, Any]], store: bool = True) -> dict[str, np.ndarray]:
     """Feature vectors by sha256 for (sha256, PIL image) pairs; {} when no encoder is configured.
 
-    Stored vectors are read back; the rest are encoded in one call on the encoder's worker and stored.
+    Stored vectors are read back; the rest are encoded in one call on the encoder's worker and stored
+    (with `store=False`, for pictures that are not stored attachments, nothing is read or stored).
     """
     encoder = image_encoder(app)
     if encoder is None or not images:
         return {}
     assert app.store is not None
-    stored = await app.store.image_features([sha for sha, _ in images], encoder.id)
+    stored = await app.store.image_features([sha for sha, _ in images], encoder.id) if store else {}
     found = {sha: np.frombuffer(vector, dtype=np.float32) for sha, vector in stored.items()}
     missing: dict[str, Any] = {}
     for sha, image in images:
@@ -54,7 +55,8 @@ async def features_for(app: App, images: list[tuple[str, Any]]) -> dict[str, np.
         except TimeoutError:
             raise EngineError(f"image encoder {encoder.id} did not answer within {timeout:g} s", code="internal") from None
         encoded = dict(zip(missing, _checked(encoder, vectors, len(missing))))
-        await app.store.put_image_features(encoder.id, {sha: v.tobytes() for sha, v in encoded.items()}, encoder.dim)
+        if store:
+            await app.store.put_image_features(encoder.id, {sha: v.tobytes() for sha, v in encoded.items()}, encoder.dim)
         found.update(encoded)
     return found
 

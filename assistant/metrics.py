@@ -32,6 +32,8 @@ class Metrics:
             "assistant_dialogue_time_to_first_token_seconds", "From the reply's start to its first text", buckets=SECONDS, registry=r,
         )
         self.replies = Counter("assistant_replies", "Replies ended, by status", ["status"], registry=r)
+        self.tool_calls = Counter("assistant_tool_calls", "Tool calls ended, by tool and status (ok, error, declined, timeout, cancelled)",
+                                  ["tool", "status"], registry=r)
         self.asr_real_time_factor = Histogram(
             "assistant_asr_real_time_factor", "Transcription time / audio duration", buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 4), registry=r,
         )

@@ -26,6 +26,7 @@ from assistant.config import Config, ConfigError
 from assistant.engines import ROLES, Engine
 from assistant.modalities import Modality, RegisteredModality
 from assistant.models import ModelSource, RegisteredSource
+from assistant.part_types import RegisteredPartType, check_part_type
 from assistant.routes import RegisteredRouter, TurnRouter
 from assistant.tools import DEFAULT_TIMEOUT_S, Tool, ToolError, add_tools, make_tools
 
@@ -154,6 +155,7 @@ class Registrations:
     routers: list[RegisteredRouter] = field(default_factory=list)
     modalities: list[RegisteredModality] = field(default_factory=list)
     tools: dict[str, Tool] = field(default_factory=dict)  # by name, in registration order
+    part_types: list[RegisteredPartType] = field(default_factory=list)
     settings_models: dict[str, SettingsModel] = field(default_factory=dict)  # plugin name -> its settings model
     settings: dict[str, BaseModel] = field(default_factory=dict)  # plugin name -> its validated [plugins.<name>] table
 
@@ -244,11 +246,25 @@ def collect_registrations(pm: pluggy.PluginManager, config: Config) -> Registrat
 
         return register
 
+    def part_type_register(plugin: str) -> Callable[..., None]:
+        def register(part_type: Any, *, settings: SettingsModel | None = None) -> None:
+            problem = check_part_type(part_type, plugin)
+            if problem is not None:
+                raise PluginError(problem)
+            for other in found.part_types:
+                if other.name == part_type.name:
+                    raise PluginError(f"part type {part_type.name!r} registered twice: by {other.plugin!r} and by {plugin!r}")
+            declare_settings(plugin, settings)
+            found.part_types.append(RegisteredPartType(part_type.name, part_type, plugin))
+
+        return register
+
     call_per_plugin(pm, "register_engines", register=engine_register)
     call_per_plugin(pm, "register_model_sources", register=source_register)
     call_per_plugin(pm, "register_turn_routers", register=named_register("turn router", TurnRouter, found.routers, RegisteredRouter))
     call_per_plugin(pm, "register_modalities", register=named_register("modality", Modality, found.modalities, RegisteredModality))
     call_per_plugin(pm, "register_tools", register=tool_register)
+    call_per_plugin(pm, "register_part_types", register=part_type_register)
     for plugin, model in found.settings_models.items():
         found.settings[plugin] = _validate_settings(model, plugin, config.plugin_config(plugin))
     return found
@@ -277,6 +293,7 @@ class PluginInfo:
     turn_routers: list[str]
     modalities: list[str]
     tools: list[str] = field(default_factory=list)
+    part_types: list[str] = field(default_factory=list)
 
 
 def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> list[PluginInfo]:
@@ -302,6 +319,7 @@ def describe_plugins(pm: pluggy.PluginManager, registrations: Registrations) -> 
                 turn_routers=sorted(r.name for r in registrations.routers if r.plugin == name),
                 modalities=sorted(m.name for m in registrations.modalities if m.plugin == name),
                 tools=sorted(t.name for t in registrations.tools.values() if t.plugin == name),
+                part_types=sorted(p.name for p in registrations.part_types if p.plugin == name),
             )
         )
     return infos

@@ -18,6 +18,7 @@ from assistant.context import user_message
 from assistant.engines import AsrEngine, ChatMessage, EngineError, GenerationOptions, ToolCall
 from assistant.errors import AssistantError, error_code
 from assistant.fusion import encode_and_describe
+from assistant.part_input import describe_plugin_parts, native_parts, part_labels, part_records
 from assistant.store import PartRecord
 from assistant.turns import PartIn, TextIn, TurnInput, decode_turn, release_media
 
@@ -74,11 +75,13 @@ async def _user_context(app: App, turn: TurnInput, sees_images: bool, where: str
     spoken = [await _transcribe(app, samples, language, where, ref) for samples, language in turn.audio]
     text = "\n".join(t for t in (turn.text, *spoken) if t.strip())
     parts = [PartRecord(kind="image", attachment_sha256=image.sha256, mime=image.mime) for image in turn.images]
+    parts += part_records(turn.plugin_parts, await describe_plugin_parts(app, turn.plugin_parts))  # plugin part types
+    labels, native = part_labels(app), native_parts(app, turn.plugin_parts)
     if sees_images:
-        return user_message(parts, text, {image.sha256: image.image for image in turn.images})
+        return user_message(parts, text, {image.sha256: image.image for image in turn.images}, labels, native)
     described = await encode_and_describe(app, turn.images)
     parts += [PartRecord(kind="image_text", text=said, attachment_sha256=sha) for sha, said in described]
-    return user_message(parts, text, None)
+    return user_message(parts, text, None, labels, native)
 
 
 async def _transcribe(app: App, samples: object, language: str | None, where: str, ref: str | None) -> str:

@@ -37,6 +37,8 @@ log = logging.getLogger("assistant.tool_loop")
 
 MAX_ROUNDS = 10
 """Engine calls in one reply; a model still calling tools after this many ends the reply (failed, with a note)."""
+MAX_CALLS_PER_ROUND = 16
+"""Tool calls run per engine round; the model is told that calls past this were not run."""
 CONFIRM_TIMEOUT_S = 120.0
 """How long a call that needs confirmation waits for `tool.confirm` before it counts as declined."""
 MAX_RESULT_BYTES = 16 * 1024
@@ -73,7 +75,7 @@ def user_timezone(conversation: ConversationScope | None, app: App) -> ZoneInfo:
 def _bounded(result: Any) -> tuple[Any, str | None]:
     """The result as it may travel (JSON data, cut to MAX_RESULT_BYTES with a note), or (None, why) when it is not JSON."""
     try:
-        encoded = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=_json_default)
+        encoded = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=_json_default, allow_nan=False)
     except (TypeError, ValueError) as exc:
         return None, f"the tool returned {type(result).__name__}, which is not JSON data: {exc}"
     size = len(encoded.encode())
@@ -103,24 +105,13 @@ class ToolRunner:
         """The registered tools' names, for error messages to the model."""
         return ", ".join(self.app.tools) or "none"
 
-    async def run(self, call: ToolCall) -> ToolOutcome:
-        """Check, confirm and run one call; publish and record it; never raises for a bad call or a failing tool."""
+    async def run(self, call: ToolCall, refuse: str | None = None) -> ToolOutcome:
+        """Check, confirm and run one call (or refuse it, saying why); publish and record it; never raises for a bad call or a failing tool."""
         tool = self.app.tools.get(call.name)
-        problem: str | None = None
         arguments: dict[str, Any] = {}
-        if not call.name:
-            raw = str(call.arguments.get("_unparsed", call.arguments))[:500]
-            problem = (
-                f"the tool call could not be read (its JSON is broken or it names no tool): {raw!r}. "
-                f'Call a tool as {{"name": "<tool>", "arguments": {{...}}}}. Valid tools: {self.valid_tools()}.'
-            )
-        elif tool is None:
-            problem = f"there is no tool named {call.name!r}. Valid tools: {self.valid_tools()}."
-        else:
-            try:
-                arguments = tool.check_arguments(call.arguments)
-            except ValueError as exc:
-                problem = f"invalid arguments for {call.name}: {exc}"
+        problem = refuse
+        if problem is None:
+            problem, arguments = self._check(call, tool)
         needs_confirmation = tool is not None and problem is None and tool.requires_confirmation
         await self.conversation.publish(events.ToolCallStarted(
             response_id=self.reply.response_id, call_id=call.id, name=call.name, arguments=call.arguments,
@@ -137,6 +128,21 @@ class ToolRunner:
             outcome = await self._confirm_and_call(tool, call, arguments, needs_confirmation)
         await self._finish(outcome)
         return outcome
+
+    def _check(self, call: ToolCall, tool: Tool | None) -> tuple[str | None, dict[str, Any]]:
+        """(what is wrong with the call for the model to correct, or None; the arguments converted for the tool)."""
+        if not call.name:
+            raw = str(call.arguments.get("_unparsed", call.arguments))[:500]
+            return (
+                f"the tool call could not be read (its JSON is broken or it names no tool): {raw!r}. "
+                f'Call a tool as {{"name": "<tool>", "arguments": {{...}}}}. Valid tools: {self.valid_tools()}.'
+            ), {}
+        if tool is None:
+            return f"there is no tool named {call.name!r}. Valid tools: {self.valid_tools()}.", {}
+        try:
+            return None, tool.check_arguments(call.arguments)
+        except ValueError as exc:
+            return f"invalid arguments for {call.name}: {exc}", {}
 
     async def _confirm_and_call(self, tool: Tool, call: ToolCall, arguments: dict[str, Any], needs_confirmation: bool) -> ToolOutcome:
         if needs_confirmation:
@@ -216,6 +222,8 @@ class ToolRunner:
 
     async def _finish(self, outcome: ToolOutcome) -> None:
         call = outcome.call
+        known = call.name in self.app.tools  # an unknown name is the model's, not a label to keep
+        self.app.metrics.tool_calls.labels(call.name if known else "(unknown)", outcome.status).inc()
         self.stream.parts.append(PartRecord("tool_result", json.dumps(
             {"call_id": call.id, "name": call.name, "status": outcome.status, "result": outcome.result, "error": outcome.error},
             ensure_ascii=False,
@@ -241,16 +249,17 @@ async def tool_rounds(stream: ReplyStream, engine: DialogueEngine, request: Dial
     specs = tuple(tool.spec() for tool in stream.conversation.app.tools.values())
     messages = list(request.messages)
     for _ in range(MAX_ROUNDS):
-        outcome = await stream.round(engine, dataclasses.replace(request, messages=messages, tools=specs))
+        outcome = await stream.round(engine, dataclasses.replace(request, messages=list(messages), tools=specs))
         result = outcome.result
         if outcome.status != "completed" or result is None or not result.tool_calls:
             return
         messages.append(ChatMessage("assistant", result.text, tool_calls=result.tool_calls))
         stream.status, stream.error = "cancelled", None  # should the task be cancelled while the tools run
-        for call in result.tool_calls:
+        for index, call in enumerate(result.tool_calls):
             if stream.reply.stopped.is_set():
                 break
-            messages.append((await runner.run(call)).message())
+            refuse = f"not run: at most {MAX_CALLS_PER_ROUND} tool calls are run at a time" if index >= MAX_CALLS_PER_ROUND else None
+            messages.append((await runner.run(call, refuse)).message())
         if stream.reply.stopped.is_set():
             stream.status, stream.error = "cancelled", None
             return

@@ -116,8 +116,17 @@ class Tool:
         required = set(self.parameters.get("required", []))
         if not properties:
             return f"{self.name} takes no arguments."
-        listed = ", ".join(f"{name} ({prop.get('type', 'any')}{', required' if name in required else ''})" for name, prop in properties.items())
+        listed = ", ".join(f"{name} ({_type_name(prop)}{', required' if name in required else ''})" for name, prop in properties.items())
         return f"{self.name} takes: {listed}."
+
+
+def _type_name(schema: dict[str, Any]) -> str:
+    """A property's JSON type for people and models: `string`, `integer or null`, `object` for a model."""
+    if "type" in schema:
+        return str(schema["type"])
+    if "anyOf" in schema:
+        return " or ".join(_type_name(option) for option in schema["anyOf"])
+    return "object" if "$ref" in schema else "any"
 
 
 def tool_from_function(
@@ -184,11 +193,12 @@ def tools_from_toolbox(
     toolbox: object, *, name: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
     requires_confirmation: bool = False, plugin: str = "",
 ) -> list[Tool]:
-    """One Tool per public method of `toolbox`, named `<toolbox name>_<method>`."""
+    """One Tool per public method of `toolbox` (in the order the class defines them), named `<toolbox name>_<method>`."""
     prefix = name or toolbox_name(toolbox)
+    names = dict.fromkeys(name for cls in reversed(type(toolbox).__mro__[:-1]) for name in vars(cls))  # definition order
     methods = [
-        (method_name, member) for method_name, member in inspect.getmembers(toolbox, inspect.ismethod)
-        if not method_name.startswith("_")
+        (method_name, getattr(toolbox, method_name)) for method_name in names
+        if not method_name.startswith("_") and inspect.ismethod(getattr(toolbox, method_name, None))
     ]
     if not methods:
         raise ToolError(f"plugin {plugin!r}: toolbox {prefix!r} has no public methods to offer as tools")

@@ -1,7 +1,7 @@
-"""One turn, top to bottom: decode its parts, store it, transcribe, fuse images, route, reply.
+"""One turn, top to bottom: decode its parts, store it, transcribe, fuse images, describe plugin parts, route, reply.
 
-Dialects hand the core a turn's parts as `TextIn`, `ImageIn` and `AudioIn` (bytes, no wire
-encoding); `decode_turn` checks and decodes them (nothing is stored for a refused turn) and
+Dialects hand the core a turn's parts as `TextIn`, `ImageIn`, `AudioIn` and `PluginPartIn` (bytes,
+no wire encoding); `decode_turn` checks and decodes them (nothing is stored for a refused turn) and
 `run_turn` answers the decoded turn. Every problem a client can act on is an `AssistantError`.
 """
 
@@ -13,13 +13,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ValidationError
+
 from assistant import audio, events
 from assistant.context import context_images, dialogue_context
-from assistant.engines import AsrEngine, DialogueEngine, DialogueRequest, EngineError, GenerationOptions, ImageGenerator, Transcript
+from assistant.engines import (
+    AsrEngine,
+    DialogueEngine,
+    DialogueRequest,
+    EngineError,
+    GenerationOptions,
+    ImageGenerator,
+    Transcript,
+)
 from assistant.errors import AssistantError, error_code
 from assistant.fusion import fuse_images
 from assistant.image_input import DecodedImage, ImageInputError, decode_cost, decode_image, image_size
 from assistant.image_jobs import check_capacity, image_generator, prepare, start_job
+from assistant.part_input import DecodedPluginPart, describe_parts, native_parts, part_labels
+from assistant.part_types import DecodedPart, PartError, PartLimits
 from assistant.reply import Reply, announce_end, stream_reply
 from assistant.routes import ImageRoute, Route, ToolRoute, first_route
 from assistant.store import PartRecord
@@ -57,7 +69,17 @@ class AudioIn:
     language: str | None = None
 
 
-PartIn = TextIn | ImageIn | AudioIn
+@dataclass(frozen=True)
+class PluginPartIn:
+    """A part of a type a plugin registered (`assistant.PartType`): its bytes, mime and other wire fields."""
+
+    type: str
+    data: bytes
+    mime: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+PartIn = TextIn | ImageIn | AudioIn | PluginPartIn
 
 
 @dataclass
@@ -68,6 +90,7 @@ class TurnInput:
     attachments: list[tuple[str, bytes]] = field(default_factory=list)
     audio: list[tuple[Any, str | None]] = field(default_factory=list)  # (16 kHz samples, language)
     images: list[DecodedImage] = field(default_factory=list)
+    plugin_parts: list[DecodedPluginPart] = field(default_factory=list)
     turn_id: str | None = None  # chosen in advance for streamed speech (its partial transcripts name it)
     spoken_until: float | None = None  # time.perf_counter() when the server VAD heard the utterance end
     options: GenerationOptions = field(default_factory=GenerationOptions)
@@ -143,12 +166,17 @@ async def decode_turn(app: App, parts: Sequence[PartIn], options: GenerationOpti
                     sha256 = audio.sha256(part.data)
                 turn.parts.append(PartRecord(kind="audio", attachment_sha256=sha256))
                 turn.audio.append((samples, part.language or speech.language))
+            elif isinstance(part, PluginPartIn):
+                decoded = await _decode_plugin_part(app, turn, part, where, ref)
+                turn.attachments.append((decoded.mime, part.data))
+                turn.parts.append(PartRecord(kind=part.type, attachment_sha256=decoded.sha256, mime=decoded.mime))
+                turn.plugin_parts.append(decoded)
             else:
                 image = await _decode_image(app, turn, part, where, len(turn.images), ref)
                 turn.attachments.append((image.mime, image.data))
                 turn.parts.append(PartRecord(kind="image", attachment_sha256=image.sha256, mime=image.mime))
                 turn.images.append(image)
-        if not turn.audio and not turn.images and not turn.text.strip():
+        if not turn.audio and not turn.images and not turn.plugin_parts and not turn.text.strip():
             raise AssistantError("bad_request", "the turn has no text", ref)
     except BaseException:
         release_media(app, turn)
@@ -180,6 +208,58 @@ async def _decode_image(app: App, turn: TurnInput, part: ImageIn, where: str, im
     width, height = image.size
     turn.media_bytes += app.media.shrink(taken, width * height * 3)
     return image
+
+
+def known_part_types(app: App) -> str:
+    """The part types a client may send, for error messages."""
+    return ", ".join(["text", "image", "audio", *sorted(app.part_types)])
+
+
+async def _decode_plugin_part(app: App, turn: TurnInput, part: PluginPartIn, where: str, ref: str | None) -> DecodedPluginPart:
+    """Check and decode one part of a plugin's type off the loop: its fields, mime and size, then `decode` within the limits."""
+    entry = app.part_types.get(part.type)
+    if entry is None:
+        raise AssistantError("bad_request", f"{where}.type: unknown part type {part.type!r}; known: {known_part_types(app)}", ref)
+    part_type = entry.part_type
+    options: BaseModel | None = None
+    if part_type.fields is not None:
+        try:
+            options = part_type.fields.model_validate(part.fields)
+        except ValidationError as exc:
+            problems = "; ".join(f"{where}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)[:5])
+            raise AssistantError("bad_request", problems, ref) from None
+    elif part.fields:
+        raise AssistantError("bad_request", f"{where}: a {part.type} part has no field {sorted(part.fields)[0]!r}", ref)
+    if part.mime is not None and part.mime not in part_type.mimes:
+        raise AssistantError("unsupported", f"{where}.mime: {part.mime!r} is not a {part.type} type; accepted: {', '.join(part_type.mimes)}", ref)
+    max_bytes = min(part_type.max_bytes, app.config.limits.max_turn_bytes)
+    if len(part.data) > max_bytes:
+        raise AssistantError("too_large", f"{where}: the {part.type} is {len(part.data)} bytes; at most {max_bytes} are accepted", ref)
+    cost = max(part_type.decode_cost(len(part.data)), len(part.data))
+    taken = await take_media(app, cost, where, ref)
+    limits = PartLimits(
+        max_bytes=max_bytes, max_decoded_bytes=cost,
+        max_pixels=app.config.image_input.max_pixels, max_audio_seconds=app.config.speech.max_seconds,
+    )
+    try:
+        decoded = await app.scheduler.submit_named("media-decode", part_type.decode, part.data, part.mime, options, limits)
+    except PartError as exc:
+        app.media.release(taken)
+        raise AssistantError(exc.code, f"{where}: {exc}", ref) from None  # type: ignore[arg-type]
+    except Exception as exc:
+        app.media.release(taken)
+        log.exception("part type %s (plugin %s) failed to decode %s", part.type, entry.plugin, where)
+        raise AssistantError("internal", f"{where}: the {part.type} part type failed: {type(exc).__name__}", ref) from None
+    except BaseException:
+        app.media.release(taken)
+        raise
+    if not isinstance(decoded, DecodedPart) or not isinstance(decoded.nbytes, int):
+        app.media.release(taken)
+        log.error("part type %s (plugin %s) returned %s from decode instead of a DecodedPart", part.type, entry.plugin, type(decoded).__name__)
+        raise AssistantError("internal", f"{where}: the {part.type} part type returned {type(decoded).__name__} instead of a DecodedPart", ref)
+    turn.media_bytes += app.media.shrink(taken, max(0, min(decoded.nbytes, taken)))
+    mime = decoded.mime or part.mime or part_type.mimes[0]
+    return DecodedPluginPart(part.type, audio.sha256(part.data), mime, decoded)
 
 
 async def transcribe(conversation: ConversationScope, turn_id: str, turn: TurnInput) -> str:
@@ -224,7 +304,7 @@ async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | 
     user_turn_id: str | None = None
     if turn.audio:
         app.scheduler.admit(app.engines["asr"], ref)
-    if turn.audio or turn.images:
+    if turn.audio or turn.images or turn.plugin_parts:
         user_turn_id = await app.store.add_user_turn(conversation.id, turn.parts, turn.attachments, turn_id=turn.turn_id)
         await conversation.publish(events.TurnCreated(turn_id=user_turn_id))
     if turn.audio:
@@ -239,6 +319,9 @@ async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | 
     if turn.images:
         assert user_turn_id is not None
         await fuse_images(app, user_turn_id, turn.images)
+    if turn.plugin_parts:
+        assert user_turn_id is not None
+        await describe_parts(app, user_turn_id, turn.plugin_parts)
     route = _route(app, text)
     if isinstance(route, ImageRoute):
         await _run_image_route(conversation, ref, turn.parts, route, user_turn_id)
@@ -265,10 +348,11 @@ async def run_turn(conversation: ConversationScope, turn: TurnInput, ref: str | 
         if engine is not None:
             images = await context_images(app, begun.history, turn.images) if engine.capabilities.accepts_images else None
             dialogue = app.config.dialogue
-            request = DialogueRequest(
-                dialogue_context(dialogue.system_prompt, begun.history, images, dialogue.context_chars, tools=engine.capabilities.accepts_tools),
-                turn.options,
+            messages = dialogue_context(
+                dialogue.system_prompt, begun.history, images, dialogue.context_chars, part_labels(app), native_parts(app, turn.plugin_parts),
+                tools=engine.capabilities.accepts_tools,
             )
+            request = DialogueRequest(messages, turn.options)
         announce = user_turn_id is None
         if isinstance(route, ToolRoute):
             await reply_with_route(

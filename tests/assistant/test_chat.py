@@ -55,6 +55,30 @@ async def test_image_attach_imagine_and_routed_drawing(start_server, tmp_path, t
     assert len(engine.requests) == 1, "the refused turn never reached the engine"
 
 
+def launch_rocket(target: str) -> dict:
+    """Launch a rocket (asks the user first).
+
+    Args:
+        target: where to fly
+    """
+    return {"launched": target}
+
+
+async def test_tool_calls_are_shown_and_confirmation_is_asked(start_server, tmp_path):
+    """A tool call and its result are printed; a call that needs confirmation asks, and the answer goes to the server."""
+    from tests.fakes import ToolCallingDialogue
+
+    plugin = FakeEnginesPlugin(ToolCallingDialogue(), tools=[(launch_rocket, {"requires_confirmation": True})])
+    server = await start_server(make_config(tmp_path), plugins=(plugin,))
+    line = 'launch_rocket {"target": "mars"}'
+    result = await chat(server, [line, "y", line, "n", "/quit"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.count('(tool launch_rocket {"target": "mars"})') == 2 and out.count("run launch_rocket? [y/N]") == 2
+    assert '(tool launch_rocket ok: {"launched": "mars"})' in out and 'The launch_rocket tool said: {"launched": "mars"}' in out
+    assert "(tool launch_rocket declined: the user declined to run launch_rocket" in out
+
+
 @pytest.mark.offline_model
 async def test_audio_file_is_transcribed_and_answered(start_server, tmp_path):
     """/audio sends a WAV; the transcript and the reply are printed."""

@@ -55,6 +55,7 @@ def test_engine_roles_are_the_same_everywhere():
         ("[server]\nprot = 1\n", "server.prot"),
         ("[server]\nport = 'eighty'\n", "server.port"),
         ("[dialogue]\nhistory_turns = -1\n", "dialogue.history_turns"),
+        ("[dialogue]\ntimezone = 'Mars/Olympus'\n", "dialogue.timezone"),
         ("[plugins]\ntransformers_dialogue = 3\n", "plugins.transformers_dialogue"),
         ("[nonsense]\na = 1\n", "nonsense"),
     ],

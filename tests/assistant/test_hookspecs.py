@@ -390,6 +390,50 @@ async def test_hook_register_modalities_loads_them_in_order_for_text_engines_onl
         App.prepare(make_config(tmp_path), [NotAModality()])
 
 
+async def test_hook_register_part_types_adds_a_loaded_part_type_with_its_settings(tmp_path):
+    """A part type registered with settings= is listed under its plugin, loaded with its validated table, and closed at stop."""
+    from assistant import DecodedPart, PartType
+
+    class ShoutSettings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        loud: bool = False
+
+    class Shout(PartType):
+        name = "shout"
+        mimes = ("text/plain",)
+
+        def load(self, app):
+            self.settings = app.plugin_settings("shouts")
+            return True
+
+        def decode(self, data, mime, options, limits):
+            text = data.decode()
+            return DecodedPart(text=text.upper() if self.settings.loud else text)
+
+        def close(self):
+            self.closed = True
+
+    class ShoutPlugin:
+        __name__ = "shouts"
+
+        @hookimpl
+        def register_part_types(self, register):
+            register(Shout(), settings=ShoutSettings)
+
+    config = make_config(tmp_path, plugins={"shouts": {"loud": True}})
+    app = await App.start(config, [FakeEnginesPlugin(ScriptedDialogue()), ShoutPlugin()])
+    part_type = app.part_types["shout"].part_type
+    try:
+        assert [(p.name, p.plugin) for p in app.registrations.part_types] == [("shout", "shouts")]
+        assert part_type.decode(b"hi", None, None, None).text == "HI"
+    finally:
+        await app.stop()
+    assert part_type.closed and app.part_types == {}
+    with pytest.raises(ConfigError, match="plugins.shouts.lound: Extra inputs are not permitted"):
+        App.prepare(make_config(tmp_path, plugins={"shouts": {"lound": True}}), [ShoutPlugin()])
+
+
 async def test_hook_register_modalities_with_settings_reads_them_in_load(tmp_path):
     """A modality registered with settings= finds its validated table through app.plugin_settings in load."""
     from assistant import Modality

@@ -67,6 +67,22 @@ def test_reply_lifecycle_and_history_order(store):
     assert (last.status, last.error, last.parts) == ("failed", "boom", [])
 
 
+def test_a_reply_keeps_its_tool_parts_before_its_text(store):
+    """Tool call and result parts are stored before the reply's text and come back in conversation.history with their fields."""
+    conversation = store.create_conversation()
+    begun = store.begin_turn(conversation, [PartRecord("text", "add 2 and 3")], history_limit=5)
+    call = PartRecord("tool_call", '{"call_id": "c1", "name": "add", "arguments": {"a": 2, "b": 3}, "needs_confirmation": false}')
+    result = PartRecord("tool_result", '{"call_id": "c1", "name": "add", "status": "ok", "result": 5, "error": null}')
+    store.finish_reply(begun.reply_id, text="It is 5.", status="completed", parts=[call, result])
+    reply = store.history(conversation)[-1]
+    assert [p.kind for p in reply.parts] == ["tool_call", "tool_result", "text"] and reply.text == "It is 5."
+    assert reply.to_wire()["content"] == [
+        {"type": "tool_call", "call_id": "c1", "name": "add", "arguments": {"a": 2, "b": 3}, "needs_confirmation": False},
+        {"type": "tool_result", "call_id": "c1", "name": "add", "status": "ok", "result": 5, "error": None},
+        {"type": "text", "text": "It is 5."},
+    ]
+
+
 def test_invalid_final_status_is_refused(store):
     """finish_reply accepts only final statuses."""
     conversation = store.create_conversation()

@@ -72,6 +72,11 @@ def huge() -> list:
     return ["x" * 100] * 1000
 
 
+def odd() -> object:
+    """Returns something that is not JSON."""
+    return {"value": float("nan")}
+
+
 def launch(target: str) -> dict:
     """Launch something (needs the user's approval).
 
@@ -82,7 +87,7 @@ def launch(target: str) -> dict:
 
 
 ALL_TOOLS = [
-    convert, whoami, explode, huge, (sleepy, {"timeout_s": 0.2}), (nap, {"timeout_s": 60}), (stuck, {"timeout_s": 0.2}),
+    convert, whoami, explode, huge, odd, (sleepy, {"timeout_s": 0.2}), (nap, {"timeout_s": 60}), (stuck, {"timeout_s": 0.2}),
     (launch, {"requires_confirmation": True}),
 ]
 
@@ -145,7 +150,7 @@ async def test_a_model_call_runs_the_tool_and_the_reply_answers_from_its_result(
     reply = recorder.of(events.ReplyDone)[0]
     assert reply.status == "completed" and reply.text == 'The convert tool said: {"value": 6.21, "unit": "mi"}'
     assert "".join(d.delta for d in recorder.of(events.TextDelta)) == reply.text
-    assert {t.name for t in engine.requests[0].tools} == {"convert", "whoami", "explode", "huge", "sleepy", "nap", "stuck", "launch"}
+    assert {t.name for t in engine.requests[0].tools} == {"convert", "whoami", "explode", "huge", "odd", "sleepy", "nap", "stuck", "launch"}
     stored = (await conversation.app.store.history(conversation.id))[-1]
     assert [p.kind for p in stored.parts] == ["tool_call", "tool_result", "text"] and stored.text == reply.text
     assert stored.to_wire()["content"][1] == {
@@ -207,7 +212,8 @@ async def test_a_bad_call_goes_back_to_the_model_as_an_error_it_can_correct(make
 
 @pytest.mark.parametrize(
     ("name", "status", "needle"),
-    [("explode", "error", "explode failed: RuntimeError: boom"), ("sleepy", "timeout", "sleepy did not answer within 0.2 s"),
+    [("explode", "error", "explode failed: RuntimeError: boom"),
+     ("odd", "error", "the tool returned dict, which is not JSON data: Out of range float values are not JSON compliant"), ("sleepy", "timeout", "sleepy did not answer within 0.2 s"),
      ("stuck", "timeout", "stuck did not answer within 0.2 s")],
 )
 async def test_a_tool_that_raises_or_hangs_ends_in_a_clear_result(make_conversation, name, status, needle):
@@ -249,6 +255,19 @@ async def test_a_model_that_never_stops_calling_tools_ends_after_ten_rounds(make
     assert stored.status == "failed" and [p.kind for p in stored.parts].count("tool_call") == 10
 
 
+async def test_calls_past_the_bound_of_one_round_are_refused(make_conversation):
+    """A round with more than MAX_CALLS_PER_ROUND calls runs that many; the rest get an error result, each answered."""
+    CALLS.clear()
+    many = [ToolCall(f"c{i}", "convert", {"value": i}) for i in range(tool_loop.MAX_CALLS_PER_ROUND + 3)]
+    engine = RoundsDialogue([many, "ok"])
+    conversation, recorder = await make_conversation(FakeEnginesPlugin(engine, tools=ALL_TOOLS))
+    await turn(conversation, "go")
+    statuses = [d.status for d in tool_results(recorder)]
+    assert statuses == ["ok"] * tool_loop.MAX_CALLS_PER_ROUND + ["error"] * 3 and len(CALLS) == tool_loop.MAX_CALLS_PER_ROUND
+    assert [m.tool_call_id for m in engine.requests[1].messages if m.role == "tool"] == [c.id for c in many]
+    assert "at most 16 tool calls" in tool_results(recorder)[-1].error
+
+
 async def answer_confirmation(conversation, recorder, approved: bool) -> None:
     """Wait for the call that needs confirmation, then answer it."""
     started = (await recorder.wait_for(events.ToolCallStarted))[0]
@@ -272,6 +291,19 @@ async def test_a_call_that_needs_confirmation_waits_for_the_user(make_conversati
     with pytest.raises(Exception, match="no tool call 'c-none' is waiting") as unknown:
         conversation.confirm_tool("c-none", True, "e2")
     assert unknown.value.code == "not_found"
+
+
+async def test_a_new_turn_declines_a_call_waiting_for_confirmation(make_conversation):
+    """Sending another message instead of answering declines the waiting call; both turns are answered."""
+    conversation, recorder = await make_conversation(FakeEnginesPlugin(ToolCallingDialogue(), tools=ALL_TOOLS))
+    conversation.create_turn(lambda: [TextIn('launch {"target": "rocket"}')], GenerationOptions(), "t1")
+    await recorder.wait_for(events.ToolCallStarted)
+    await turn(conversation, "never mind")
+    assert tool_results(recorder)[0].status == "declined"
+    assert [d.status for d in recorder.of(events.ReplyDone)] == ["completed", "completed"]
+    assert recorder.of(events.ReplyDone)[1].text == "You said: never mind"
+    metrics = conversation.app.metrics.render().decode()
+    assert 'assistant_tool_calls_total{status="declined",tool="launch"} 1.0' in metrics
 
 
 async def test_an_unanswered_confirmation_is_declined_after_its_bound(make_conversation, monkeypatch):

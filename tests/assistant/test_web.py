@@ -20,6 +20,7 @@ from playwright.async_api import async_playwright, expect
 
 from tests import images
 from tests.conftest import REPO, make_config
+from assistant import ToolContext
 from tests.fakes import FakeEnginesPlugin, ScriptedDialogue, ToneVoice, echo_script
 
 CHROMIUM = os.environ.get("ASSISTANT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -481,22 +482,27 @@ def launch_rocket(target: str) -> dict:
     return {"launched": target}
 
 
+def user_zone(ctx: ToolContext) -> str:
+    """The user's time zone."""
+    return str(ctx.timezone)
+
+
 async def test_tool_calls_show_as_cards_with_approve_and_decline(start_server, tmp_path):
     """A tool call that needs confirmation shows as a card with Approve/Decline; approving shows its result; reload keeps the card."""
     from tests.fakes import ToolCallingDialogue
 
-    plugin = FakeEnginesPlugin(ToolCallingDialogue(), tools=[(launch_rocket, {"requires_confirmation": True})])
+    plugin = FakeEnginesPlugin(ToolCallingDialogue(), tools=[(launch_rocket, {"requires_confirmation": True}), user_zone])
     server = await start_server(make_config(tmp_path), plugins=(plugin,))
     ARTIFACTS.mkdir(exist_ok=True)
     async with async_playwright() as playwright:
         browser = await launch(playwright)
-        page = await browser.new_page(viewport={"width": 900, "height": 600})
+        page = await browser.new_page(viewport={"width": 900, "height": 600}, timezone_id="Asia/Tokyo")
         errors = await watch_page(page)
         await page.goto(f"http://127.0.0.1:{server.port}/")
         await expect(page.locator("#status")).to_have_text("Connected")
         await page.fill("#input", 'Please launch_rocket {"target": "the moon"}')
         await page.press("#input", "Enter")
-        card = page.locator(".message.assistant .tool-card")
+        card = page.locator(".message.assistant .tool-card").first
         await expect(card.locator(".tool-title")).to_contain_text("launch_rocket")
         await expect(card.locator(".tool-args")).to_have_text('{"target":"the moon"}')
         await expect(card.locator(".tool-status")).to_have_text("needs your approval")
@@ -510,7 +516,11 @@ async def test_tool_calls_show_as_cards_with_approve_and_decline(start_server, t
         await expect(reply).to_have_text('The launch_rocket tool said: {"launched": "the moon"}')
         await page.screenshot(path=str(ARTIFACTS / "tool-card-done.png"))
 
+        await page.fill("#input", "What is my user_zone?")
+        await page.press("#input", "Enter")
+        await expect(page.locator(".message.assistant .tool-card .tool-result").last).to_have_text("Asia/Tokyo")
+
         await page.reload()
-        await expect(page.locator(".message.assistant .tool-card .tool-result")).to_have_text('{"launched":"the moon"}')
+        await expect(page.locator(".message.assistant .tool-card .tool-result").first).to_have_text('{"launched":"the moon"}')
         assert errors == []
         await browser.close()

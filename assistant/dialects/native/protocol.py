@@ -9,7 +9,19 @@ import json
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+)
 
 from assistant.errors import AssistantError, ErrorCode
 
@@ -42,7 +54,32 @@ class AudioPart(_Model):
     language: StrictStr | None = Field(None, max_length=16, description="spoken language; unset: configured or detected")
 
 
-Part = Annotated[TextPart | ImagePart | AudioPart, Field(discriminator="type")]
+class PluginPart(BaseModel):
+    """A part of a type a plugin registered (`document`, `video`, ...): base64 bytes, a mime, and the type's own
+    fields, which the core checks against the registered part type (an unknown type is a bad_request there)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    type: StrictStr = Field(min_length=1, max_length=64)
+    data: StrictStr = Field(description="base64 bytes")
+    mime: StrictStr | None = Field(None, max_length=200)
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The type's own fields (everything but type, data and mime)."""
+        return dict(self.model_extra or {})
+
+
+def _part_tag(value: Any) -> str:
+    """The union member a part validates as: the core's own types by name, any other type as a plugin part."""
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in ("text", "image", "audio") else "plugin"
+
+
+Part = Annotated[
+    Annotated[TextPart, Tag("text")] | Annotated[ImagePart, Tag("image")] | Annotated[AudioPart, Tag("audio")]
+    | Annotated[PluginPart, Tag("plugin")],
+    Discriminator(_part_tag),
+]
 
 
 # ---------------------------------------------------------------- client events
@@ -258,6 +295,7 @@ class SessionStarted(ServerEvent):
     protocol: int = PROTOCOL_VERSION
     capabilities: dict[str, str | None]
     modalities: list[str] = Field(default_factory=list, description="modalities describing images for a text-only engine")
+    part_types: list[str] = Field(default_factory=list, description="part types plugins added, besides text, image and audio")
     voices: list[VoiceInfo] = Field(default_factory=list, description="voices of the speech synthesizer, the default first")
     output_modalities: list[str] = Field(default_factory=lambda: ["text"])
     principal: str | None = None

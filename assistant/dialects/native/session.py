@@ -219,7 +219,7 @@ class Session:
                 replay = wire.Replay(after_seq=event.last_seq, events=len(missed), complete=complete)
             await self._reply(wire.SessionStarted(
                 conversation_id=conversation_id, resumed=resumed, capabilities=self.app.capabilities(),
-                modalities=[entry.name for entry in self.app.modalities], voices=self._voices(),
+                modalities=[entry.name for entry in self.app.modalities], part_types=sorted(self.app.part_types), voices=self._voices(),
                 output_modalities=["text", "audio"] if speech else ["text"], replay=replay,
                 principal=principal,
             ))

@@ -11,7 +11,7 @@ from assistant import events
 from assistant.dialects.native import protocol as wire
 from assistant.engines import GenerationOptions
 from assistant.errors import AssistantError
-from assistant.turns import AudioIn, ImageIn, PartIn, TextIn, check_turn_bytes
+from assistant.turns import AudioIn, ImageIn, PartIn, PluginPartIn, TextIn, check_turn_bytes, known_part_types
 
 if TYPE_CHECKING:
     from assistant.app import App
@@ -30,12 +30,17 @@ def parts_in(app: App, event: wire.TurnCreate) -> list[PartIn]:
     ref = event.event_id
     # base64 is 4 characters per 3 bytes: checked before decoding anything
     check_turn_bytes(app, sum(len(p.text.encode()) if isinstance(p, wire.TextPart) else len(p.data) * 3 // 4 for p in event.content), ref)
+    for index, part in enumerate(event.content):  # an unknown type is refused before any base64 is decoded
+        if isinstance(part, wire.PluginPart) and part.type not in app.part_types:
+            raise AssistantError("bad_request", f"content.{index}.type: unknown part type {part.type!r}; known: {known_part_types(app)}", ref)
     parts: list[PartIn] = []
     for index, part in enumerate(event.content):
         if isinstance(part, wire.TextPart):
             parts.append(TextIn(part.text))
         elif isinstance(part, wire.ImagePart):
             parts.append(ImageIn(decode_base64(part.data, f"content.{index}.data", ref), part.mime))
+        elif isinstance(part, wire.PluginPart):
+            parts.append(PluginPartIn(part.type, decode_base64(part.data, f"content.{index}.data", ref), part.mime, part.fields))
         else:
             data = decode_base64(part.data, f"content.{index}.data", ref)
             parts.append(AudioIn(data, part.format, part.sample_rate, part.language))

@@ -46,6 +46,18 @@ def test_turn_create_parts_and_options():
     assert event.options.max_new_tokens == 5
 
 
+def test_any_other_part_type_parses_as_a_plugin_part_with_its_own_fields():
+    """A part of a type the core does not know parses as PluginPart (checked against registered types later), extra fields kept."""
+    from assistant.dialects.native.protocol import PluginPart, TextPart
+
+    event = parse_client_event(json.dumps({
+        "type": "turn.create", "content": [{"type": "document", "data": "QQ==", "mime": "application/pdf", "name": "a.pdf"}, {"type": "text", "text": "x"}],
+    }))
+    part = event.content[0]
+    assert isinstance(part, PluginPart) and isinstance(event.content[1], TextPart)
+    assert (part.type, part.data, part.mime, part.fields) == ("document", "QQ==", "application/pdf", {"name": "a.pdf"})
+
+
 @pytest.mark.parametrize(
     ("frame", "needle"),
     [
@@ -57,6 +69,9 @@ def test_turn_create_parts_and_options():
         ('{"type": "turn.create", "content": [{"type": "text", "text": "x"}], "options": {"max_new_tokens": 0}}', "max_new_tokens"),
         ('{"type": "turn.create", "content": [{"type": "audio", "data": "x", "format": "mp9"}]}', "format"),
         ('{"type": "response.cancel", "response_id": ""}', "response_id"),
+        ('{"type": "turn.create", "content": [{"type": "document", "mime": "application/pdf"}]}', "content.0.plugin.data: Field required"),
+        ('{"type": "turn.create", "content": [{"type": "text"}]}', "content.0.text.text: Field required"),
+        ('{"type": "turn.create", "content": [{"type": 5, "data": ""}]}', "content.0.plugin.type"),
         ('{"type": "session.start", "event_id": 5}', "event_id"),
     ],
 )

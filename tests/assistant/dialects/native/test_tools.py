@@ -112,3 +112,27 @@ async def test_an_engine_without_tools_sees_no_tool_events(start_server, connect
         await client.start()
         frames = await client.say("add 1 and 2")
         assert [f["type"] for f in frames] == ["turn.created", "response.created"] + ["response.text.delta"] * 6 + ["response.done"]
+
+
+async def test_only_the_conversations_principal_can_confirm_and_tool_confirm_needs_a_session(start_server, connect_client, tmp_path):
+    """Another principal cannot answer a waiting call (not_found), tool.confirm before session.start is refused, the owner can."""
+    from assistant.auth import TokenFile
+
+    file = TokenFile(tmp_path / "data" / "tokens.json")
+    alice, bob = file.create("alice")[1], file.create("bob")[1]
+    server = await tool_server(start_server)
+    async with connect_client(server, additional_headers={"Authorization": f"Bearer {alice}"}) as owner, \
+            connect_client(server, additional_headers={"Authorization": f"Bearer {bob}"}) as other:
+        await owner.start()
+        await owner.send({"type": "turn.create", "content": [{"type": "text", "text": 'wipe {"what": "disk"}'}]})
+        call = (await owner.recv_until("tool.call"))[-1]
+        await other.send({"type": "tool.confirm", "call_id": call["call_id"], "approved": True, "event_id": "early"})
+        early = await other.recv()
+        assert (early["code"], early["ref"]) == ("unauthorized", "early") and "session.start" in early["message"]
+        await other.start()
+        await other.send({"type": "tool.confirm", "call_id": call["call_id"], "approved": True, "event_id": "x"})
+        refused = await other.recv()
+        assert (refused["code"], refused["ref"]) == ("not_found", "x")
+        await owner.send({"type": "tool.confirm", "call_id": call["call_id"], "approved": True})
+        rest = await owner.recv_until("response.done")
+        assert next(f for f in rest if f["type"] == "tool.result")["result"] == {"wiped": "disk"}
