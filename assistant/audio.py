@@ -145,16 +145,16 @@ def _resample(frames: list) -> np.ndarray:
 
 
 class StreamResampler:
-    """Resamples a stream of PCM16 mono chunks to 16 kHz float32, keeping filter state between chunks."""
+    """Resamples a stream of PCM16 mono chunks to float32 at `target_rate` (16 kHz unless told), keeping filter state between chunks."""
 
-    def __init__(self, sample_rate: int) -> None:
+    def __init__(self, sample_rate: int, target_rate: int = SAMPLE_RATE) -> None:
         import av
 
         self.sample_rate = _check_rate(sample_rate)
-        self._resampler = None if sample_rate == SAMPLE_RATE else av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self._resampler = None if sample_rate == target_rate else av.AudioResampler(format="flt", layout="mono", rate=target_rate)
 
     def push(self, pcm: bytes) -> np.ndarray:
-        """16 kHz samples for one chunk of little-endian PCM16 (an even number of bytes)."""
+        """Samples at the target rate for one chunk of little-endian PCM16 (an even number of bytes)."""
         import av
 
         if len(pcm) % 2:

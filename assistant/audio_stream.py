@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -24,22 +24,44 @@ from assistant.store import PartRecord, new_id
 from assistant.turns import TurnInput
 
 if TYPE_CHECKING:
-    from assistant.conversation import Conversation
+    from assistant.app import App
 
 log = logging.getLogger("assistant.audio_stream")
 
 PRE_ROLL_S = 0.5  # audio kept from before speech starts, so the first word is not clipped
 
 
-class AudioStream:
-    """Buffers one utterance at a time for a client; committed utterances become turns of its conversation."""
+class UtteranceSink(Protocol):
+    """Where a stream's utterances go: a `Conversation` (the native wire), or a dialect's own session (Realtime)."""
 
-    def __init__(self, conversation: Conversation, sample_rate: int, vad: bool, language: str | None) -> None:
+    app: App
+
+    def barge_in(self) -> bool:
+        """The VAD heard the user start talking: cut a reply still speaking; whether one was cut."""
+
+    async def publish(self, event: events.Event, seq: int | None = None) -> None:
+        """Speech started and stopped, partial transcripts."""
+
+    def submit_turn(self, turn: TurnInput, ref: str | None) -> None:
+        """A committed utterance."""
+
+
+class AudioStream:
+    """Buffers one utterance at a time for a client; committed utterances become turns of its conversation.
+
+    `threshold` and `min_silence_ms` override `[speech] vad_threshold` and `vad_min_silence_ms` for this stream."""
+
+    def __init__(
+        self, conversation: UtteranceSink, sample_rate: int, vad: bool, language: str | None,
+        threshold: float | None = None, min_silence_ms: int | None = None,
+    ) -> None:
         self.conversation = conversation
         app = conversation.app
         speech = app.config.speech
         self.resampler = audio.StreamResampler(sample_rate)
-        self.vad = app.vad.stream(speech.vad_threshold, speech.vad_min_silence_ms) if vad and app.vad else None
+        self.vad = (
+            app.vad.stream(threshold or speech.vad_threshold, min_silence_ms or speech.vad_min_silence_ms) if vad and app.vad else None
+        )
         self.language = language or speech.language
         self._partial: asyncio.Task[None] | None = None
         self._reset_utterance()

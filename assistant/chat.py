@@ -17,8 +17,10 @@ import threading
 import uuid
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
 HELP = "commands: /image PATH, /audio PATH, /imagine PROMPT, /history, /new, /quit"
+LENGTH_NOTE = "[cut off at the token limit; say 'go on' for more]"
 AUDIO_FORMATS = {".wav": "wav", ".mp3": "mp3", ".ogg": "ogg", ".opus": "ogg", ".webm": "webm", ".flac": "flac"}
 
 
@@ -29,7 +31,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else None
     try:
-        ws = connect(args.url, max_size=None, open_timeout=args.timeout, additional_headers=headers)
+        url = websocket_url(args.url)
+    except ValueError as exc:
+        print(f"assistant: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ws = connect(url, max_size=None, open_timeout=args.timeout, additional_headers=headers)
     except InvalidStatus as exc:
         print(f"assistant: the server refused the connection: {exc.response.status_code} {exc.response.body.decode(errors='replace').strip()}",
               file=sys.stderr)
@@ -46,6 +53,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 return 0
             if not client.command(line.strip()):
                 return 0
+
+
+def websocket_url(url: str) -> str:
+    """The websocket URL for what a user typed: ws:// and wss:// as they are; http:// and https:// (the
+    web page's address) become ws:// and wss:// with the path /ws when none is given. Else ValueError."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise ValueError(f"--url {url!r}: give the server's address as ws://HOST:PORT/ws (or http://HOST:PORT/, the web page's address)")
+    path = parts.path if parts.path not in ("", "/") or scheme == parts.scheme.lower() else "/ws"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
 class ChatClient:
@@ -226,6 +244,8 @@ class _Follower:
             print(event["delta"], end="", file=self.client.out, flush=True)
         elif kind == "response.done":
             note = "" if event["status"] == "completed" else f"  [{event['status']}]"
+            if event.get("finish_reason") == "length":
+                note += f"  {LENGTH_NOTE}"
             if event.get("error"):
                 note += f" {event['error']['message']}"
             say(note)

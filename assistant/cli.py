@@ -1,4 +1,4 @@
-"""Command line: `assistant serve | chat | tokens | plugins | models` (the chat client lives in `assistant.chat`)."""
+"""Command line: `assistant serve | chat | tokens | plugins [new] | models` (the chat client lives in `assistant.chat`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from assistant.chat import cmd_chat
 from assistant.config import Config, ConfigError
+from assistant.scaffold import ROLES
 
 DEFAULT_CONFIG = "config.toml"
 
@@ -28,17 +29,21 @@ def _load_config(path: str | None) -> Config:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM."""
-    from assistant.server import serve_app
+    from assistant.ports import check_port
 
     config = _load_config(args.config)
     if args.host is not None:
         config.server.host = args.host
     if args.port is not None:
         config.server.port = args.port
+    check_port(config.server.host, config.server.port)  # before the slow imports and model loading
+
+    from assistant.server import serve_app
 
     async def main() -> bool:
         server = await serve_app(config)
-        print(f"assistant: listening on ws://{config.server.host}:{server.port}/ws (Ctrl-C to stop)", flush=True)
+        base = f"{config.server.host}:{server.port}"
+        print(f"assistant: listening on ws://{base}/ws; web page http://{base}/ (Ctrl-C to stop)", flush=True)
         await server.run_until_signal()
         return server.app.scheduler.stuck_threads() > 0
 
@@ -55,7 +60,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    """List plugins with version, hooks and what they registered."""
+    """List plugins with version, hooks and what they registered; `plugins new` writes a new plugin package."""
+    if args.action == "new":
+        return cmd_plugins_new(args)
     from assistant.app import App
     from assistant.plugins import describe_plugins
 
@@ -79,6 +86,20 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"  tools: {', '.join(info.tools)}")
         if info.part_types:
             print(f"  part types: {', '.join(info.part_types)}")
+    return 0
+
+
+def cmd_plugins_new(args: argparse.Namespace) -> int:
+    """Write a working plugin package (pyproject, module, conformance tests) for `args.name` of `args.role`."""
+    from assistant.scaffold import write_plugin
+
+    try:
+        folder = write_plugin(args.name, args.role, Path(args.dir))
+    except ValueError as exc:
+        print(f"assistant: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {folder}: pyproject.toml, {args.role} plugin assistant_{args.name}.py, tests/ (the {args.role} conformance suite)")
+    print(f"next: cd {folder} && pip install -e '.[test]' && pytest")
     return 0
 
 
@@ -145,39 +166,47 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all subcommands."""
-    parser = argparse.ArgumentParser(prog="assistant", description="Self-hosted multimodal assistant backend")
+    formatter = argparse.ArgumentDefaultsHelpFormatter  # every option's help shows its default
+    config_help = f"config file (./{DEFAULT_CONFIG} when present, else built-in defaults)"
+    parser = argparse.ArgumentParser(prog="assistant", description="Self-hosted multimodal assistant backend", formatter_class=formatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    serve = sub.add_parser("serve", help="run the websocket server")
-    serve.add_argument("--config", help=f"config file (default: ./{DEFAULT_CONFIG} if present, else built-in defaults)")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve = sub.add_parser("serve", help="run the server (web page, websocket, HTTP APIs)", formatter_class=formatter)
+    serve.add_argument("--config", help=config_help)
+    serve.add_argument("--host", help="address to listen on (overrides [server] host; 127.0.0.1 in the built-in defaults)")
+    serve.add_argument("--port", type=int, help="TCP port to listen on (overrides [server] port; 8765 in the built-in defaults)")
     serve.set_defaults(func=cmd_serve)
 
-    chat = sub.add_parser("chat", help="chat in the terminal")
-    chat.add_argument("--url", default="ws://127.0.0.1:8765/ws")
+    chat = sub.add_parser("chat", help="chat in the terminal", formatter_class=formatter)
+    chat.add_argument("--url", default="ws://127.0.0.1:8765/ws", help="the server's websocket (an http:// address becomes ws://HOST:PORT/ws)")
     chat.add_argument("--conversation", help="resume this conversation id")
     chat.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the connection")
-    chat.add_argument("--token", default=os.environ.get("ASSISTANT_TOKEN"), help="access token (default: $ASSISTANT_TOKEN)")
-    chat.add_argument("--save-dir", default="assistant-images", help="folder for generated images (default: ./assistant-images)")
+    chat.add_argument("--token", default=os.environ.get("ASSISTANT_TOKEN"), help="access token (default from $ASSISTANT_TOKEN)")
+    chat.add_argument("--save-dir", default="assistant-images", help="folder for generated images")
     chat.set_defaults(func=cmd_chat)
 
-    tokens = sub.add_parser("tokens", help="create, list or revoke access tokens")
-    tokens.add_argument("--config")
+    tokens = sub.add_parser("tokens", help="create, list or revoke access tokens", formatter_class=formatter)
+    tokens.add_argument("--config", help=config_help)
     token_actions = tokens.add_subparsers(dest="action", required=True)
-    token_actions.add_parser("create", help="a new token for a principal (printed once)").add_argument("name", help="the principal")
-    token_actions.add_parser("list", help="every token: id, principal, created, revoked")
-    token_actions.add_parser("revoke", help="revoke a token by id, or every token of a principal").add_argument("name", help="token id or principal")
+    token_actions.add_parser("create", help="a new token for a principal (printed once)", formatter_class=formatter).add_argument("name", help="the principal")
+    token_actions.add_parser("list", help="every token: id, principal, created, revoked", formatter_class=formatter)
+    revoke = token_actions.add_parser("revoke", help="revoke a token by id, or every token of a principal", formatter_class=formatter)
+    revoke.add_argument("name", help="token id or principal")
     tokens.set_defaults(func=cmd_tokens)
 
-    plugins = sub.add_parser("plugins", help="list plugins, their hooks and engines")
-    plugins.add_argument("--config")
-    plugins.add_argument("--json", action="store_true")
+    plugins = sub.add_parser("plugins", help="list plugins, their hooks and engines; `plugins new` starts a plugin", formatter_class=formatter)
+    plugins.add_argument("--config", help=config_help)
+    plugins.add_argument("--json", action="store_true", help="print the list as JSON")
+    plugin_actions = plugins.add_subparsers(dest="action")
+    new = plugin_actions.add_parser("new", help="write a working plugin package with conformance tests", formatter_class=formatter)
+    new.add_argument("name", help="the plugin's name (lower case, digits, underscores): its entry point and [plugins.NAME] table")
+    new.add_argument("--role", required=True, choices=ROLES, help="what it adds: an engine of this role, or a modality")
+    new.add_argument("--dir", default=".", help="folder to create the package folder in")
     plugins.set_defaults(func=cmd_plugins)
 
-    models = sub.add_parser("models", help="show where each role's model resolves")
-    models.add_argument("--config")
+    models = sub.add_parser("models", help="show where each role's model resolves", formatter_class=formatter)
+    models.add_argument("--config", help=config_help)
     models.set_defaults(func=cmd_models)
     return parser
 
@@ -191,22 +220,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:  # uvicorn logs every websocket accepted, and its access log every request, at INFO
         logging.getLogger("uvicorn").setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except Exception as exc:
+        if isinstance(exc, _one_line_errors()):
+            print(f"assistant: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError) and args.command == "chat":
+            print(f"assistant: cannot reach {args.url}: {exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _one_line_errors() -> tuple[type[Exception], ...]:
+    """Errors a user fixes from their one-line message (a config key, a port, a model): no traceback.
+
+    Imported when one happens, so that `serve` reaches its port check before the server's imports.
+    """
     from assistant.auth import AuthError
     from assistant.models import ModelNotFound
     from assistant.plugins import PluginError
+    from assistant.ports import PortUnavailable
     from assistant.server import UnsafeListen
 
-    try:
-        return args.func(args)
-    except (ConfigError, PluginError, ModelNotFound, AuthError, UnsafeListen) as exc:
-        print(f"assistant: {exc}", file=sys.stderr)
-        return 2
-    except (ConnectionRefusedError, OSError) as exc:
-        if args.command != "chat":
-            raise
-        print(f"assistant: cannot reach {args.url}: {exc}", file=sys.stderr)
-        return 1
-
+    return (ConfigError, PluginError, ModelNotFound, AuthError, UnsafeListen, PortUnavailable)
 
 if __name__ == "__main__":
     sys.exit(main())

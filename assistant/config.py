@@ -39,12 +39,26 @@ class ServerConfig(_Table):
         default_factory=list, description="browser origins allowed besides the server's own (\"*\": any; not recommended)"
     )
     dialects: list[str] = Field(
-        default_factory=lambda: ["native"], description="wire protocols served (assistant.dialects.DIALECTS; \"native\": /ws)"
+        default_factory=lambda: ["native", "openai_realtime", "ollama", "wyoming"],
+        description="wire protocols served (assistant.dialects.DIALECTS: \"native\" /ws, \"openai_realtime\" /v1/realtime, \"ollama\" /api, \"wyoming\")",
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description="with auth off, Host names served besides IP addresses and localhost (DNS rebinding; \"*\": any)",
     )
+
+
+class WyomingConfig(_Table):
+    """`[wyoming]`: the Wyoming protocol listener (Home Assistant's speech and conversation services). No auth: trusted networks only."""
+
+    enabled: bool = Field(False, description="open the Wyoming TCP listener (needs \"wyoming\" in [server] dialects)")
+    host: str = "127.0.0.1"
+    port: int = Field(10700, ge=0, le=65535)
+    principal: str = Field("local", min_length=1, max_length=100, description="who owns the conversations Wyoming clients hold")
+    zeroconf: bool = Field(False, description="announce the service as _wyoming._tcp.local. for Home Assistant's discovery")
+    max_payload_bytes: int = Field(1024 * 1024, ge=1024, description="largest data or payload of one Wyoming event")
+    max_audio_seconds: float = Field(60.0, gt=0, description="longest audio one transcription may send")
+    max_text_chars: int = Field(4000, ge=1, description="longest text one synthesis or conversation turn may send")
 
 
 class ConfiguredTokenTable(_Table):
@@ -208,6 +222,7 @@ class Config(_Table):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     reminders: RemindersConfig = Field(default_factory=RemindersConfig)
     speech: SpeechConfig = Field(default_factory=SpeechConfig)
+    wyoming: WyomingConfig = Field(default_factory=WyomingConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 

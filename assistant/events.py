@@ -97,6 +97,7 @@ class ReplyDone(Event):
     usage: dict[str, int] | None = None
     timings: dict[str, float] = field(default_factory=dict)
     error: ErrorInfo | None = None
+    finish_reason: str | None = None  # the engine's: "stop", "length" (cut at the token limit) or "cancelled"; None when it failed
 
 
 @dataclass(slots=True)

@@ -39,7 +39,8 @@ async def encode_and_describe(app: App, images: list[DecodedImage]) -> list[tupl
     try:
         features = await features_for(app, [(image.sha256, image.image) for image in images])
     except EngineError as exc:
-        log.warning("image encoder failed; the turn goes on without image features: %s", exc)
+        encoder_id = getattr(app.engines.get("image_encoder"), "id", None)
+        log.warning("image encoder %s failed (code %s); the turn goes on without image features: %s", encoder_id, exc.code, exc)
         features = {}
     if not app.late_fusion or not app.modalities:
         return []

@@ -65,6 +65,7 @@ def prepare(engine: ImageGenerator, params: dict[str, Any], ref: str | None) -> 
     try:
         return engine.prepare(**params)
     except EngineError as exc:
+        log.warning("image generator %s refused a request: code %s: %s", engine.id, exc.code, exc)
         raise AssistantError("bad_request", str(exc), ref) from None
 
 
@@ -133,7 +134,7 @@ async def _run(engine: ImageGenerator, job: ImageJob, progress: Relay[events.Ima
         if stalled:
             status, error, result = "failed", ErrorInfo("internal", f"the image generator made no progress for {timeout:g} s"), None
         else:
-            status, error, result = _outcome(future, job)
+            status, error, result = _outcome(future, job, engine.id)
         app.metrics.image_job_seconds.labels(status).observe(time.perf_counter() - began)
         png = ("image/png", result.png) if result else None
 
@@ -158,7 +159,7 @@ async def _run(engine: ImageGenerator, job: ImageJob, progress: Relay[events.Ima
             conversation.jobs.discard(job)
 
 
-def _outcome(future: asyncio.Future[GeneratedImage], job: ImageJob) -> tuple[EndStatus, ErrorInfo | None, GeneratedImage | None]:
+def _outcome(future: asyncio.Future[GeneratedImage], job: ImageJob, engine_id: str) -> tuple[EndStatus, ErrorInfo | None, GeneratedImage | None]:
     """Final status, error and image of a finished engine call."""
     if future.cancelled():
         return "cancelled", None, None
@@ -171,6 +172,7 @@ def _outcome(future: asyncio.Future[GeneratedImage], job: ImageJob) -> tuple[End
     if isinstance(exc, GenerationCancelled):
         return "cancelled", None, None
     if isinstance(exc, EngineError):
+        log.warning("image generator %s refused job %s: code %s: %s", engine_id, job.job_id, exc.code, exc)
         return "failed", ErrorInfo("bad_request" if exc.code == "bad_request" else "internal", str(exc)), None
     log.error("image job %s failed", job.job_id, exc_info=exc)
     return "failed", ErrorInfo("internal", f"the image generator failed: {type(exc).__name__}: {exc}"), None

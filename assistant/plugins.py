@@ -1,7 +1,8 @@
 """Building the plugin manager and collecting what plugins register.
 
-Load order: built-ins, then the `assistant` entry points, then modules named in
-`[plugins] modules`, then plugins handed in by code (tests, embedding apps); finally the
+Load order: built-ins, then the `selfhosted_assistant` entry points (ENTRY_POINT_GROUP), then modules named in
+`[plugins] modules`, then plugins handed in by code (tests, embedding apps; a plugin, or a `(name, plugin)`
+pair); a plugin already registered is not registered again; finally the
 config's `allow`/`deny` lists. A manager is built per app, never at import time.
 
 Plugin settings: a register callback given `settings=Model` (a pydantic model class) declares the
@@ -13,6 +14,7 @@ through `App.plugin_settings(plugin_name)`.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from assistant.types import AppView
 
 # The one list of built-in plugins, in load order (which decides their hook call order). It is kept
-# here, not read from pyproject.toml's [project.entry-points.assistant] table, because the core must
+# here, not read from pyproject.toml's [project.entry-points.selfhosted_assistant] table, because the core must
 # load the built-ins in this order from a source checkout too, where the installed metadata may be
 # missing or stale. That table names the same modules under the same names (each module's last dotted
 # name, so entry points never load a built-in twice) so that installed metadata lists them as plugins
@@ -58,6 +60,12 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
 )
 
 
+ENTRY_POINT_GROUP = "selfhosted_assistant"
+"""The entry-point group installed plugins declare (`[project.entry-points.selfhosted_assistant]`).
+Distinctive on purpose: the distribution is `selfhosted-assistant`, since `assistant` on the package
+index is an unrelated project."""
+
+
 class PluginError(RuntimeError):
     """A plugin could not be loaded or registered something invalid."""
 
@@ -78,10 +86,10 @@ def build_plugin_manager(config: Config, extra_plugins: Iterable[Any] = ()) -> p
         if wanted(name):
             pm.register(importlib.import_module(module_name), name)
     try:
-        pm.load_setuptools_entrypoints("assistant")
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     except Exception as exc:
         raise PluginError(
-            f"an installed plugin (entry-point group 'assistant') failed to load: {type(exc).__name__}: {exc}. "
+            f"an installed plugin (entry-point group {ENTRY_POINT_GROUP!r}) failed to load: {type(exc).__name__}: {exc}. "
             "Uninstall it or name it in [plugins] deny."
         ) from exc
     for module_name in config.plugins.modules:
@@ -92,7 +100,10 @@ def build_plugin_manager(config: Config, extra_plugins: Iterable[Any] = ()) -> p
                 raise PluginError(f"[plugins] modules: cannot import {module_name!r}: {exc}") from exc
             _register(pm, module, module_name)
     for plugin in extra_plugins:
-        _register(pm, plugin, getattr(plugin, "__name__", None))
+        if isinstance(plugin, tuple):  # (name, plugin): registered under the name an entry point would give it
+            _register(pm, plugin[1], plugin[0])
+        else:
+            _register(pm, plugin, getattr(plugin, "__name__", None))
     if allow is not None:
         for name, plugin in list(pm.list_name_plugin()):
             if plugin is not None and name not in allow:
@@ -101,6 +112,10 @@ def build_plugin_manager(config: Config, extra_plugins: Iterable[Any] = ()) -> p
 
 
 def _register(pm: pluggy.PluginManager, plugin: Any, name: str | None) -> None:
+    """Register `plugin` under `name`; a plugin already registered (an installed package whose entry
+    point loaded it, and that a test or `[plugins] modules` names again) keeps its first name."""
+    if pm.is_registered(plugin):
+        return
     try:
         pm.register(plugin, name)
     except ValueError as exc:
@@ -265,20 +280,45 @@ def collect_registrations(pm: pluggy.PluginManager, config: Config) -> Registrat
     call_per_plugin(pm, "register_modalities", register=named_register("modality", Modality, found.modalities, RegisteredModality))
     call_per_plugin(pm, "register_tools", register=tool_register)
     call_per_plugin(pm, "register_part_types", register=part_type_register)
+    check_plugin_tables(pm, config)
     for plugin, model in found.settings_models.items():
         found.settings[plugin] = _validate_settings(model, plugin, config.plugin_config(plugin))
     return found
+
+
+def check_plugin_tables(pm: pluggy.PluginManager, config: Config) -> None:
+    """Every `[plugins.<name>]` table must name a plugin that is loaded (or named in `deny`/`allow`).
+
+    A misspelt table would otherwise be ignored without a word: raise ConfigError with the core's
+    one-line `invalid configuration` message and the closest plugin name.
+    """
+    loaded = {name for name, plugin in pm.list_name_plugin() if plugin is not None}
+    known = loaded | set(config.plugins.deny) | set(config.plugins.allow or ())
+    for name in (config.plugins.model_extra or {}):
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(loaded), n=1, cutoff=0.6)
+        hint = f"did you mean [plugins.{close[0]}]?" if close else f"loaded plugins: {', '.join(sorted(loaded)) or 'none'}"
+        raise ConfigError(f"invalid configuration: plugins.{name}: no plugin named {name!r} is loaded; {hint}")
+
+
+def settings_error(plugin_name: str, exc: Exception) -> ConfigError:
+    """A plugin settings failure as the core's one-line `invalid configuration` error naming each dotted key."""
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"plugins.{plugin_name}{''.join('.' + str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
+        )
+    else:  # a validator that raised something pydantic does not wrap (TypeError, LookupError...)
+        problems = f"plugins.{plugin_name}: {type(exc).__name__}: {exc}"
+    return ConfigError(f"invalid configuration: {problems}")
 
 
 def _validate_settings(model: SettingsModel, plugin_name: str, table: dict[str, Any]) -> BaseModel:
     """A plugin's `[plugins.<plugin_name>]` table validated by its settings model; errors name the dotted key."""
     try:
         return model.model_validate(table)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"plugins.{plugin_name}{''.join('.' + str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration: {problems}") from None
+    except Exception as exc:
+        raise settings_error(plugin_name, exc) from None
 
 
 @dataclass(frozen=True)

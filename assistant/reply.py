@@ -97,6 +97,7 @@ class ReplyStream:
         # how the reply ends: set by each round, or by the caller; this if nothing ever ran
         self.status: events.EndStatus = "failed"
         self.error: ErrorInfo | None = ErrorInfo("internal", "the reply could not be started")
+        self.finish_reason: str | None = None  # the last engine round's ("stop", "length", ...), None when none returned
         self.speaker: Speaker | None = None
 
     @property
@@ -139,6 +140,7 @@ class ReplyStream:
         finally:
             outcome = call.outcome()
             self.status, self.error = outcome.status, outcome.error
+            self.finish_reason = outcome.result.finish_reason if outcome.result is not None else None
             if outcome.usage:
                 total = self.usage or {"prompt_tokens": 0, "completion_tokens": 0}
                 self.usage = {key: total[key] + outcome.usage.get(key, 0) for key in total}
@@ -151,6 +153,7 @@ class ReplyStream:
         assert app.store is not None
         store = app.store
         text, status, error, usage, parts = self.text, self.status, self.error, self.usage, list(self.parts)
+        finish_reason = self.finish_reason if status != "failed" else None
         response_id = self.response_id
         elapsed = time.perf_counter() - self.started
         timings = {"total_ms": round(elapsed * 1000, 3)}
@@ -163,7 +166,7 @@ class ReplyStream:
         def end_event(_: str | None, stored: bool) -> events.Event:
             if not stored:
                 return events.ReplyDone(response_id, "failed", text, usage, timings, ErrorInfo("internal", "the reply could not be stored"))
-            return events.ReplyDone(response_id, status, text, usage, timings, error)
+            return events.ReplyDone(response_id, status, text, usage, timings, error, finish_reason)
 
         await announce_end(
             conversation, f"reply {response_id}",

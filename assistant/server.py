@@ -30,10 +30,13 @@ from assistant.access import bearer_token, host_allowed, is_loopback, principal_
 from assistant.app import App
 from assistant.config import Config
 from assistant.dialects import Dialect, build_dialects
+from assistant.ports import PortUnavailable, check_port
 from assistant.web import CONTENT_SECURITY_POLICY, StaticFile, load_static_files
 
 if TYPE_CHECKING:
     from uvicorn._types import ASGISendEvent
+
+__all__ = ["AssistantServer", "PortUnavailable", "UnsafeListen", "serve_app"]
 
 log = logging.getLogger("assistant.server")
 
@@ -270,7 +273,7 @@ class AssistantServer:
         for dialect in self.dialects:
             await dialect.start(self)
         if any(dialect.name == "native" for dialect in self.dialects):
-            log.info("listening on ws://%s:%d/ws", cfg.host, self.port)
+            log.info("listening on ws://%s:%d/ws; web page http://%s:%d/", cfg.host, self.port, cfg.host, self.port)
         else:
             log.info("listening on http://%s:%d (no websocket: [server] dialects has no \"native\")", cfg.host, self.port)
 
@@ -310,6 +313,7 @@ class AssistantServer:
 async def serve_app(config: Config, extra_plugins: Iterable[Any] = ()) -> AssistantServer:
     """Start an App and its server; returns the running server."""
     dialects = build_dialects(config.server.dialects)  # an unknown name fails before any model loads
+    check_port(config.server.host, config.server.port)  # so does a port another server holds
     app = await App.start(config, extra_plugins)
     server = AssistantServer(app, dialects)
     try:

@@ -80,8 +80,10 @@ class Speaker:
 
     def __init__(
         self, app: App, publish: Tell, speech: SpeechOut, response_id: str, cancelled: threading.Event, spoken_until: float | None = None,
+        store_heard: bool = True,
     ) -> None:
         self.app = app
+        self.store_heard = store_heard  # a cut reply's heard text goes to the store (False: a reply that is not stored)
         self.started = time.perf_counter()
         self.spoken_until = spoken_until  # when the utterance this reply answers ended (voice-to-voice latency)
         self.first_audio_at: float | None = None
@@ -181,11 +183,11 @@ class Speaker:
                     app.metrics.speech_real_time_factor.observe((time.perf_counter() - began) / said_s)
         except Exception as exc:
             code = error_code(exc.code) if isinstance(exc, EngineError) else "internal"
-            log.warning("speech of reply %s failed (%s): %s", self.response_id, engine.id, exc)
+            log.warning("speech of reply %s failed (speech synthesizer %s, code %s): %s", self.response_id, engine.id, code, exc)
             status, error = "failed", ErrorInfo(code, f"speech failed: {exc}")
         if status == "completed" and self.cancelled.is_set():
             status = "cancelled"
-            if store is not None:  # cut short: what the client says it played, else what was sent, was heard
+            if store is not None and self.store_heard:  # cut short: what the client says it played, else what was sent, was heard
                 try:
                     await store.set_heard(self.response_id, self.heard(self.played_ms))
                 except Exception:

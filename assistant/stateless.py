@@ -72,7 +72,7 @@ async def stateless_context(app: App, messages: Sequence[StatelessMessage], ref:
 
 async def _user_context(app: App, turn: TurnInput, sees_images: bool, where: str, ref: str | None) -> ChatMessage:
     """A decoded user message as the engine's message: transcribed speech, then its images as pixels or text."""
-    spoken = [await _transcribe(app, samples, language, where, ref) for samples, language in turn.audio]
+    spoken = [await transcribe_samples(app, samples, language, where, ref) for samples, language in turn.audio]
     text = "\n".join(t for t in (turn.text, *spoken) if t.strip())
     parts = [PartRecord(kind="image", attachment_sha256=image.sha256, mime=image.mime) for image in turn.images]
     parts += part_records(turn.plugin_parts, await describe_plugin_parts(app, turn.plugin_parts))  # plugin part types
@@ -84,10 +84,11 @@ async def _user_context(app: App, turn: TurnInput, sees_images: bool, where: str
     return user_message(parts, text, None, labels, native)
 
 
-async def _transcribe(app: App, samples: object, language: str | None, where: str, ref: str | None) -> str:
-    """One audio part's transcript, through the ASR engine's worker."""
+async def transcribe_samples(app: App, samples: object, language: str | None, where: str, ref: str | None) -> str:
+    """One audio part's transcript (16 kHz samples), through the ASR engine's worker; AssistantError naming `where`."""
     engine = app.engines.get("asr")
-    assert isinstance(engine, AsrEngine)  # decode_turn refuses audio without an ASR engine
+    if not isinstance(engine, AsrEngine):  # decode_turn refuses audio without an ASR engine; other callers may not
+        raise AssistantError("unavailable", f"{where}: audio needs an ASR engine ([engines] asr)", ref)
     try:
         transcript = await app.scheduler.call(engine, app.config.limits.engine_timeout_s, engine.transcribe, samples, language)
     except TimeoutError:

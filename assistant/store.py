@@ -353,10 +353,10 @@ class Store:
             )
             return cast(CursorResult[Any], result).rowcount or 0
 
-    def create_conversation(self, owner: str = "local") -> str:
-        """A new, empty conversation belonging to `owner`; returns its id."""
+    def create_conversation(self, owner: str = "local", conversation_id: str | None = None) -> str:
+        """A new, empty conversation belonging to `owner` (with the id given, else a fresh one); returns its id."""
         with Session(self.engine) as db, db.begin():
-            conversation = Conversation(owner=owner)
+            conversation = Conversation(owner=owner) if conversation_id is None else Conversation(id=conversation_id, owner=owner)
             db.add(conversation)
             db.flush()
             return conversation.id
@@ -672,9 +672,9 @@ class AsyncStore:
         """`Store.mark_interrupted` on the store thread."""
         return await self.call(self.store.mark_interrupted)
 
-    async def create_conversation(self, owner: str = "local") -> str:
+    async def create_conversation(self, owner: str = "local", conversation_id: str | None = None) -> str:
         """`Store.create_conversation` on the store thread."""
-        return await self.call(self.store.create_conversation, owner)
+        return await self.call(self.store.create_conversation, owner, conversation_id)
 
     async def conversation_last_seq(self, conversation_id: str, owner: str | None = None) -> int | None:
         """`Store.conversation_last_seq` on the store thread."""

@@ -281,6 +281,7 @@ async def transcribe(conversation: ConversationScope, turn_id: str, turn: TurnIn
             try:
                 result = await app.scheduler.call(engine, timeout, engine.transcribe, samples, language)
             except EngineError as exc:
+                log.warning("asr engine %s refused turn %s: code %s: %s", engine.id, turn_id, exc.code, exc)
                 raise AssistantError(error_code(exc.code), str(exc)) from None
             except TimeoutError:
                 raise AssistantError("internal", f"the ASR engine did not answer within {timeout:g} s") from None

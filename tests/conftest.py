@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -11,12 +9,20 @@ from typing import Any
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
+from importlib.metadata import entry_points
+
 import pytest
 from websockets.asyncio.client import connect
 
 from assistant.config import Config
 from assistant.server import AssistantServer, serve_app
+from assistant.testing.server import Client
 from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
+
+# The installed kit's fixtures (assistant_server, assistant_client...) load through their pytest11 entry
+# point; in a checkout whose installed metadata predates them, load them here.
+if not any(ep.value == "assistant.testing.fixtures" for ep in entry_points(group="pytest11")):
+    pytest_plugins = ["assistant.testing.fixtures"]
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CACHE = REPO / ".cache" / "models"  # shared by test runs so offline packs convert once
@@ -43,45 +49,6 @@ def make_config(tmp_path: Path, **tables: dict[str, Any]) -> Config:
     for name, table in tables.items():
         data[name] = {**data.get(name, {}), **table}
     return Config.from_dict(data, base_dir=tmp_path)
-
-
-class Client:
-    """A websockets client that speaks JSON events."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-
-    async def send(self, event: dict[str, Any] | str | bytes) -> None:
-        await self.ws.send(event if isinstance(event, (str, bytes)) else json.dumps(event))
-
-    async def recv(self, timeout: float = 30) -> dict[str, Any]:
-        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-
-    async def recv_until(self, event_type: str, timeout: float = 60) -> list[dict[str, Any]]:
-        """Events up to and including the first of `event_type`; an `error` on the way fails the test at once."""
-        events = []
-        while True:
-            event = await self.recv(timeout)
-            events.append(event)
-            if event["type"] == event_type:
-                return events
-            assert event["type"] != "error", f"unexpected error while waiting for {event_type}: {event}"
-
-    async def start(self, conversation_id: str | None = None) -> dict[str, Any]:
-        event: dict[str, Any] = {"type": "session.start"}
-        if conversation_id:
-            event["conversation_id"] = conversation_id
-        await self.send(event)
-        return (await self.recv_until("session.started"))[-1]
-
-    async def say(self, text: str, **extra: Any) -> list[dict[str, Any]]:
-        """Send a text turn; return its events up to response.done."""
-        return await self.say_parts([{"type": "text", "text": text}], **extra)
-
-    async def say_parts(self, parts: list[dict[str, Any]], **extra: Any) -> list[dict[str, Any]]:
-        """Send a turn made of `parts`; return its events up to response.done."""
-        await self.send({"type": "turn.create", "content": parts, **extra})
-        return await self.recv_until("response.done")
 
 
 @pytest.fixture

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import struct
 import zlib
-from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from assistant.testing.media import encode_image, image_part
 
-def encode(image: Any, fmt: str = "PNG", **options: Any) -> bytes:
-    """The image saved in `fmt`."""
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
+__all__ = ["encode", "exif_rotated_jpeg", "image_part", "png_header_only", "sign", "solid"]
+
+
+encode = encode_image  # the image saved in `fmt` (the installed kit's helper)
 
 
 def solid(color: str | tuple[int, int, int], size: tuple[int, int] = (48, 40), fmt: str = "PNG") -> bytes:
@@ -48,11 +45,3 @@ def png_header_only(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
-
-
-def image_part(data: bytes, mime: str | None = "image/png") -> dict[str, Any]:
-    """A turn.create image part."""
-    part: dict[str, Any] = {"type": "image", "data": base64.b64encode(data).decode()}
-    if mime is not None:
-        part["mime"] = mime
-    return part

@@ -48,6 +48,9 @@ class Dialect(ABC):
 
 DIALECTS: dict[str, str] = {
     "native": "assistant.dialects.native:NativeDialect",  # protocol v1: JSON events on the websocket at /ws
+    "openai_realtime": "assistant.dialects.openai_realtime:RealtimeDialect",  # OpenAI's Realtime API: the websocket at /v1/realtime
+    "ollama": "assistant.dialects.ollama:OllamaDialect",  # Ollama's HTTP API under /api (docs/home-assistant.md)
+    "wyoming": "assistant.dialects.wyoming:WyomingDialect",  # Wyoming on its own TCP port when [wyoming] enabled
 }
 """Dialect name -> `module:class`."""
 

@@ -90,3 +90,28 @@ async def test_audio_file_is_transcribed_and_answered(start_server, tmp_path):
     assert "(you said) What is the capital of France?" in result.stdout
     assert "You said: What is the capital of France?" in result.stdout
     assert "not a recording this client sends: song.xyz" in result.stdout
+
+
+async def test_a_reply_cut_at_the_token_limit_says_so(start_server, connect_client, tmp_path):
+    """response.done carries finish_reason "length" for a reply cut at the token limit, and the terminal client (given the web page's http:// address) notes it."""
+    from assistant.chat import LENGTH_NOTE
+
+    server = await start_server(plugins=(FakeEnginesPlugin(ScriptedDialogue(finish_reason="length")),))
+    async with connect_client(server) as client:
+        await client.start()
+        done = (await client.say("tell me everything"))[-1]
+        assert done["status"] == "completed" and done["finish_reason"] == "length"
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "assistant.cli", "chat", "--url", f"http://127.0.0.1:{server.port}/"],
+        input="tell me everything\n/quit\n", capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"You said: tell me everything  {LENGTH_NOTE}" in result.stdout
+
+
+async def test_a_reply_that_ends_normally_says_stop(server, connect_client):
+    """An ordinary reply's response.done says finish_reason "stop" and prints no note."""
+    async with connect_client(server) as client:
+        await client.start()
+        assert (await client.say("hello"))[-1]["finish_reason"] == "stop"

@@ -156,3 +156,91 @@ def test_ctrl_c_in_chat_cancels_the_streaming_reply(tmp_path):
     assert chat.returncode == 0, f"exit {chat.returncode}\nstdout:\n{out}\nstderr:\n{err}"
     assert "[cancelled]" in out
     assert re.search(r"assistant \[cancelled\]:\s+1 2 3", out)
+
+
+def test_a_taken_port_is_one_clear_line_before_any_model_loads(tmp_path):
+    """`assistant serve` on a port another socket holds exits 2 with one line saying what to do, having loaded no model."""
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = write_config(tmp_path, "[plugins.transformers_dialogue]\nmodel = \"/no/such/model/would/fail/to/load\"\n")
+        run = subprocess.run([sys.executable, "-m", "assistant.cli", "serve", "--config", config, "--port", str(port)],
+                             capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert lines[0].startswith(f"assistant: cannot listen on 127.0.0.1:{port}: ") and "choose another port with --port or [server] port" in lines[0]
+
+
+def test_serve_prints_the_web_pages_address(tmp_path):
+    """The startup line names the web page (http://HOST:PORT/) besides the websocket."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    config = write_config(tmp_path, '[engines]\ndialogue = "shouting-echo"\nasr = ""\nspeech_synthesizer = ""\n'
+                                    '[plugins]\nmodules = ["tests.sample_plugin"]\ndeny = ["rapid_ocr", "imagenet_labels", "clip_image"]\n')
+    proc = subprocess.Popen([sys.executable, "-m", "assistant.cli", "serve", "--config", config],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=REPO)
+    try:
+        line = proc.stdout.readline()
+    finally:
+        proc.kill()  # (its clean stop is test_sigint_mid_reply_...'s subject)
+        proc.wait(timeout=60)
+        proc.stdout.close()
+    assert re.fullmatch(r"assistant: listening on ws://127\.0\.0\.1:(\d+)/ws; web page http://127\.0\.0\.1:\1/ \(Ctrl-C to stop\)\n", line), line
+
+
+@pytest.mark.parametrize(("given", "expected"), [
+    ("http://127.0.0.1:8765/", "ws://127.0.0.1:8765/ws"),
+    ("https://assistant.example:443", "wss://assistant.example:443/ws"),
+    ("http://host:1/ws?x=1", "ws://host:1/ws?x=1"),
+    ("ws://127.0.0.1:8765/ws", "ws://127.0.0.1:8765/ws"),
+])
+def test_chat_takes_the_web_pages_http_address(given, expected):
+    """`assistant chat --url http://...` (the address the server prints for the web page) is turned into its websocket URL."""
+    from assistant.chat import websocket_url
+
+    assert websocket_url(given) == expected
+
+
+def test_chat_refuses_a_url_it_cannot_use_in_one_line(capsys):
+    """A URL with another scheme or no host is one clear line and exit 2, no traceback."""
+    assert main(["chat", "--url", "ftp://127.0.0.1/ws"]) == 2
+    assert main(["chat", "--url", "127.0.0.1:8765"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all("give the server's address as ws://HOST:PORT/ws" in line for line in err)
+
+
+def test_every_option_has_help_and_shows_its_default():
+    """Each option of each command has help text, and a default (where there is one) shows in --help."""
+    import argparse
+
+    from assistant.cli import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    for parser in parsers(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            assert action.help, f"{parser.prog} {action.option_strings or action.dest}: no help text"
+        assert parser.formatter_class is argparse.ArgumentDefaultsHelpFormatter, parser.prog
+        help_text = "".join(parser.format_help().split())  # wrapped lines joined
+        for action in parser._actions:
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and action.dest != "token":
+                assert f"(default:{action.default})".replace(" ", "") in help_text, f"{parser.prog} {action.option_strings}: default not shown"
+
+
+def test_the_readme_shows_the_chat_banner_the_client_prints():
+    """README.md's sample `assistant chat` session opens with the banner `assistant chat` prints today."""
+    from assistant.chat import HELP
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    banner = f"conversation 4a878c8f3de2483eb304e7810677e93d  ({HELP.removeprefix('commands: ')}; Ctrl-C stops a reply)"
+    assert banner in readme

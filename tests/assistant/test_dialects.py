@@ -46,17 +46,17 @@ async def handshake_status(port: int, path: str = "/ws", **headers: str) -> int:
 
 async def test_an_unknown_dialect_is_refused_naming_the_known_ones(tmp_path):
     """`[server] dialects` with an unknown name fails at startup, before any engine loads, naming the known dialects."""
-    config = make_config(tmp_path, server={"dialects": ["native", "wyoming"]})
-    with pytest.raises(ConfigError, match=r"unknown dialect\(s\) 'wyoming' \(known: native\)"):
+    config = make_config(tmp_path, server={"dialects": ["native", "gopher"]})
+    with pytest.raises(ConfigError, match=r"unknown dialect\(s\) 'gopher' \(known: native, "):
         await serve_app(config, (FakeEnginesPlugin(ScriptedDialogue()),))
     assert [d.name for d in build_dialects(["native", "native"])] == ["native"]
 
 
 def test_the_serve_command_exits_2_on_an_unknown_dialect(tmp_path, capsys):
     """`assistant serve` with an unknown dialect prints the config error and exits 2, without a traceback."""
-    config = write_config(tmp_path, server='dialects = ["ollama"]\n')
+    config = write_config(tmp_path, server='dialects = ["gopher"]\n')
     assert main(["serve", "--config", config]) == 2
-    assert "[server] dialects: unknown dialect(s) 'ollama' (known: native)" in capsys.readouterr().err
+    assert "[server] dialects: unknown dialect(s) 'gopher' (known: native, openai_realtime, ollama, wyoming)" in capsys.readouterr().err
 
 
 async def test_with_no_dialects_ws_is_not_found_and_healthz_works(start_server, tmp_path):

@@ -10,8 +10,9 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "assistant"
-WIRE_MODULES = ("assistant.dialects", "assistant.server", "assistant.cli", "assistant.chat", "assistant.web")
-"""The wire side: dialects, the ASGI server and the clients. Everything else in the package is the core."""
+WIRE_MODULES = ("assistant.dialects", "assistant.server", "assistant.cli", "assistant.chat", "assistant.web", "assistant.testing")
+"""The wire side: dialects, the ASGI server, the clients, and the testing kit (which starts servers and
+connects clients). Everything else in the package is the core."""
 WIRE_LIBRARIES = ("websockets", "starlette", "uvicorn", "wyoming", "httpx")
 
 

@@ -122,3 +122,35 @@ async def test_a_hung_asr_engine_and_a_hung_modality_are_given_up_on(start_serve
     finally:
         asr.release.set()
         slow.release.set()
+
+
+async def test_engine_errors_are_logged_with_the_engine_id_and_code(start_server, connect_client, caplog):
+    """An EngineError fails the turn with its code and leaves a WARNING naming the engine and the code for the operator."""
+    from assistant import EngineError
+    from tests.fakes import ScriptedDialogue
+
+    def refuse(request):
+        raise EngineError("the context does not fit", code="too_large")
+
+    server = await start_server(plugins=(FakeEnginesPlugin(ScriptedDialogue(script=refuse, engine_id="fake:refuser")),))
+    async with connect_client(server) as client:
+        await client.start()
+        done = (await client.say("hello"))[-1]
+    assert done["status"] == "failed" and done["error"]["code"] == "too_large"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("fake:refuser" in message and "too_large" in message and "the context does not fit" in message for message in warnings), warnings
+
+
+async def test_an_image_generators_refusal_is_logged_with_its_id_and_code(start_server, connect_client, tmp_path, caplog):
+    """An image request the generator refuses (steps=0) answers bad_request and leaves a WARNING naming the engine and the code."""
+    from tests.fakes import ScriptedDialogue, StepPainter
+
+    config = make_config(tmp_path, engines={"dialogue": "fake", "image_generator": "fake"})
+    server = await start_server(config, plugins=(FakeEnginesPlugin(ScriptedDialogue(), painter=StepPainter()),))
+    async with connect_client(server) as client:
+        await client.start()
+        await client.send({"type": "image.generate", "prompt": "a cat", "steps": 0, "event_id": "paint"})
+        error = await client.recv()
+    assert error["type"] == "error" and error["code"] == "bad_request" and error["ref"] == "paint"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("fake:painter" in message and "code bad_request" in message for message in warnings), warnings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 
 import psutil
 import pytest
@@ -57,7 +58,6 @@ async def test_idle_sessions_are_cheap_and_active_ones_share_one_model(start_ser
 
 def test_latency_gate_pauses_lower_classes_only_while_higher_ones_run():
     """Image steps wait while ASR runs; dialogue and encoder (one class) never wait for each other; cancel releases."""
-    import threading
     import time
 
     from assistant.scheduler import LatencyGate
@@ -89,7 +89,15 @@ async def test_an_image_job_pauses_while_a_reply_streams(start_server, connect_c
     """With dialogue in a higher class, no denoising step is reported while the reply streams; in one class they interleave."""
     from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
 
-    engine = ScriptedDialogue(script=lambda request: [f"w{i} " for i in range(30)], delay_s=0.05)
+    painted = threading.Event()
+
+    def words(request):
+        for i in range(30):
+            yield f"w{i} "
+            if i == 5 and paints_during_reply:  # one class: the reply waits (at most 30 s) until a step is painted
+                painted.wait(30)
+
+    engine = ScriptedDialogue(script=words, delay_s=0.05)
     config = make_config(
         tmp_path, engines={"dialogue": "fake", "image_generator": "diffusers"}, scheduler={"latency_classes": classes},
         plugins={"diffusers_image": {"model": str(tiny_sd), "default_steps": 8}},
@@ -100,9 +108,11 @@ async def test_an_image_job_pauses_while_a_reply_streams(start_server, connect_c
         await client.send({"type": "turn.create", "content": [{"type": "text", "text": "talk"}]})
         await client.recv_until("response.text.delta")
         await client.send({"type": "image.generate", "prompt": "a cat", "steps": 8})
-        events = await client.recv_until("image.done")
-        if not any(e["type"] == "response.done" for e in events):
-            events += await client.recv_until("response.done")
+        events = [await client.recv()]
+        while not {"image.done", "response.done"} <= {e["type"] for e in events}:
+            if events[-1]["type"] == "image.progress":
+                painted.set()
+            events.append(await client.recv())
     types = [e["type"] for e in events]
     last_delta = len(types) - 1 - types[::-1].index("response.text.delta")
     progress_during_reply = types[:last_delta].count("image.progress")

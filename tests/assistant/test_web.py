@@ -21,7 +21,7 @@ from playwright.async_api import async_playwright, expect
 from tests import images
 from tests.conftest import REPO, make_config
 from assistant import ToolContext
-from tests.fakes import FakeEnginesPlugin, ScriptedDialogue, ToneVoice, echo_script
+from tests.fakes import ColourNamer, FakeEnginesPlugin, ScriptedDialogue, ToneVoice, echo_script
 
 CHROMIUM = os.environ.get("ASSISTANT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
@@ -471,6 +471,81 @@ async def test_the_speaker_switch_is_disabled_without_a_speech_synthesizer(start
         await expect(page.locator("body")).to_have_attribute("data-audio-playing", "false")
         assert errors == []
         await browser.close()
+
+
+class SlowNamer(ColourNamer):
+    """A modality that takes a while, so that the reply to an image starts after the user's next message was sent."""
+
+    def describe(self, image):
+        import time
+
+        time.sleep(1.0)
+        return super().describe(image)
+
+
+async def test_replies_stay_below_their_questions_and_a_cut_reply_says_so(start_server, tmp_path):
+    """A message sent before the previous reply started is drawn after that reply, and a reply cut at the token limit carries a note."""
+    engine = ScriptedDialogue(delay_s=0.02, finish_reason="length")
+    server = await start_server(plugins=(FakeEnginesPlugin(engine, modalities={"slow": SlowNamer()}),))
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        page = await browser.new_page(viewport={"width": 1000, "height": 700})
+        errors = await watch_page(page)
+        await page.goto(f"http://127.0.0.1:{server.port}/")
+        await expect(page.locator("#status")).to_have_text("Connected")
+        await page.set_input_files("#file-input", files=[{"name": "red.png", "mimeType": "image/png", "buffer": images.solid("red")}])
+        await expect(page.locator(".attachment")).to_have_count(1)
+        await page.fill("#input", "first question")
+        await page.press("#input", "Enter")
+        await page.fill("#input", "second question")
+        await page.press("#input", "Enter")
+        await expect(page.locator(".message.assistant:not(.streaming)")).to_have_count(2)
+        texts = await page.locator(".message > .text").all_text_contents()
+        assert texts == ["first question", "You said: [Image 1: mostly red, 48x40]\nfirst question", "second question", "You said: second question"]
+        await expect(page.locator(".message.assistant .note").first).to_have_text("Cut off at the token limit: ask it to go on for more.")
+        await page.screenshot(path=str(ARTIFACTS / "web-order-and-length.png"))
+        await browser.close()
+    assert not errors, errors
+
+
+async def test_at_phone_width_a_menu_opens_the_sidebar_and_errors_clear_on_a_new_start(start_server, tmp_path, engine):
+    """At 390x844 the menu button opens the conversations; an error banner goes when a new conversation starts and when the page reconnects."""
+    config = make_config(tmp_path)
+    server = await start_server(config, plugins=(FakeEnginesPlugin(engine),))
+    port = server.port
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with async_playwright() as playwright:
+        browser = await launch(playwright)
+        page = await browser.new_page(viewport={"width": 390, "height": 844})
+        errors = await watch_page(page)
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await expect(page.locator("#status")).to_have_text("Connected")
+        await expect(page.locator("#sidebar")).to_be_hidden()
+        await page.fill("#input", "/imagine a cat")
+        await page.press("#input", "Enter")
+        await expect(page.locator("#error")).to_be_visible()
+        await page.click("#menu")
+        await expect(page.locator("#sidebar")).to_be_visible()
+        await page.screenshot(path=str(ARTIFACTS / "web-phone-sidebar.png"))
+        await page.mouse.click(350, 420)  # beside it: closes it
+        await expect(page.locator("#sidebar")).to_be_hidden()
+        await page.click("#menu")
+        await page.click("#new-conversation")
+        await expect(page.locator("#sidebar")).to_be_hidden()
+        await expect(page.locator("#error")).to_be_hidden()
+
+        await page.fill("#input", "/imagine a dog")
+        await page.press("#input", "Enter")
+        await expect(page.locator("#error")).to_be_visible()
+        await server.shutdown(grace_s=0)
+        await expect(page.locator("#status")).to_have_text("Disconnected; reconnecting…")
+        await start_server(make_config(tmp_path, server={"port": port}), plugins=(FakeEnginesPlugin(engine),))
+        await expect(page.locator("#status")).to_have_text("Connected", timeout=30000)
+        await expect(page.locator("#error")).to_be_hidden()
+        await page.screenshot(path=str(ARTIFACTS / "web-phone-reconnected.png"))
+        await browser.close()
+    assert not [e for e in errors if "WebSocket" not in e], errors  # the refused reconnection attempts are logged by the browser
 
 
 def launch_rocket(target: str) -> dict:

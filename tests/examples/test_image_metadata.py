@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ def installed(tmp_path_factory) -> Path:
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target", str(target), str(source)],
         check=True, timeout=300,
     )
-    assert list(target.glob("assistant_image_metadata-*.dist-info/entry_points.txt"))
+    assert list(target.glob("selfhosted_assistant_image_metadata-*.dist-info/entry_points.txt"))
     return target
 
 
@@ -61,3 +63,27 @@ async def test_its_settings_are_validated_and_used(installed, monkeypatch, start
         await client.start()
         await client.say_parts([images.image_part(images.exif_rotated_jpeg((60, 20)), "image/jpeg"), {"type": "text", "text": "When?"}])
     assert engine.requests[-1].messages[-1].content == "[Image 1: a 20x60 JPEG image, taken on 2024-05-01 at 10:00]\nWhen?"
+
+
+def test_handing_in_the_installed_plugin_again_keeps_its_entry_point_name(installed, monkeypatch, tmp_path):
+    """The docs' recipe `App.prepare(config, [module])` works when the module's entry point already loaded it (no 'already registered')."""
+    from assistant.app import App
+
+    monkeypatch.syspath_prepend(str(installed))
+    import assistant_image_metadata
+
+    app = App.prepare(make_config(tmp_path, plugins={"image_metadata": {"camera": False}}), [assistant_image_metadata])
+    assert app.pm.get_name(assistant_image_metadata) == "image_metadata"
+    assert app.plugin_settings("image_metadata").camera is False
+
+
+def test_the_packages_own_tests_pass_with_the_installed_kit(installed):
+    """examples/image-metadata/tests (the conformance suite and a real server, through assistant.testing) pass against the installed package."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(installed), *sys.path]), "HF_HUB_OFFLINE": "1"}  # this run's path: the same assistant
+    fixtures = [] if any(ep.value == "assistant.testing.fixtures" for ep in entry_points(group="pytest11")) else ["-p", "assistant.testing.fixtures"]
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *fixtures, "tests"],
+        cwd=REPO / "examples" / "image-metadata", env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout and "failed" not in run.stdout

@@ -332,6 +332,7 @@ class ResponseDone(ServerEvent):
     usage: dict[str, int] | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     error: ErrorBody | None = None
+    finish_reason: Literal["stop", "length", "cancelled", "tool_calls"] | None = None
 
 
 class ResponseAudioDelta(ServerEvent):

@@ -79,7 +79,7 @@ _TO_WIRE: dict[type[events.Event], Callable[[events.Event], wire.ServerEvent]] =
     events.TextDelta: lambda e: wire.ResponseTextDelta(response_id=e.response_id, delta=e.delta),  # type: ignore[attr-defined]
     events.ReplyDone: lambda e: wire.ResponseDone(
         response_id=e.response_id, status=e.status, text=e.text, usage=e.usage, timings=e.timings,  # type: ignore[attr-defined]
-        error=_error_body(e.error),  # type: ignore[attr-defined]
+        error=_error_body(e.error), finish_reason=e.finish_reason,  # type: ignore[attr-defined]
     ),
     events.AudioDelta: lambda e: wire.ResponseAudioDelta(
         response_id=e.response_id, data=base64.b64encode(e.audio).decode(), sample_rate=e.sample_rate,  # type: ignore[attr-defined]

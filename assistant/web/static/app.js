@@ -38,6 +38,7 @@ const state = {
   startAskedAudio: false, // whether the last session.start sent asked for them
   sessionReady: false, // session.started came for the last session.start
   voiced: new Set(), // response_ids of this session's spoken replies whose response.audio.done has not come
+  keepError: false, // an error shown while starting a new session, which that session must not clear
   retry: 0,
   counter: 0,
 };
@@ -134,6 +135,8 @@ function sessionStarted(event) {
   $("mic").disabled = !state.capabilities.asr;
   $("mic").title = state.capabilities.asr ? "Talk (the server notices when you stop)" : "No speech recognition on this server";
   state.sessionReady = true;
+  if (!state.keepError) hideError(); // what went wrong before (disconnected, refused) is over now
+  state.keepError = false;
   state.sessionAudio = (event.output_modalities || []).includes("audio");
   state.speechAvailable = Boolean(state.capabilities.speech_synthesizer) && Boolean(event.voices && event.voices.length);
   renderSpeaker();
@@ -177,8 +180,11 @@ function transcriptDone(event) {
 
 function responseCreated(event) {
   const bubble = addMessage("assistant", {});
+  const asked = state.turns.get(event.turn_id);
+  if (asked) afterTurn(asked).after(bubble); // right below its question, also when newer messages were sent meanwhile
   bubble.classList.add("streaming");
   bubble.dataset.responseId = event.response_id;
+  bubble.dataset.replyTo = event.turn_id;
   state.replies.set(event.response_id, bubble);
   state.streaming = event.response_id;
   if (state.sessionAudio) state.voiced.add(event.response_id);
@@ -199,6 +205,7 @@ function responseDone(event) {
     bubble.classList.remove("streaming");
     bubble.dataset.status = event.status;
     bubble.querySelector(".text").textContent = event.text;
+    if (event.finish_reason === "length") addNote(bubble, "Cut off at the token limit: ask it to go on for more.");
     if (event.status === "cancelled") addNote(bubble, "Stopped.");
     if (event.status === "failed") {
       bubble.classList.add("failed");
@@ -207,6 +214,13 @@ function responseDone(event) {
   }
   if (state.streaming === event.response_id) endStreaming();
   restartIfIdle();
+}
+
+function afterTurn(userBubble) {
+  // The last message shown for the user's turn: its bubble, or the replies already drawn below it.
+  let last = userBubble;
+  while (last.nextElementSibling && last.nextElementSibling.dataset.replyTo === userBubble.dataset.turnId) last = last.nextElementSibling;
+  return last;
 }
 
 function endStreaming() {
@@ -405,6 +419,7 @@ function serverError(event) {
     state.conversationId = null; // a conversation this server does not know: start afresh
     startSession(null);
     showError("That conversation no longer exists here; started a new one.");
+    state.keepError = true; // the new session's start must not hide this
     return;
   }
   const index = state.pendingUser.findIndex((bubble) => bubble.dataset.eventId === event.ref);
@@ -882,6 +897,8 @@ function switchTo(id) {
   }
   stopMic(false);
   cutAudio();
+  hideError();
+  closeSidebar();
   state.lastSeq = null;
   startSession(id);
 }
@@ -897,6 +914,20 @@ function setStatus(kind, text) {
 function showError(text) {
   $("error-text").textContent = text;
   $("error").hidden = false;
+}
+
+function hideError() {
+  $("error").hidden = true;
+}
+
+function closeSidebar() {
+  document.body.classList.remove("sidebar-open");
+  $("menu").setAttribute("aria-expanded", "false");
+}
+
+function toggleSidebar() {
+  const open = document.body.classList.toggle("sidebar-open");
+  $("menu").setAttribute("aria-expanded", String(open));
 }
 
 function init() {
@@ -932,7 +963,12 @@ function init() {
   renderSpeaker();
   player.show();
   $("new-conversation").addEventListener("click", () => switchTo(null));
-  $("error-close").addEventListener("click", () => ($("error").hidden = true));
+  $("error-close").addEventListener("click", hideError);
+  $("menu").addEventListener("click", toggleSidebar);
+  document.querySelector("main").addEventListener("click", (event) => {
+    if (event.target !== $("menu") && document.body.classList.contains("sidebar-open")) closeSidebar(); // a tap beside the open sidebar
+  });
+  document.addEventListener("keydown", (event) => event.key === "Escape" && closeSidebar());
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     state.token = $("token-input").value.trim();
