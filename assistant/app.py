@@ -23,8 +23,10 @@ from assistant.limits import MediaBudget, SessionCount, TurnRate
 from assistant.metrics import Metrics
 from assistant.modalities import RegisteredModality, load_modalities
 from assistant.models import ModelLocator
+from assistant.notices import Notices
 from assistant.part_types import RegisteredPartType, load_part_types
 from assistant.plugins import PluginError, Registrations, build_plugin_manager, collect_registrations, settings_error
+from assistant.reminders import Reminders
 from assistant.scheduler import LatencyGate, Scheduler
 from assistant.store import AsyncStore, Store
 from assistant.tools import Tool
@@ -55,6 +57,8 @@ class App:
         self.media = MediaBudget(config.limits.media_bytes_in_flight, self.metrics.media_bytes.set)
         self.metrics.media_budget.set(config.limits.media_bytes_in_flight)
         self.store: AsyncStore | None = None
+        self.reminders: Reminders | None = None  # set at start, once the store is open; its clock runs while the app does
+        self.notices = Notices(on_subscribe=lambda _principal: self.reminders.wake() if self.reminders else None)
         self.vad: Any = None  # vad.SileroVad, loaded at start when an ASR engine is configured
         self.modalities: list[RegisteredModality] = []  # loaded at start when the dialogue engine only reads text
         self.tools: dict[str, Tool] = registrations.tools  # the tools plugins registered (register_tools), by name
@@ -81,6 +85,7 @@ class App:
         if interrupted:
             log.warning("marked %d reply(ies) left in progress by an earlier run as interrupted", interrupted)
         try:
+            app.reminders = await asyncio.to_thread(Reminders, app.store, config.reminders, app.notices)
             for role, engine_name in app.selected_engines().items():
                 app.engines[role] = await asyncio.to_thread(app.build_engine, role, engine_name)
                 if app.engines[role].capabilities.max_batch > 1:  # concurrent calls are batched by the engine
@@ -94,6 +99,7 @@ class App:
                 app.modalities = await load_modalities(app, app.registrations.modalities)
             app.part_types = await load_part_types(app, app.registrations.part_types)
             await app._call_lifecycle("startup")
+            app.reminders.start()
         except BaseException:
             await app.stop(run_shutdown_hooks=False)
             raise
@@ -187,6 +193,8 @@ class App:
 
     async def stop(self, *, run_shutdown_hooks: bool = True) -> None:
         """Run `shutdown` hooks, close engines, workers and the store. Call after replies ended."""
+        if self.reminders is not None:
+            await self.reminders.stop()
         if run_shutdown_hooks:
             await self._call_lifecycle("shutdown", tolerate_errors=True)
         await asyncio.to_thread(self.scheduler.close)

@@ -130,19 +130,23 @@ class DialogueConfig(_Table):
         32_000, ge=100,
         description="characters of stored turns handed to the dialogue engine, newest first; a turn with more text is too_large before it is stored",
     )
-    timezone: str | None = Field(None, description="the users' IANA time zone for tools (a session may say its own); unset: UTC")
+    timezone: str = Field("UTC", description="IANA time zone of sessions that name none in session.start (dates and reminders)")
 
     @field_validator("timezone")
     @classmethod
-    def _known_zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            from zoneinfo import ZoneInfo
+    def _known_timezone(cls, value: str) -> str:
+        from assistant.timezones import zone
 
-            try:
-                ZoneInfo(value)
-            except (ValueError, KeyError):
-                raise ValueError(f"unknown time zone {value!r} (an IANA name such as 'Europe/Berlin')") from None
+        zone(value)  # ValueError names the unknown zone
         return value
+
+
+class RemindersConfig(_Table):
+    """`[reminders]`: reminders and timers the built-in tools set."""
+
+    max_active: int = Field(1000, ge=1, description="reminders (and timers) one principal may have waiting at once")
+    max_days_ahead: int = Field(3660, ge=1, description="the furthest ahead a reminder may be set, in days")
+    max_text_chars: int = Field(500, ge=1, description="longest reminder text")
 
 
 class SpeechConfig(_Table):
@@ -217,6 +221,7 @@ class Config(_Table):
     image_input: ImageInputConfig = Field(default_factory=ImageInputConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    reminders: RemindersConfig = Field(default_factory=RemindersConfig)
     speech: SpeechConfig = Field(default_factory=SpeechConfig)
     wyoming: WyomingConfig = Field(default_factory=WyomingConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)

@@ -179,17 +179,6 @@ class ToolCallDone(Event):
 
 
 @dataclass(slots=True)
-class ReminderDue(Event):
-    """A reminder's time has come: sent to every connected client of its owner (not numbered in a conversation)."""
-
-    reminder_id: str
-    text: str
-    due_at: str  # ISO 8601 with offset
-    timezone: str
-    conversation_id: str | None = None
-
-
-@dataclass(slots=True)
 class Error(Event):
     """A request of this client could not be served; for this client only, never replayed."""
 
@@ -199,8 +188,21 @@ class Error(Event):
     ref: str | None = None
 
 
+@dataclass(slots=True)
+class ReminderDue(Event):
+    """A reminder (or timer) fell due: sent to every connected client of its owner, never numbered or replayed."""
+
+    broadcast: ClassVar[bool] = False
+    reminder_id: str
+    text: str
+    due_at: str  # ISO 8601 with the offset of `timezone`
+    timezone: str  # IANA name the reminder was set in
+    conversation_id: str | None
+    kind: str = "reminder"  # or "timer"
+
+
 CONVERSATION_EVENTS: tuple[type[Event], ...] = (
     TurnCreated, SpeechStarted, SpeechStopped, TranscriptDelta, TranscriptDone, ReplyStarted, TextDelta, ReplyDone,
-    AudioDelta, AudioDone, ImageStarted, ImageProgress, ImageDone, ToolCallStarted, ToolCallDone, ReminderDue,
+    AudioDelta, AudioDone, ImageStarted, ImageProgress, ImageDone, ToolCallStarted, ToolCallDone,
 )
 """Every broadcast event, for dialects that must translate them all (a test checks each is handled)."""

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "assistant_plugins.model_sources",
     "assistant_plugins.smollm2_pack",
+    "assistant_plugins.qwen_pack",
     "assistant_plugins.whisper_packs",
     "assistant_plugins.faster_whisper_asr",
     "assistant_plugins.whisper_asr",
@@ -54,6 +55,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "assistant_plugins.rapid_ocr",
     "assistant_plugins.diffusers_image",
     "assistant_plugins.piper_voice",
+    "assistant_plugins.builtin_tools",
     "assistant_plugins.keyword_router",
 )
 

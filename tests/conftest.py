@@ -28,18 +28,23 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL_CACHE = REPO / ".cache" / "models"  # shared by test runs so offline packs convert once
 
 
+WITH_BUILTIN_TOOLS = {"deny": ["rapid_ocr", "clip_image", "imagenet_labels"]}
+"""`plugins=` for make_config: the default deny list without `builtin_tools`."""
+
+
 def make_config(tmp_path: Path, **tables: dict[str, Any]) -> Config:
     """A config on port 0 with a database under tmp_path, fake dialogue engine, no ASR, no speech out; tables overridden.
 
     The built-in modalities (OCR, ImageNet labels, zero-shot labels) are denied so that core tests start fast and see
-    only the modalities they register; tests of those plugins set `plugins={"deny": []}`.
+    only the modalities they register; tests of those plugins set `plugins={"deny": []}`. The built-in tools and their
+    fast path are denied too, so core tests see only the tools and routers they register (`WITH_BUILTIN_TOOLS`).
     """
     data: dict[str, Any] = {
         "server": {"port": 0, "shutdown_grace_s": 5},
         "store": {"url": f"sqlite:///{tmp_path / 'assistant.db'}"},
         "models": {"cache_dir": str(MODEL_CACHE)},
         "engines": {"dialogue": "fake", "asr": "", "speech_synthesizer": ""},
-        "plugins": {"deny": ["rapid_ocr", "clip_image", "imagenet_labels"]},
+        "plugins": {"deny": ["rapid_ocr", "clip_image", "imagenet_labels", "builtin_tools"]},
     }
     for name, table in tables.items():
         data[name] = {**data.get(name, {}), **table}

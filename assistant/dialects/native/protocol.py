@@ -108,7 +108,7 @@ class SessionStart(ClientEvent):
     )
     voice: StrictStr | None = Field(None, min_length=1, max_length=100, description="the voice of spoken replies; unset: the default")
     timezone: StrictStr | None = Field(
-        None, min_length=1, max_length=64, description="the user's IANA time zone (Europe/Berlin) for tools; unset: [dialogue] timezone"
+        None, min_length=1, max_length=64, description="the user's IANA time zone (dates, times, reminders); unset: [dialogue] timezone"
     )
 
 
@@ -453,8 +453,9 @@ class ReminderDue(ServerEvent):
     conversation_event: ClassVar[bool] = False
     type: Literal["reminder.due"] = "reminder.due"
     reminder_id: str
+    kind: Literal["reminder", "timer"] = "reminder"
     text: str
-    due_at: str = Field(description="ISO 8601 with the reminder's offset")
+    due_at: str = Field(description="ISO 8601 with the offset of `timezone`")
     timezone: str
     conversation_id: str | None = None
 

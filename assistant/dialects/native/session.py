@@ -21,6 +21,7 @@ from assistant.dialects.native.translate import decode_base64, error_event, gene
 from assistant.engines import SpeechSynthesizer
 from assistant.errors import AssistantError
 from assistant.speech import speech_out
+from assistant.timezones import zone
 
 log = logging.getLogger("assistant.dialects.native.session")
 
@@ -46,6 +47,7 @@ class Session:
         self.connected = True
         self.audio: AudioStream | None = None  # streamed speech, from session.start on
         self._catching_up: list[tuple[int, events.Event]] | None = None  # live events arriving during a replay
+        self._unsubscribe: Callable[[], None] | None = None  # from the principal's notices (reminders), while in a session
 
     @property
     def conversation_id(self) -> str | None:
@@ -172,6 +174,9 @@ class Session:
         return principal
 
     def _leave(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self.principal is not None:
             assert self._session_key is not None
             self.app.sessions.leave(self._session_key)
@@ -229,6 +234,8 @@ class Session:
                     sent = seq
         finally:
             self._catching_up = None
+        if self._unsubscribe is None:  # after session.started: the principal's reminders reach this client from now on
+            self._unsubscribe = self.app.notices.subscribe(principal, self._tell)
 
     def _voices(self) -> list[wire.VoiceInfo]:
         engine = self.app.engines.get("speech_synthesizer")
@@ -281,6 +288,6 @@ def _timezone(name: str | None, ref: str | None) -> ZoneInfo | None:
     if name is None:
         return None
     try:
-        return ZoneInfo(name)
-    except (ValueError, KeyError):
-        raise AssistantError("bad_request", f"timezone: unknown time zone {name!r} (an IANA name such as 'Europe/Berlin')", ref) from None
+        return zone(name)
+    except ValueError as exc:
+        raise AssistantError("bad_request", f"timezone: {exc}", ref) from None

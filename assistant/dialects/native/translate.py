@@ -106,7 +106,8 @@ _TO_WIRE: dict[type[events.Event], Callable[[events.Event], wire.ServerEvent]] =
         response_id=e.response_id, call_id=e.call_id, name=e.name, status=e.status, result=e.result, error=e.error,  # type: ignore[attr-defined]
     ),
     events.ReminderDue: lambda e: wire.ReminderDue(
-        reminder_id=e.reminder_id, text=e.text, due_at=e.due_at, timezone=e.timezone, conversation_id=e.conversation_id,  # type: ignore[attr-defined]
+        reminder_id=e.reminder_id, kind=e.kind, text=e.text, due_at=e.due_at, timezone=e.timezone,  # type: ignore[attr-defined]
+        conversation_id=e.conversation_id,  # type: ignore[attr-defined]
     ),
     events.Error: lambda e: wire.Error(code=e.code, message=e.message, ref=e.ref),  # type: ignore[attr-defined]
 }

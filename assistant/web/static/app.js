@@ -89,7 +89,7 @@ function startSession(conversationId, lastSeq = null, eventId = "start") {
 
 // ---------------------------------------------------------------- server events
 
-const ANSWERS = new Set(["session.started", "conversation.history", "conversation.search.results", "error"]);
+const ANSWERS = new Set(["session.started", "conversation.history", "conversation.search.results", "reminder.due", "error"]);
 
 function handle(event) {
   if (!ANSWERS.has(event.type)) state.lastSeq = event.seq; // a conversation event: numbered without gaps
@@ -112,6 +112,7 @@ function handle(event) {
     case "image.started": return imageStarted(event);
     case "image.progress": return imageProgress(event);
     case "image.done": return imageDone(event);
+    case "reminder.due": return reminderDue(event);
     case "tool.call": return toolCall(event);
     case "tool.result": return toolResult(event);
     case "error": return serverError(event);
@@ -284,6 +285,37 @@ function imageDone(event) {
   }
   state.jobs.delete(event.job_id);
   restartIfIdle();
+}
+
+function reminderDue(event) {
+  // A reminder or timer of this user went off (in any of their conversations): a card with what, when and where.
+  const card = document.createElement("div");
+  card.className = "message reminder";
+  card.setAttribute("role", "alert");
+  card.dataset.reminderId = event.reminder_id;
+  const title = document.createElement("strong");
+  title.textContent = event.kind === "timer" ? "Timer" : "Reminder";
+  const text = document.createElement("span");
+  text.className = "text";
+  text.textContent = event.text;
+  const when = document.createElement("time");
+  when.dateTime = event.due_at;
+  const due = new Date(event.due_at);
+  when.textContent = `${due.toLocaleString([], { timeZone: event.timezone, weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" })} (${event.timezone})`;
+  const where = document.createElement("span");
+  where.className = "note";
+  if (!event.conversation_id || event.conversation_id === state.conversationId) {
+    where.textContent = event.conversation_id ? "Set in this conversation" : "";
+  } else {
+    const link = document.createElement("a");
+    link.href = "#";
+    link.textContent = "the conversation it was set in";
+    link.onclick = (e) => { e.preventDefault(); switchTo(event.conversation_id); };
+    where.append("Set in ", link);
+  }
+  card.append(title, text, when, where);
+  $("messages").appendChild(card);
+  scrollDown();
 }
 
 // ---------------------------------------------------------------- tool cards
