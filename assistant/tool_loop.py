@@ -289,7 +289,8 @@ async def reply_with_route(
 
     Without a confirmation the engine answers from the result: given as a tool exchange to an engine
     that takes tools (which may then call more), folded into the user's message for one that does not.
-    With no engine, the reply is the result itself.
+    With no engine, the reply is the result itself. A failed tool is said in plain words unless the
+    engine takes tools (it may then correct the call).
     """
     stream = ReplyStream(conversation, reply, turn_id, spoken_until)
     try:
@@ -303,6 +304,9 @@ async def reply_with_route(
         confirmation = outcome.result.get("confirmation") if isinstance(outcome.result, dict) else None
         if outcome.status == "ok" and isinstance(confirmation, str) and confirmation:
             await stream.say(confirmation)
+        elif outcome.status != "ok" and (engine is None or not engine.capabilities.accepts_tools):
+            # a model that cannot read a tool error would answer beside the point: say what went wrong
+            await stream.say(f"Sorry, I could not do that ({name}): {outcome.error or outcome.status}")
         elif engine is None or request is None:
             await stream.say(outcome.content)
         elif engine.capabilities.accepts_tools:

@@ -346,6 +346,8 @@ class ConvertRouter(TurnRouter):
             return ToolRoute("launch", {"target": text.split()[1]})
         if text.startswith("ghost"):
             return ToolRoute("no_such_tool", {})
+        if text.startswith("broken"):
+            return ToolRoute("convert", {"value": "not a number"})
         return None
 
 
@@ -390,6 +392,16 @@ async def test_a_tool_route_without_confirmation_lets_the_model_answer(make_conv
         assert text == 'The convert tool said: {"value": 6.21, "unit": "mi"}'
     else:
         assert text == 'You said: km 10\n\n[The convert tool returned: {"value": 6.21, "unit": "mi"}]'
+
+
+async def test_a_failed_tool_route_says_so_when_the_model_cannot_take_tools(make_conversation):
+    """A routed tool that fails is reported to the user in plain words when the engine could not read a tool error."""
+    engine = ScriptedDialogue()
+    conversation, recorder = await start_with_router(make_conversation, engine)
+    await turn(conversation, "broken")
+    assert tool_results(recorder)[0].status == "error" and engine.requests == []
+    done = recorder.of(events.ReplyDone)[0]
+    assert done.status == "completed" and done.text.startswith("Sorry, I could not do that (convert): ")
 
 
 async def test_a_route_to_an_unknown_tool_is_ignored(make_conversation):
