@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import REPO
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the fresh environment sees only what is installed in it
-PROJECT_FILES = ("assistant", "plugins", "pyproject.toml", "README.md", "LICENSE")
+PROJECT_FILES = ("assistant", "plugins", "assistant_plugins", "pyproject.toml", "README.md", "LICENSE")
 
 
 def wheel(source: Path, into: Path) -> Path:
