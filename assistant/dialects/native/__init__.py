@@ -77,12 +77,17 @@ class NativeDialect(Dialect):
 
     async def stop(self) -> None:
         """Close every open connection with 1001 (going away) and wait for its session to end."""
-        tasks = list(self._connections.values())
-        for ws in list(self._connections):
-            with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # it closed meanwhile
-                await ws.close(1001, "server shutting down")
-        if tasks:
-            await asyncio.wait(tasks)
+        await close_connections(self._connections)
+
+
+async def close_connections(connections: dict[WebSocket, asyncio.Task[None]]) -> None:
+    """At shutdown: close each open websocket with 1001 (going away), then wait for every handler task to end."""
+    tasks = list(connections.values())
+    for ws in list(connections):
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # it closed meanwhile
+            await ws.close(1001, "server shutting down")
+    if tasks:
+        await asyncio.wait(tasks)
 
 
 async def handshake_refusal(server: ServerContext, ws: WebSocket, token: str | None) -> Response | None:

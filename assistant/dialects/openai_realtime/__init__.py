@@ -9,17 +9,16 @@ connection closes and nothing is stored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from assistant.access import bearer_token, principal_of
 from assistant.dialects import Dialect, ServerContext
-from assistant.dialects.native import handshake_refusal
+from assistant.dialects.native import close_connections, handshake_refusal
 from assistant.dialects.openai_realtime.protocol import RealtimeProblem
 from assistant.dialects.openai_realtime.session import RealtimeSession
 
@@ -103,12 +102,7 @@ class RealtimeDialect(Dialect):
 
     async def stop(self) -> None:
         """Close every open connection with 1001 (going away) and wait for its handler to end."""
-        tasks = list(self._connections.values())
-        for ws in list(self._connections):
-            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                await ws.close(1001, "server shutting down")
-        if tasks:
-            await asyncio.wait(tasks)
+        await close_connections(self._connections)
 
 
 async def upgrade_required(request: Request) -> Response:
