@@ -28,7 +28,7 @@ class ServerConfig(_Table):
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
     max_frame_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    compression: bool = Field(True, description="permessage-deflate on websockets, when the client offers it")
+    compression: bool = Field(False, description="permessage-deflate on websockets, when the client offers it")
     ping_interval_s: float | None = Field(20.0, gt=0)
     ping_timeout_s: float | None = Field(20.0, gt=0)
     shutdown_grace_s: float = Field(10.0, ge=0)

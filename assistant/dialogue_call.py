@@ -60,7 +60,8 @@ class DialogueCall:
         self.broken: str | None = None  # why the call was given up on (hung, or emitted something that is not text)
 
     async def deltas(self) -> AsyncGenerator[str]:
-        """The engine's text deltas, in order, as they are produced; ends when the call has ended."""
+        """The engine's text deltas, in order, as they are produced; ends when the call has ended. Deltas the engine
+        produced while the consumer was busy (sending the last one) come joined into one: the same text, fewer frames."""
         scheduler = self.app.scheduler
         relay: Relay[str] = Relay()
         gate = scheduler.gate
@@ -73,10 +74,11 @@ class DialogueCall:
 
         self.future = future = scheduler.submit(self.engine, self.engine.generate, self.request, on_delta, cancelled)
         try:
-            async for item in relay.until(future, timeout):
-                if not isinstance(item, str):
-                    raise TypeError(f"the dialogue engine emitted {type(item).__name__} instead of text")
-                yield item
+            async for batch in relay.batches(future, timeout):  # deltas that piled up while we were busy go out as one
+                for item in batch:
+                    if not isinstance(item, str):
+                        raise TypeError(f"the dialogue engine emitted {type(item).__name__} instead of text")
+                yield batch[0] if len(batch) == 1 else "".join(batch)
         except (asyncio.CancelledError, GeneratorExit):
             # The consumer is gone: stop the engine at its next token and let it return before going on.
             cancelled.set()

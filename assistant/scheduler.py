@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
@@ -35,22 +36,30 @@ class LatencyGate:
         self.classes = dict(classes)
         self._running: dict[str, int] = {}
         self._changed = threading.Condition()
+        self._highest: int | None = None  # the highest class (smallest number) running now, read without the lock
 
     def running(self, role: str) -> None:
         """A call of `role` started."""
         with self._changed:
             self._running[role] = self._running.get(role, 0) + 1
+            self._update_highest()
 
     def finished(self, role: str) -> None:
         """A call of `role` ended."""
         with self._changed:
             self._running[role] -= 1
+            self._update_highest()
             self._changed.notify_all()
+
+    def _update_highest(self) -> None:
+        classes = [self.classes[role] for role, count in self._running.items() if count > 0 and role in self.classes]
+        self._highest = min(classes) if classes else None
 
     def pause_for_higher(self, role: str, cancelled: threading.Event | None = None) -> None:
         """Block (on the worker thread) while a higher class runs; returns at once when cancelled."""
         mine = self.classes.get(role)
-        if mine is None:
+        highest = self._highest  # a step between tokens costs no lock while nothing of a higher class runs
+        if mine is None or highest is None or highest >= mine:
             return
         with self._changed:
             while not (cancelled is not None and cancelled.is_set()) and any(
@@ -74,34 +83,60 @@ class Relay(Generic[T]):
     """Carries items an engine pushes from its worker thread to the event loop, in order.
 
     Hand `push` to the engine as its callback (text deltas, progress steps), then iterate
-    `until(future)`: every item pushed before the engine call returned arrives, then iteration stops.
+    `until(future)` (one item at a time) or `batches(future)` (everything that piled up since the last
+    look, for a consumer that can merge items: text deltas while the socket was busy go out as one):
+    every item pushed before the engine call returned arrives, then iteration stops. The loop is woken
+    once per burst of pushes, not once per item.
     """
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._items: deque[T] = deque()  # append (worker) and popleft (loop) are atomic
+        self._ready = asyncio.Event()
+        self._woken = False  # a wake-up is on its way to the loop: later pushes need not send another
+        self._ended = False
 
     def push(self, item: T) -> None:
         """Queue an item for the event loop; safe to call from any thread."""
-        self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        self._items.append(item)
+        if not self._woken:
+            self._woken = True
+            self._loop.call_soon_threadsafe(self._ready.set)
 
-    async def until(self, future: asyncio.Future[Any], idle_timeout_s: float | None = None) -> AsyncIterator[T]:
-        """The pushed items, in order, until `future` (the engine call) is done.
+    def _end(self, _future: asyncio.Future[Any]) -> None:
+        self._ended = True
+        self._ready.set()
+
+    async def batches(self, future: asyncio.Future[Any], idle_timeout_s: float | None = None) -> AsyncIterator[list[T]]:
+        """Lists of the items pushed since the last one (never empty), in order, until `future` (the engine call) is done.
 
         Raises NoProgress when nothing arrives for `idle_timeout_s` (a hung engine).
         """
-        # The future completes through call_soon_threadsafe after the worker's last push, so the
-        # end marker is queued after every item.
-        future.add_done_callback(lambda _future: self._queue.put_nowait(_END))
+        # The future completes through call_soon_threadsafe after the worker's last push, so once it is
+        # done every item is already queued.
+        future.add_done_callback(self._end)
+        items = self._items
         while True:
+            self._woken = False  # before taking: a push after this point sends a wake-up of its own
+            if items:
+                self._ready.clear()
+                taken = [items.popleft() for _ in range(len(items))]
+                yield taken
+                continue
+            if self._ended:
+                return
             try:
-                async with asyncio.timeout(idle_timeout_s):  # no task per item, unlike wait_for
-                    item = await self._queue.get()
+                async with asyncio.timeout(idle_timeout_s):  # no task per wait, unlike wait_for
+                    await self._ready.wait()
             except TimeoutError:
                 raise NoProgress(f"no progress for {idle_timeout_s} s") from None
-            if item is _END:
-                return
-            yield item  # type: ignore[misc]
+            self._ready.clear()
+
+    async def until(self, future: asyncio.Future[Any], idle_timeout_s: float | None = None) -> AsyncIterator[T]:
+        """The pushed items one at a time, in order, until `future` (the engine call) is done (see `batches`)."""
+        async for batch in self.batches(future, idle_timeout_s):
+            for item in batch:
+                yield item
 
 
 @dataclass(eq=False)

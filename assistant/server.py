@@ -104,11 +104,27 @@ class AccessGuard:
 
 
 class _SansIOWebSocket(WebSocketsSansIOProtocol):
-    """uvicorn's websockets-sansio protocol, counting a sent denial response as a finished handshake.
+    """uvicorn's websockets-sansio protocol, counting a sent denial response as a finished handshake, and
+    pausing reads only when messages pile up.
 
-    uvicorn 0.54 does not, and logs "ASGI callable returned without completing handshake." at ERROR
-    on every refused handshake (401, 403, 404, 503); uvicorn pull request #3138 fixes it the same way.
+    uvicorn 0.54 does not count it, and logs "ASGI callable returned without completing handshake." at
+    ERROR on every refused handshake (401, 403, 404, 503); uvicorn pull request #3138 fixes it the same way.
+
+    uvicorn pauses the socket's reading after every message and resumes it when the app takes it: two
+    epoll_ctl calls per message. Here reading pauses once READ_HIGH_WATER messages wait unread (memory
+    stays bounded) and resumes when the app has taken them all.
     """
+
+    READ_HIGH_WATER = 16
+
+    @property
+    def read_paused(self) -> bool:
+        """What uvicorn checks before pausing: claimed true (so it does not pause) while few messages wait."""
+        return self._read_paused or self.queue.qsize() < self.READ_HIGH_WATER
+
+    @read_paused.setter
+    def read_paused(self, value: bool) -> None:
+        self._read_paused = value
 
     async def send(self, message: ASGISendEvent) -> None:
         """Send as uvicorn does; after the last body part of a denial response, the handshake is over."""

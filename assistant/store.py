@@ -9,15 +9,14 @@ when the reply ends; at startup, replies left `in_progress` by a crash become `i
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import json
 import logging
+import threading
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -41,10 +40,15 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import CursorResult, make_url
+from sqlalchemy.engine import Connection, CursorResult, make_url
 from sqlalchemy.engine import Engine as SqlEngine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.pool import StaticPool
+
+from assistant.group_commit import GroupCommitter
+from assistant.recent_turns import RecentTurns
+from assistant.records import TOOL_PART_KINDS as TOOL_PART_KINDS  # re-exported: the core imports records from here
+from assistant.records import ImageRef, PartRecord, TurnRecord, TurnStart
 
 T = TypeVar("T")
 
@@ -140,6 +144,7 @@ _turns = cast(Table, Turn.__table__)
 _parts = cast(Table, Part.__table__)
 _conversations = cast(Table, Conversation.__table__)
 _INSERT_TURN = _turns.insert()
+_INSERT_CONVERSATION = _conversations.insert()
 _INSERT_PARTS = _parts.insert()
 _TOUCH_CONVERSATION = _conversations.update().where(_conversations.c.id == bindparam("cid")).values(updated_at=bindparam("now"))
 _END_REPLY = (
@@ -187,85 +192,6 @@ _CONVERSATION_IMAGES = (
     .where((_turns.c.conversation_id == bindparam("cid")) & (_parts.c.kind == "image"))
     .order_by(_turns.c.pk, _parts.c.position)
 )
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """An image part of a conversation: the turn it belongs to and its attachment."""
-
-    turn_id: str
-    role: str
-    sha256: str
-    mime: str
-
-
-TOOL_PART_KINDS = ("tool_call", "tool_result")
-"""Parts of an assistant turn that record a tool call and its result, as JSON text (see assistant.tool_loop)."""
-
-
-@dataclass(frozen=True)
-class PartRecord:
-    """A stored part, detached from the database session."""
-
-    kind: str
-    text: str | None = None
-    attachment_sha256: str | None = None
-    mime: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        """The part as `conversation.history` sends it: attachments by sha256 and URL, not inline; a tool call or
-        result (stored as JSON text) with its fields, as `tool.call` / `tool.result` carry them."""
-        wire: dict[str, Any] = {"type": self.kind}
-        if self.kind in TOOL_PART_KINDS and self.text:
-            wire.update(json.loads(self.text))
-        elif self.text is not None:
-            wire["text"] = self.text
-        if self.attachment_sha256:
-            wire.update(sha256=self.attachment_sha256, mime=self.mime, url=f"/attachments/{self.attachment_sha256}")
-        return wire
-
-
-@dataclass(frozen=True)
-class TurnStart:
-    """What begin_turn committed and read: the new turn ids and the context history."""
-
-    user_turn_id: str
-    reply_id: str
-    history: list[TurnRecord]
-
-
-@dataclass(frozen=True)
-class TurnRecord:
-    """A stored turn with its parts, detached from the database session."""
-
-    id: str
-    role: str
-    status: str
-    created_at: datetime
-    finished_at: datetime | None
-    error: str | None
-    usage: dict[str, Any] | None
-    reply_to: str | None
-    parts: list[PartRecord]
-
-    @property
-    def text(self) -> str:
-        """What the turn says: its text and transcript parts, joined (image descriptions are not its words)."""
-        return "\n".join(p.text for p in self.parts if p.kind in ("text", "transcript") and p.text)
-
-    def to_wire(self) -> dict[str, Any]:
-        """The turn as `conversation.history` sends it."""
-        return {
-            "turn_id": self.id,
-            "role": self.role,
-            "status": self.status,
-            "created_at": self.created_at.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "error": self.error,
-            "usage": self.usage,
-            "reply_to": self.reply_to,
-            "content": [p.to_wire() for p in self.parts],
-        }
 
 
 def _record(turn: Any, parts: list[PartRecord]) -> TurnRecord:
@@ -316,12 +242,66 @@ def open_engine(url: str) -> SqlEngine:
 
 
 class Store:
-    """Synchronous store. Every method is one transaction."""
+    """Synchronous store. Every method is one transaction, or one part of the batch `run_batch` is running."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, recent_conversations: int = 256) -> None:
+        """Open (and create or bring up to date) the database at `url`; keep the recent turns of up to
+        `recent_conversations` conversations in memory (0: read every context from the database, as a store
+        that other processes also write must)."""
         self.engine = open_engine(url)
         Base.metadata.create_all(self.engine)
         self._migrate()
+        self._batch = threading.local()  # .conn: the open transaction of the batch this thread is running
+        self.recent = RecentTurns(recent_conversations)
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A connection in a transaction: the running batch's, else a new one committed when the block ends."""
+        conn = getattr(self._batch, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except BaseException:
+            self.recent.clear()  # rolled back: what it held may include writes that never happened
+            raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection to read with: the running batch's (it sees the batch's writes), else a new one."""
+        conn = getattr(self._batch, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.connect() as conn:
+            yield conn
+
+    def run_batch(self, calls: Sequence[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """Run store calls (each calling methods of this store) in one transaction: one commit for all of them.
+
+        Returns (True, result) or (False, exception) per call, in order, once committed. If any call
+        raises, or the commit fails, the transaction is rolled back and each call runs again alone,
+        so a bad call fails by itself and the others still commit."""
+        if len(calls) > 1:
+            try:
+                with self.engine.begin() as conn:
+                    self._batch.conn = conn
+                    try:
+                        results = [call() for call in calls]
+                    finally:
+                        self._batch.conn = None
+                return [(True, result) for result in results]
+            except Exception:
+                self.recent.clear()  # rolled back: what it held may include writes that never happened
+        outcomes: list[tuple[bool, Any]] = []
+        for call in calls:
+            try:
+                outcomes.append((True, call()))
+            except Exception as exc:
+                outcomes.append((False, exc))
+        return outcomes
 
     def _migrate(self) -> None:
         """Bring a database made by an earlier version up to date (columns added since)."""
@@ -340,26 +320,30 @@ class Store:
 
     def check_writable(self) -> None:
         """Raise (the driver's error) unless the database takes writes now: a write statement that changes no row."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(_conversations.update().where(_conversations.c.id.is_(None)).values(updated_at=_conversations.c.updated_at))
 
     def mark_interrupted(self) -> int:
         """Mark replies left in progress (by a crash) as interrupted; returns how many."""
-        with Session(self.engine) as db, db.begin():
-            result = db.execute(
+        with self._writing() as conn:
+            result = conn.execute(
                 update(Turn)
                 .where(Turn.status == "in_progress")
                 .values(status="interrupted", finished_at=_now(), error="the server stopped while this reply was in progress")
             )
-            return cast(CursorResult[Any], result).rowcount or 0
+        self.recent.clear()
+        return cast(CursorResult[Any], result).rowcount or 0
 
     def create_conversation(self, owner: str = "local", conversation_id: str | None = None) -> str:
         """A new, empty conversation belonging to `owner` (with the id given, else a fresh one); returns its id."""
-        with Session(self.engine) as db, db.begin():
-            conversation = Conversation(owner=owner) if conversation_id is None else Conversation(id=conversation_id, owner=owner)
-            db.add(conversation)
-            db.flush()
-            return conversation.id
+        conversation_id = conversation_id or new_id()
+        now = _now()
+        with self._writing() as conn:
+            conn.execute(_INSERT_CONVERSATION, {
+                "id": conversation_id, "owner": owner, "created_at": now, "updated_at": now, "last_seq": 0, "seq_reserved": 0,
+            })
+        self.recent.fill(conversation_id, [], None)  # a new conversation's history is known: empty
+        return conversation_id
 
     def conversation_last_seq(self, conversation_id: str, owner: str | None = None) -> int | None:
         """The seq the conversation's numbering resumes after: its last event's, or its reserved seq if higher
@@ -367,13 +351,13 @@ class Store:
         query = select(Conversation.last_seq, Conversation.seq_reserved).where(Conversation.id == conversation_id)
         if owner is not None:
             query = query.where(Conversation.owner == owner)
-        with Session(self.engine) as db:
-            row = db.execute(query).first()
+        with self._reading() as conn:
+            row = conn.execute(query).first()
         return None if row is None else max(row.last_seq, row.seq_reserved or 0)
 
     def reserve_seqs(self, conversation_id: str, until: int) -> None:
         """Durably reserve the conversation's seqs up to `until` (never lowers the reservation)."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 _conversations.update()
                 .where((_conversations.c.id == conversation_id) & (_conversations.c.seq_reserved < until))
@@ -383,7 +367,7 @@ class Store:
     def settle_seqs(self, conversation_id: str, delivered: int, reserved: int) -> None:
         """A channel ended cleanly at `delivered`: record it, and give back the reservation up to `reserved`
         unless another channel has raised it since (so numbering goes on without a gap)."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 _conversations.update()
                 .where((_conversations.c.id == conversation_id) & (_conversations.c.last_seq < delivered))
@@ -403,7 +387,7 @@ class Store:
             .where((_parts.c.attachment_sha256 == sha256) & (_conversations.c.owner == owner))
             .limit(1)
         )
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             return conn.execute(query).first() is not None
 
     def add_user_turn(
@@ -413,15 +397,16 @@ class Store:
 
         `turn_id` stores it under an id chosen in advance (streamed speech names it in partial transcripts).
         """
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             for mime, data in attachments:
                 self._put_attachment(conn, mime, data)
             return self._insert_turn(conn, conversation_id, "user", "completed", parts, turn_id=turn_id)
 
     def add_parts(self, turn_id: str, parts: list[PartRecord]) -> None:
         """Append parts to a stored turn (a transcript to its audio turn)."""
-        with self.engine.begin() as conn:
-            pk = conn.execute(select(_turns.c.pk).where(_turns.c.id == turn_id)).scalar_one()
+        with self._writing() as conn:
+            pk, conversation_id = conn.execute(select(_turns.c.pk, _turns.c.conversation_id).where(_turns.c.id == turn_id)).one()
+            self.recent.drop(conversation_id)
             start = conn.execute(select(func.count()).where(_parts.c.turn_pk == pk)).scalar_one()
             conn.execute(_INSERT_PARTS, [
                 {"turn_pk": pk, "position": start + i, "kind": p.kind, "text": p.text, "attachment_sha256": p.attachment_sha256}
@@ -430,15 +415,16 @@ class Store:
 
     def set_heard(self, turn_id: str, heard: str) -> None:
         """Record what of a spoken reply the user heard before it was cut: one `heard` part, replacing any earlier one."""
-        with self.engine.begin() as conn:
-            pk = conn.execute(select(_turns.c.pk).where(_turns.c.id == turn_id)).scalar_one()
+        with self._writing() as conn:
+            pk, conversation_id = conn.execute(select(_turns.c.pk, _turns.c.conversation_id).where(_turns.c.id == turn_id)).one()
+            self.recent.drop(conversation_id)
             conn.execute(_parts.delete().where((_parts.c.turn_pk == pk) & (_parts.c.kind == "heard")))
             position = conn.execute(select(func.coalesce(func.max(_parts.c.position), -1)).where(_parts.c.turn_pk == pk)).scalar_one()
             conn.execute(_INSERT_PARTS, [{"turn_pk": pk, "position": position + 1, "kind": "heard", "text": heard, "attachment_sha256": None}])
 
     def begin_reply(self, conversation_id: str, user_turn_id: str, history_limit: int) -> TurnStart:
         """Commit a reply placeholder (in_progress) to a stored user turn, then read the context."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             reply_id = self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=user_turn_id)
         return TurnStart(user_turn_id, reply_id, self._context(conversation_id, reply_id, history_limit))
 
@@ -453,7 +439,7 @@ class Store:
         the engine sees anything. `history` holds the last `history_limit` turns (at least the new
         user turn, which comes last) and never the placeholder.
         """
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             user_id = self._insert_turn(conn, conversation_id, "user", "completed", parts, touch=False)
             reply_id = self._insert_turn(conn, conversation_id, "assistant", "in_progress", [], reply_to=user_id)
         return TurnStart(user_id, reply_id, self._context(conversation_id, reply_id, history_limit))
@@ -475,6 +461,12 @@ class Store:
             ])
         if touch:
             conn.execute(_TOUCH_CONVERSATION, {"cid": conversation_id, "now": now})
+        if any(p.attachment_sha256 and not p.mime for p in parts):
+            self.recent.drop(conversation_id)  # an attachment's mime is the attachments table's: read it back next time
+        else:
+            self.recent.append(conversation_id, TurnRecord(
+                turn_id, role, status, now, None if status == "in_progress" else now, None, None, reply_to, list(parts),
+            ))
         return turn_id
 
     def finish_reply(
@@ -499,7 +491,7 @@ class Store:
         if status not in REPLY_STATUSES or status == "in_progress":
             raise ValueError(f"not a final reply status: {status!r}")
         now = _now()
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             row = conn.execute(
                 _END_REPLY, {"tid": turn_id, "status": status, "error": error, "usage": usage, "now": now}
             ).one_or_none()
@@ -515,6 +507,8 @@ class Store:
             if rows:
                 conn.execute(_INSERT_PARTS, [{"turn_pk": row.pk, "position": i, **p} for i, p in enumerate(rows)])
             conn.execute(_TOUCH_AND_RAISE_SEQ, {"cid": row.conversation_id, "now": now, "seq": last_seq or 0})
+            added = [PartRecord(p["kind"], p["text"], p["attachment_sha256"], image[0] if p["attachment_sha256"] and image else None) for p in rows]
+            self.recent.update(row.conversation_id, turn_id, status=status, error=error, usage=usage, finished_at=now, added_parts=added)
         return sha256
 
     def _put_attachment(self, conn: Any, mime: str, data: bytes) -> str:
@@ -525,13 +519,13 @@ class Store:
 
     def attachment(self, sha256: str) -> tuple[str, bytes] | None:
         """(mime, bytes) of a stored attachment, or None."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             row = conn.execute(_ATTACHMENT, {"sha": sha256}).first()
         return None if row is None else (row.mime, row.data)
 
     def raise_last_seq(self, conversation_id: str, seq: int) -> None:
         """Record that the conversation's events reached `seq` (never lowers the stored value)."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(
                 _conversations.update()
                 .where((_conversations.c.id == conversation_id) & (_conversations.c.last_seq < seq))
@@ -542,13 +536,13 @@ class Store:
         """Stored feature vectors (float32 bytes) of these images for `encoder_id`, by sha256; missing ones left out."""
         if not sha256s:
             return {}
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(_FEATURES, {"shas": list(set(sha256s)), "enc": encoder_id})
             return {row.sha256: row.vector for row in rows}
 
     def put_image_features(self, encoder_id: str, vectors: dict[str, bytes], dim: int) -> None:
         """Store feature vectors (float32 bytes of `dim` floats) by sha256 for `encoder_id`; existing ones are kept."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             have = {row.sha256 for row in conn.execute(_FEATURES, {"shas": list(vectors), "enc": encoder_id})}
             rows = [{"sha256": sha, "encoder_id": encoder_id, "dim": dim, "vector": vector} for sha, vector in vectors.items() if sha not in have]
             if rows:
@@ -558,7 +552,7 @@ class Store:
         """Stored descriptions by (sha256, describer) for these images and describers; missing ones left out."""
         if not sha256s or not describers:
             return {}
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(_DESCRIPTIONS, {"shas": list(set(sha256s)), "keys": list(set(describers))})
             return {(row.sha256, row.describer): row.text for row in rows}
 
@@ -566,7 +560,7 @@ class Store:
         """Store descriptions by (sha256, describer); existing ones are kept."""
         if not descriptions:
             return
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             shas, keys = [sha for sha, _ in descriptions], [key for _, key in descriptions]
             have = {(row.sha256, row.describer) for row in conn.execute(_DESCRIPTIONS, {"shas": list(set(shas)), "keys": list(set(keys))})}
             rows = [{"sha256": sha, "describer": key, "text": text} for (sha, key), text in descriptions.items() if (sha, key) not in have]
@@ -575,7 +569,7 @@ class Store:
 
     def conversation_images(self, conversation_id: str) -> list[ImageRef]:
         """Every image part of the conversation (sent or generated), oldest first."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             rows = conn.execute(_CONVERSATION_IMAGES, {"cid": conversation_id}).all()
         return [ImageRef(row.turn_id, row.role, row.sha256, row.mime) for row in rows]
 
@@ -586,7 +580,7 @@ class Store:
         turn as `reply_to` and no prompt; an `image.generate` event passes its prompt, stored as an
         `image_request` part (kept out of the dialogue context).
         """
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             user_id = None
             if prompt is not None:
                 user_id = self._insert_turn(conn, conversation_id, "user", "completed", [PartRecord("image_request", prompt)], touch=False)
@@ -600,7 +594,7 @@ class Store:
         turn per image ((mime, bytes), stored once by sha256). Returns the conversation id and the sha256s."""
         now = _now()
         conversation_id = new_id()
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(_conversations.insert().values(id=conversation_id, owner=owner, created_at=now, updated_at=now, last_seq=0, seq_reserved=0))
             user_id = self._insert_turn(conn, conversation_id, "user", "completed", [PartRecord("image_request", prompt)], touch=False)
             shas = []
@@ -612,7 +606,7 @@ class Store:
     def history_page(self, conversation_id: str, before: str | None, limit: int, max_chars: int) -> tuple[list[TurnRecord], bool] | None:
         """Up to `limit` turns older than turn `before` (None: the newest), oldest first, cut (keeping at least one)
         where their text passes `max_chars`; and whether older turns remain. None when `before` is not a turn of it."""
-        with self.engine.connect() as conn:
+        with self._reading() as conn:
             query = select(_turns).where(_turns.c.conversation_id == conversation_id)
             if before is not None:
                 pk = conn.execute(
@@ -644,8 +638,17 @@ class Store:
         return [_record(t, parts[t.pk]) for t in kept], more
 
     def history(self, conversation_id: str, limit: int | None = None) -> list[TurnRecord]:
-        """The conversation's turns in order, oldest first; the last `limit` when given."""
-        with self.engine.connect() as conn:
+        """The conversation's turns in order, oldest first; the last `limit` when given (from memory when held there)."""
+        if limit is not None:
+            held = self.recent.get(conversation_id, limit)
+            if held is not None:
+                return held
+        turns = self._read_history(conversation_id, limit)
+        self.recent.fill(conversation_id, turns, limit)
+        return turns
+
+    def _read_history(self, conversation_id: str, limit: int | None) -> list[TurnRecord]:
+        with self._reading() as conn:
             turns = list(reversed(conn.execute(_HISTORY, {"cid": conversation_id, "limit": -1 if limit is None else limit}).all()))
             parts: dict[int, list[PartRecord]] = {t.pk: [] for t in turns}
             if turns:
@@ -655,24 +658,29 @@ class Store:
 
 
 class AsyncStore:
-    """The store for async code: one `async def` per `Store` method, each run on the store's own thread.
+    """The store for async code: one `async def` per `Store` method, each run on the store's writer thread.
 
-    Each method looks up `self.store.<method>` when called (tests may replace one) and has the `Store`
-    method's signature and return type; see the `Store` method for what it does.
+    Calls that arrive together are written in one transaction (group commit, `assistant.group_commit`):
+    each is answered once that transaction is committed. Each method looks up `self.store.<method>`
+    when called (tests may replace one) and has the `Store` method's signature and return type; see
+    the `Store` method for what it does.
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self.writer = GroupCommitter(store.run_batch)
 
     async def call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `method(*args, **kwargs)` on the store thread and await its result."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(method, *args, **kwargs))
+        """Run `method(*args, **kwargs)` on the store thread, alone (not in a batch), and await its result."""
+        return await self.writer.submit(functools.partial(method, *args, **kwargs), batch=False)
+
+    async def _batched(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a `Store` method on the store thread in the next group commit, and await its result."""
+        return await self.writer.submit(functools.partial(method, *args, **kwargs))
 
     async def check_writable(self) -> None:
         """`Store.check_writable` on the store thread."""
-        await self.call(self.store.check_writable)
+        await self._batched(self.store.check_writable)
 
     async def writable(self) -> bool:
         """Whether the database takes writes now (`check_writable`, its error logged)."""
@@ -685,37 +693,37 @@ class AsyncStore:
 
     async def mark_interrupted(self) -> int:
         """`Store.mark_interrupted` on the store thread."""
-        return await self.call(self.store.mark_interrupted)
+        return await self._batched(self.store.mark_interrupted)
 
     async def create_conversation(self, owner: str = "local", conversation_id: str | None = None) -> str:
         """`Store.create_conversation` on the store thread."""
-        return await self.call(self.store.create_conversation, owner, conversation_id)
+        return await self._batched(self.store.create_conversation, owner, conversation_id)
 
     async def conversation_last_seq(self, conversation_id: str, owner: str | None = None) -> int | None:
         """`Store.conversation_last_seq` on the store thread."""
-        return await self.call(self.store.conversation_last_seq, conversation_id, owner)
+        return await self._batched(self.store.conversation_last_seq, conversation_id, owner)
 
     async def owns_attachment(self, owner: str, sha256: str) -> bool:
         """`Store.owns_attachment` on the store thread."""
-        return await self.call(self.store.owns_attachment, owner, sha256)
+        return await self._batched(self.store.owns_attachment, owner, sha256)
 
     async def add_user_turn(
         self, conversation_id: str, parts: list[PartRecord], attachments: Sequence[tuple[str, bytes]] = (), turn_id: str | None = None
     ) -> str:
         """`Store.add_user_turn` on the store thread."""
-        return await self.call(self.store.add_user_turn, conversation_id, parts, attachments, turn_id)
+        return await self._batched(self.store.add_user_turn, conversation_id, parts, attachments, turn_id)
 
     async def add_parts(self, turn_id: str, parts: list[PartRecord]) -> None:
         """`Store.add_parts` on the store thread."""
-        await self.call(self.store.add_parts, turn_id, parts)
+        await self._batched(self.store.add_parts, turn_id, parts)
 
     async def begin_reply(self, conversation_id: str, user_turn_id: str, history_limit: int) -> TurnStart:
         """`Store.begin_reply` on the store thread."""
-        return await self.call(self.store.begin_reply, conversation_id, user_turn_id, history_limit)
+        return await self._batched(self.store.begin_reply, conversation_id, user_turn_id, history_limit)
 
     async def begin_turn(self, conversation_id: str, parts: list[PartRecord], history_limit: int) -> TurnStart:
         """`Store.begin_turn` on the store thread."""
-        return await self.call(self.store.begin_turn, conversation_id, parts, history_limit)
+        return await self._batched(self.store.begin_turn, conversation_id, parts, history_limit)
 
     async def finish_reply(
         self,
@@ -730,68 +738,68 @@ class AsyncStore:
         parts: Sequence[PartRecord] = (),
     ) -> str | None:
         """`Store.finish_reply` on the store thread."""
-        return await self.call(
+        return await self._batched(
             self.store.finish_reply, turn_id, text=text, status=status, error=error, usage=usage, last_seq=last_seq, image=image,
             parts=parts,
         )
 
     async def attachment(self, sha256: str) -> tuple[str, bytes] | None:
         """`Store.attachment` on the store thread."""
-        return await self.call(self.store.attachment, sha256)
+        return await self._batched(self.store.attachment, sha256)
 
     async def raise_last_seq(self, conversation_id: str, seq: int) -> None:
         """`Store.raise_last_seq` on the store thread."""
-        await self.call(self.store.raise_last_seq, conversation_id, seq)
+        await self._batched(self.store.raise_last_seq, conversation_id, seq)
 
     async def reserve_seqs(self, conversation_id: str, until: int) -> None:
         """`Store.reserve_seqs` on the store thread."""
-        await self.call(self.store.reserve_seqs, conversation_id, until)
+        await self._batched(self.store.reserve_seqs, conversation_id, until)
 
     async def settle_seqs(self, conversation_id: str, delivered: int, reserved: int) -> None:
         """`Store.settle_seqs` on the store thread."""
-        await self.call(self.store.settle_seqs, conversation_id, delivered, reserved)
+        await self._batched(self.store.settle_seqs, conversation_id, delivered, reserved)
 
     async def image_features(self, sha256s: list[str], encoder_id: str) -> dict[str, bytes]:
         """`Store.image_features` on the store thread."""
-        return await self.call(self.store.image_features, sha256s, encoder_id)
+        return await self._batched(self.store.image_features, sha256s, encoder_id)
 
     async def put_image_features(self, encoder_id: str, vectors: dict[str, bytes], dim: int) -> None:
         """`Store.put_image_features` on the store thread."""
-        await self.call(self.store.put_image_features, encoder_id, vectors, dim)
+        await self._batched(self.store.put_image_features, encoder_id, vectors, dim)
 
     async def set_heard(self, turn_id: str, heard: str) -> None:
         """`Store.set_heard` on the store thread."""
-        await self.call(self.store.set_heard, turn_id, heard)
+        await self._batched(self.store.set_heard, turn_id, heard)
 
     async def image_descriptions(self, sha256s: list[str], describers: list[str]) -> dict[tuple[str, str], str | None]:
         """`Store.image_descriptions` on the store thread."""
-        return await self.call(self.store.image_descriptions, sha256s, describers)
+        return await self._batched(self.store.image_descriptions, sha256s, describers)
 
     async def put_image_descriptions(self, descriptions: dict[tuple[str, str], str | None]) -> None:
         """`Store.put_image_descriptions` on the store thread."""
-        await self.call(self.store.put_image_descriptions, descriptions)
+        await self._batched(self.store.put_image_descriptions, descriptions)
 
     async def conversation_images(self, conversation_id: str) -> list[ImageRef]:
         """`Store.conversation_images` on the store thread."""
-        return await self.call(self.store.conversation_images, conversation_id)
+        return await self._batched(self.store.conversation_images, conversation_id)
 
     async def begin_image_job(self, conversation_id: str, prompt: str | None, reply_to: str | None) -> tuple[str | None, str]:
         """`Store.begin_image_job` on the store thread."""
-        return await self.call(self.store.begin_image_job, conversation_id, prompt, reply_to)
+        return await self._batched(self.store.begin_image_job, conversation_id, prompt, reply_to)
 
     async def add_generated_images(self, owner: str, prompt: str, images: Sequence[tuple[str, bytes]]) -> tuple[str, list[str]]:
         """`Store.add_generated_images` on the store thread."""
-        return await self.call(self.store.add_generated_images, owner, prompt, images)
+        return await self._batched(self.store.add_generated_images, owner, prompt, images)
 
     async def history_page(self, conversation_id: str, before: str | None, limit: int, max_chars: int) -> tuple[list[TurnRecord], bool] | None:
         """`Store.history_page` on the store thread."""
-        return await self.call(self.store.history_page, conversation_id, before, limit, max_chars)
+        return await self._batched(self.store.history_page, conversation_id, before, limit, max_chars)
 
     async def history(self, conversation_id: str, limit: int | None = None) -> list[TurnRecord]:
         """`Store.history` on the store thread."""
-        return await self.call(self.store.history, conversation_id, limit)
+        return await self._batched(self.store.history, conversation_id, limit)
 
     def close(self) -> None:
         """Finish pending writes, then release the database (blocking: call it off the event loop)."""
-        self._executor.shutdown(wait=True)
+        self.writer.close()
         self.store.close()

@@ -11,7 +11,9 @@ The reference server is what a plain implementation of our durable work costs: b
 commit each turn's user message and reply through one sqlite3 writer with group commit before sending
 the frames that announce them.
 
-Prints throughput ratios (ours / reference, goal >= 0.7; ours / bare) and added p50/p99 latency.
+Every server runs without permessage-deflate (our default); ours and the reference run once more with it
+on, on both sides alike. Prints throughput ratios (ours / reference, goal >= 0.7; ours / bare) and
+added p50/p99 latency.
 
     python bench/ws_overhead.py [--connections 8 64] [--turns 300]
 """
@@ -44,7 +46,7 @@ def _bare_frames() -> list[str]:
     ]
 
 
-def run_bare(kind: str, port_queue: mp.Queue) -> None:
+def run_bare(kind: str, compression: bool, port_queue: mp.Queue) -> None:
     """A bare websockets server: `echo` sends the frame back, `same-frames` sends our four frames."""
     from websockets.asyncio.server import serve
 
@@ -59,14 +61,14 @@ def run_bare(kind: str, port_queue: mp.Queue) -> None:
                     await ws.send(frame)
 
     async def main():
-        async with serve(handler, "127.0.0.1", 0, max_size=2**24) as server:
+        async with serve(handler, "127.0.0.1", 0, max_size=2**24, compression="deflate" if compression else None) as server:
             port_queue.put(server.sockets[0].getsockname()[1])
             await asyncio.Future()
 
     asyncio.run(main())
 
 
-def run_reference(db_path: str, port_queue: mp.Queue) -> None:
+def run_reference(db_path: str, compression: bool, port_queue: mp.Queue) -> None:
     """The plainest server that does our durable work: bare websockets, and per turn the user message and
     the reply each committed (WAL, synchronous=FULL) through one sqlite3 writer thread with group commit
     (the writer drains every pending write into one transaction), the reply's frames sent after each commit."""
@@ -120,7 +122,7 @@ def run_reference(db_path: str, port_queue: mp.Queue) -> None:
             await ws.send(frames[3])
 
     async def main():
-        async with serve(handler, "127.0.0.1", 0, max_size=2**24) as server:
+        async with serve(handler, "127.0.0.1", 0, max_size=2**24, compression="deflate" if compression else None) as server:
             port_queue.put(server.sockets[0].getsockname()[1])
             await asyncio.Future()
 
@@ -230,12 +232,13 @@ def table(connections: int, turns: int) -> None:
     """Measure every server at `connections` and print the table and the ratios."""
     with tempfile.TemporaryDirectory() as db_dir:
         results = {
-            "bare echo (1 frame)": measure(run_bare, ("echo",), connections, turns, 1, False),
-            "bare same frames (4)": measure(run_bare, ("same-frames",), connections, turns, 4, False),
-            "reference (+ sqlite3)": measure(run_reference, (f"{db_dir}/reference.db",), connections, turns, 4, True),
-            "ours (full stack)": measure(run_ours, (f"sqlite:///{db_dir}/bench.db", True), connections, turns, 4, True),
-            "ours, in-memory SQLite": measure(run_ours, ("sqlite:///:memory:", True), connections, turns, 4, True),
-            "ours, no compression": measure(run_ours, (f"sqlite:///{db_dir}/plain.db", False), connections, turns, 4, True),
+            "bare echo (1 frame)": measure(run_bare, ("echo", False), connections, turns, 1, False),
+            "bare same frames (4)": measure(run_bare, ("same-frames", False), connections, turns, 4, False),
+            "reference (+ sqlite3)": measure(run_reference, (f"{db_dir}/reference.db", False), connections, turns, 4, True),
+            "reference, compression on": measure(run_reference, (f"{db_dir}/reference-deflate.db", True), connections, turns, 4, True),
+            "ours (full stack)": measure(run_ours, (f"sqlite:///{db_dir}/bench.db", False), connections, turns, 4, True),
+            "ours, in-memory SQLite": measure(run_ours, ("sqlite:///:memory:", False), connections, turns, 4, True),
+            "ours, compression on": measure(run_ours, (f"sqlite:///{db_dir}/deflate.db", True), connections, turns, 4, True),
         }
     print(f"{connections} connections x {turns} round trips each")
     print(f"{'server':24} {'round trips/s':>14} {'p50 ms':>8} {'p99 ms':>8}")
@@ -248,6 +251,9 @@ def table(connections: int, turns: int) -> None:
     print(f"throughput ratio ours / reference (bare websockets + the same durable writes): {ours_rate / reference_rate:.2f}  (goal >= 0.7)")
     print(f"throughput ratio ours / bare same frames: {ours_rate / bare_rate:.2f}")
     print(f"throughput ratio ours / bare echo:        {ours_rate / echo_rate:.2f}")
+    deflate_rate, _ = results["ours, compression on"]
+    deflate_reference, _ = results["reference, compression on"]
+    print(f"throughput ratio with permessage-deflate on both sides, ours / reference: {deflate_rate / deflate_reference:.2f}")
     memory_rate, _ = results["ours, in-memory SQLite"]
     print(f"throughput ratio ours in-memory SQLite / bare same frames: {memory_rate / bare_rate:.2f}  (cost without durable disk writes)")
     print(f"added latency p50: {(pct(ours_lat, 50) - pct(bare_lat, 50)) * 1000:.2f} ms, "

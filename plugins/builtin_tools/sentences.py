@@ -32,6 +32,78 @@ def intents() -> Intents:
     return Intents.from_dict(yaml.safe_load(SENTENCES.read_text(encoding="utf-8")))
 
 
+ROUTING_INTENTS_SKIPPED = ("When", "Duration")
+"""Intents that parse a phrase for a tool; they never claim a turn."""
+_WORD = re.compile(r"[\w']+")
+_OPENERS, _CLOSERS = "([<{", ")]>}"
+
+
+def _required_words(template: str) -> tuple[frozenset[str], ...]:
+    """What a sentence must hold to match `template`: each literal word outside every bracket, and for a group
+    `(a|b c|d [e])` one of its alternatives' first words (when every alternative starts with a word). Optional parts,
+    rules and slots require nothing."""
+    groups: list[frozenset[str]] = []
+    depth, outside, inner = 0, [], ""
+    for char in template:
+        if char in _OPENERS:
+            depth += 1
+            outside.append(" ")
+            inner = char if depth == 1 else inner + char
+        elif char in _CLOSERS:
+            depth -= 1
+            inner += char
+            if depth == 0:
+                firsts = [_WORD.findall(_leading_literal(alternative).lower())[:1] for alternative in _alternatives(inner[1:-1])]
+                if inner[0] == "(" and all(firsts):
+                    groups.append(frozenset(first[0] for first in firsts))
+        elif depth == 0:
+            outside.append(char)
+        else:
+            inner += char
+    groups += [frozenset([word]) for word in _WORD.findall("".join(outside).lower())]
+    return tuple(groups)
+
+
+def _alternatives(group: str) -> list[str]:
+    """The alternatives of a group's inside, split at its own `|` (not those of groups nested in it)."""
+    depth, pieces, piece = 0, [], ""
+    for char in group:
+        depth += (char in _OPENERS) - (char in _CLOSERS)
+        if char == "|" and depth == 0:
+            pieces.append(piece)
+            piece = ""
+        else:
+            piece += char
+    return [*pieces, piece]
+
+
+def _leading_literal(alternative: str) -> str:
+    """An alternative's words before its first bracket (what it always starts with)."""
+    for index, char in enumerate(alternative):
+        if char in _OPENERS:
+            return alternative[:index]
+    return alternative
+
+
+@functools.lru_cache(maxsize=1)
+def required_words() -> tuple[tuple[frozenset[str], ...], ...]:
+    """What each routing template requires (see `_required_words`): a sentence that lacks it for every template
+    cannot match any."""
+    data = yaml.safe_load(SENTENCES.read_text(encoding="utf-8"))
+    return tuple(
+        _required_words(sentence)
+        for name, intent in data["intents"].items() if name not in ROUTING_INTENTS_SKIPPED
+        for block in intent["data"] for sentence in block["sentences"]
+    )
+
+
+def may_match(text: str) -> bool:
+    """A cheap test before hassil: False when `text` lacks what every routing template requires (so most turns,
+    which ask for no tool, cost a few set lookups, not a parse)."""
+    words = set(_WORD.findall(text.lower().replace("\u2019", "'")))
+    return any(all(group & words for group in required) for required in required_words())
+
+
 @dataclass(frozen=True)
 class Match:
     """A sentence matched to an intent: its name and its slot values (wildcards as the user wrote them)."""
@@ -48,12 +120,12 @@ def match(text: str, only: tuple[str, ...] | None = None) -> Match | None:
     """The intent `text` asks for, or None. Among several readings, the one leaving the fewest words to wildcards
     (so "on Friday at 3 pm" stays a time, not part of the task). `only` limits the intents tried."""
     text = _clean(text)
-    if not text or len(text) > 2000:
+    if not text or len(text) > 2000 or (only is None and not may_match(text)):
         return None
     best: tuple[int, Match] | None = None
     for result in recognize_all(text, intents()):
         name = result.intent.name
-        if (only is None and name in ("When", "Duration")) or (only is not None and name not in only):
+        if (only is None and name in ROUTING_INTENTS_SKIPPED) or (only is not None and name not in only):
             continue
         slots = {key: entity.value for key, entity in result.entities.items()}
         for key in WILDCARDS:

@@ -118,3 +118,30 @@ async def test_an_image_job_pauses_while_a_reply_streams(start_server, connect_c
     progress_during_reply = types[:last_delta].count("image.progress")
     assert (progress_during_reply > 0) is paints_during_reply, types
     assert types.count("image.progress") == 8
+
+
+async def test_a_relay_hands_over_what_piled_up_in_one_batch_and_keeps_the_order():
+    """Items an engine pushes while the consumer is busy arrive together, all of them, in order, with one wake-up per burst."""
+    from assistant.scheduler import Relay
+
+    relay: Relay[int] = Relay()
+    loop = asyncio.get_running_loop()
+    started = threading.Event()
+
+    def engine() -> str:
+        started.set()
+        for i in range(2000):
+            relay.push(i)
+        return "done"
+
+    future = loop.run_in_executor(None, engine)
+    batches = []
+    async for batch in relay.batches(future, idle_timeout_s=30):
+        batches.append(batch)
+        await asyncio.sleep(0.01)  # a slow consumer: a busy socket
+    assert [item for batch in batches for item in batch] == list(range(2000))
+    assert all(batches) and len(batches) < 200
+    assert await future == "done"
+    single: Relay[int] = Relay()
+    future = loop.run_in_executor(None, lambda: [single.push(i) for i in range(50)])
+    assert [item async for item in single.until(future, 30)] == list(range(50))

@@ -32,7 +32,7 @@ async def test_text_turn_streams_deltas_that_join_to_the_stored_text(server, con
         events = await client.say("hello there")
         types = [e["type"] for e in events]
         assert types[:2] == ["turn.created", "response.created"]
-        assert types[-1] == "response.done" and types.count("response.text.delta") >= 2
+        assert types[-1] == "response.done" and types.count("response.text.delta") >= 1  # deltas that pile up go out joined
         for event in [started, *events]:
             parse_server_event(json.dumps(event))  # every event matches the protocol models
         assert started["seq"] == 0, "session.started answers this client; it carries the last event's seq"

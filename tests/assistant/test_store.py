@@ -128,8 +128,9 @@ def test_in_memory_database_is_shared_across_threads():
 
 
 def test_async_store_has_a_typed_coroutine_for_every_store_method():
-    """Every public Store method but close has an `async def` twin on AsyncStore with the same signature; nothing is proxied by name."""
-    public = {name for name, member in vars(Store).items() if inspect.isfunction(member) and not name.startswith("_")} - {"close"}
+    """Every public Store method but close and run_batch (the group commit's) has an `async def` twin on AsyncStore with the same
+    signature; nothing is proxied by name."""
+    public = {name for name, member in vars(Store).items() if inspect.isfunction(member) and not name.startswith("_")} - {"close", "run_batch"}
     for name in sorted(public):
         twin = getattr(AsyncStore, name, None)
         assert inspect.iscoroutinefunction(twin), f"AsyncStore.{name} is missing or not async"
@@ -159,3 +160,58 @@ async def test_async_store_runs_every_call_on_its_one_thread(tmp_path):
         assert threads and all(name.startswith("store") for name in threads) and threading.current_thread().name not in threads
     finally:
         store.close()
+
+
+def test_recent_turns_in_memory_always_match_the_database(tmp_path):
+    """After every kind of write, the context history served from memory equals what the database holds; a rolled-back
+    batch leaves nothing behind in memory; a conversation held in memory needs no read for its next context."""
+    store = Store(f"sqlite:///{tmp_path}/recent.db")
+    cid = store.create_conversation()
+
+    def check() -> None:
+        for limit in (1, 2, 3, 5, 50):
+            assert store.history(cid, limit) == store._read_history(cid, limit), limit
+
+    begun = store.begin_turn(cid, [PartRecord("text", "hello")], 4)
+    check()
+    store.finish_reply(begun.reply_id, text="hi there", status="completed", usage={"prompt_tokens": 3, "completion_tokens": 2},
+                       parts=[PartRecord("tool_call", '{"name": "get_time", "arguments": {}, "call_id": "c1"}')])
+    check()
+    user = store.add_user_turn(cid, [PartRecord("text", "look"), PartRecord("image", attachment_sha256=None)], [("image/png", b"png")])
+    reply = store.begin_reply(cid, user, 4).reply_id
+    store.add_parts(user, [PartRecord("transcript", "spoken words")])
+    check()
+    store.finish_reply(reply, text="a picture", status="completed", image=("image/png", b"generated"))
+    check()
+    store.set_heard(reply, "a pic")
+    check()
+    _, job = store.begin_image_job(cid, "a cat", None)
+    check()
+    begun = store.begin_turn(cid, [PartRecord("text", "more")], 4)
+    store.mark_interrupted()
+    check()
+    for i in range(8):  # longer than what memory keeps for the smallest limit asked
+        store.finish_reply(store.begin_turn(cid, [PartRecord("text", f"n{i}")], 2).reply_id, text=f"r{i}", status="failed", error="boom")
+    check()
+
+    hits = store.recent.hits
+    store.begin_turn(cid, [PartRecord("text", "again")], 4)
+    assert store.recent.hits == hits + 1  # the context came from memory
+
+    outcomes = store.run_batch([
+        lambda: store.begin_turn(cid, [PartRecord("text", "kept")], 4),
+        lambda: store.finish_reply("no-such-reply", text="x", status="completed"),  # raises: the batch rolls back, then each runs alone
+    ])
+    assert outcomes[0][0] and not outcomes[1][0] and isinstance(outcomes[1][1], LookupError)
+    check()
+    assert [t.text for t in store.history(cid, 50)].count("kept") == 1
+    store.close()
+
+
+def test_a_store_with_no_memory_reads_every_context_from_the_database(tmp_path):
+    """recent_conversations=0 (a store other processes write too) keeps nothing in memory."""
+    store = Store(f"sqlite:///{tmp_path}/none.db", recent_conversations=0)
+    cid = store.create_conversation()
+    store.begin_turn(cid, [PartRecord("text", "hello")], 4)
+    assert len(store.recent) == 0 and store.recent.hits == 0
+    store.close()

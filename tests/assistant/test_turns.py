@@ -26,7 +26,9 @@ async def test_a_text_turn_is_stored_and_streamed_as_events(make_conversation):
     conversation, recorder = await make_conversation(FakeEnginesPlugin(ScriptedDialogue()))
     conversation.create_turn(lambda: [TextIn("hello there")], GenerationOptions(), "t1")
     await settle(conversation)
-    assert kinds(recorder) == ["TurnCreated", "ReplyStarted", "TextDelta", "TextDelta", "TextDelta", "TextDelta", "ReplyDone"]
+    # four engine deltas; those produced while the last one was being published come joined (same text, fewer events)
+    assert kinds(recorder)[:2] == ["TurnCreated", "ReplyStarted"] and kinds(recorder)[-1] == "ReplyDone"
+    assert 1 <= kinds(recorder).count("TextDelta") == len(kinds(recorder)) - 3 <= 4
     done = recorder.of(events.ReplyDone)[0]
     assert done.status == "completed" and done.text == "You said: hello there" == "".join(d.delta for d in recorder.of(events.TextDelta))
     assert done.usage == {"prompt_tokens": 2, "completion_tokens": 4} and recorder.told == []

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from assistant_plugins.builtin_tools import tools
+from assistant_plugins.builtin_tools import sentences
 from assistant_plugins.builtin_tools.sentences import parse_duration, parse_when
 
 from assistant import events
@@ -33,6 +34,22 @@ def test_the_fast_path_scores_on_the_tool_use_set():
     assert len(requests) >= 30 and result.must_not >= 8
     assert result.false_calls == 0, misses
     assert result.overall >= 0.9, misses
+
+
+def test_the_word_check_before_hassil_never_turns_away_a_sentence_hassil_matches(monkeypatch):
+    """`may_match` only saves work: every request of the tool-use set (and a few more) routes the same with and without it,
+    and it turns away sentences that ask for no tool."""
+    _, requests = load_set()
+    texts = [request["text"] for request in requests] + [
+        "Could you please remind me on Friday at 3 pm to water the plants", "what's today's date", "cancel my dentist reminder",
+        "search my photos for a red car", "Which photos show the sea?", "ping", "What is the capital of France?",
+    ]
+    assert not sentences.may_match("ping") and not sentences.may_match("Why is the sky blue?")
+    assert sentences.may_match("What's the time?")
+    with_check = {text: sentences.match(text) for text in texts}
+    monkeypatch.setattr(sentences, "may_match", lambda text: True)
+    assert {text: sentences.match(text) for text in texts} == with_check
+    assert sum(found is not None for found in with_check.values()) >= 30
 
 
 @pytest.mark.parametrize(
