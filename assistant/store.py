@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from inspect import Parameter, signature
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -153,6 +154,15 @@ _END_REPLY = (
     .values(status=bindparam("status"), error=bindparam("error"), usage=bindparam("usage"), finished_at=bindparam("now"))
     .returning(_turns.c.pk, _turns.c.conversation_id)
 )
+_TURN_PKS = select(_turns.c.id, _turns.c.pk).where(_turns.c.id.in_(bindparam("ids", expanding=True)))
+_REPLIES_IN_PROGRESS = select(_turns.c.id, _turns.c.pk, _turns.c.conversation_id).where(
+    _turns.c.id.in_(bindparam("ids", expanding=True)) & (_turns.c.status == "in_progress")
+)
+_END_REPLY_MANY = (
+    _turns.update()
+    .where((_turns.c.id == bindparam("tid")) & (_turns.c.status == "in_progress"))
+    .values(status=bindparam("status"), error=bindparam("error"), usage=bindparam("usage"), finished_at=bindparam("now"))
+)
 _TOUCH_AND_RAISE_SEQ = (
     _conversations.update()
     .where(_conversations.c.id == bindparam("cid"))
@@ -208,6 +218,19 @@ def _record(turn: Any, parts: list[PartRecord]) -> TurnRecord:
         reply_to=turn.reply_to,
         parts=parts,
     )
+
+
+@functools.cache
+def _parameters(method: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """A method's parameter names after self, and their defaults."""
+    parameters = list(signature(method).parameters.values())[1:]
+    return tuple(p.name for p in parameters), {p.name: p.default for p in parameters if p.default is not Parameter.empty}
+
+
+def inspect_call(call: functools.partial[Any], method: Callable[..., Any]) -> dict[str, Any]:
+    """The arguments of a `functools.partial` of `method` (bound), by name, defaults filled in."""
+    names, defaults = _parameters(method)
+    return {**defaults, **dict(zip(names, call.args, strict=False)), **call.keywords}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -289,7 +312,7 @@ class Store:
                 with self.engine.begin() as conn:
                     self._batch.conn = conn
                     try:
-                        results = [call() for call in calls]
+                        results = self._run_grouped(calls)
                     finally:
                         self._batch.conn = None
                 return [(True, result) for result in results]
@@ -302,6 +325,108 @@ class Store:
             except Exception as exc:
                 outcomes.append((False, exc))
         return outcomes
+
+    def _run_grouped(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Run a batch's calls in order, each run of consecutive `begin_turn` or `finish_reply` calls as one
+        statement per table (executemany) instead of one set of statements per call."""
+        results: list[Any] = []
+        index = 0
+        while index < len(calls):
+            many = self._many_of(calls[index])
+            end = index + 1
+            while many is not None and end < len(calls) and self._many_of(calls[end]) == many:
+                end += 1
+            if many is None or end - index == 1:
+                results.append(calls[index]())
+            else:
+                results += many([cast(functools.partial[Any], call) for call in calls[index:end]])
+            index = end
+        return results
+
+    def _many_of(self, call: Callable[[], Any]) -> Callable[[list[functools.partial[Any]]], list[Any]] | None:
+        """The grouped form of a call of this store's `begin_turn` or `finish_reply` (not a replacement a test made), else None."""
+        method = getattr(call, "func", None)
+        if getattr(method, "__self__", None) is not self:
+            return None
+        function = getattr(method, "__func__", None)
+        if function is Store.begin_turn and self.recent.capacity > 0:  # contexts come from memory (see _begin_turns)
+            return self._begin_turns
+        if function is Store.finish_reply:
+            return self._finish_replies
+        return None
+
+    def _begin_turns(self, calls: list[functools.partial[Any]]) -> list[TurnStart]:
+        """`begin_turn` for several turns (in order) with one insert per table: same rows, same results."""
+        items = [inspect_call(call, Store.begin_turn) for call in calls]
+        for item in items:  # each conversation's recent turns held in memory first (a read on a miss), as they were before
+            keep = max(item["history_limit"], 1)
+            self.history(item["conversation_id"], limit=keep + 1)
+        now = _now()
+        ids = [(new_id(), new_id()) for _ in items]
+        rows = []
+        for item, (user_id, reply_id) in zip(items, ids, strict=True):
+            base = {"conversation_id": item["conversation_id"], "created_at": now, "error": None, "usage": None}
+            rows.append({**base, "id": user_id, "role": "user", "status": "completed", "reply_to": None, "finished_at": now})
+            rows.append({**base, "id": reply_id, "role": "assistant", "status": "in_progress", "reply_to": user_id, "finished_at": None})
+        with self._writing() as conn:
+            conn.execute(_INSERT_TURN, rows)
+            user_ids = [user_id for user_id, _ in ids]
+            pks = dict(conn.execute(_TURN_PKS, {"ids": user_ids}).tuples().all())
+            parts = [
+                {"turn_pk": pks[user_id], "position": i, "kind": p.kind, "text": p.text, "attachment_sha256": p.attachment_sha256}
+                for item, user_id in zip(items, user_ids, strict=True) for i, p in enumerate(item["parts"])
+            ]
+            if parts:
+                conn.execute(_INSERT_PARTS, parts)
+            conn.execute(_TOUCH_CONVERSATION, [{"cid": cid, "now": now} for cid in dict.fromkeys(i["conversation_id"] for i in items)])
+        started = []
+        for item, (user_id, reply_id) in zip(items, ids, strict=True):
+            cid = item["conversation_id"]
+            if any(p.attachment_sha256 and not p.mime for p in item["parts"]):
+                self.recent.drop(cid)
+            else:
+                self.recent.append(cid, TurnRecord(user_id, "user", "completed", now, now, None, None, None, list(item["parts"])))
+            self.recent.append(cid, TurnRecord(reply_id, "assistant", "in_progress", now, None, None, None, user_id, []))
+            started.append(TurnStart(user_id, reply_id, self._context(cid, reply_id, item["history_limit"])))
+        return started
+
+    def _finish_replies(self, calls: list[functools.partial[Any]]) -> list[str | None]:
+        """`finish_reply` for several replies with one statement per table; raises (so each runs alone) if any
+        of them is not a reply in progress."""
+        items = [inspect_call(call, Store.finish_reply) for call in calls]
+        if any(item["status"] not in REPLY_STATUSES or item["status"] == "in_progress" for item in items) or any(
+            item["image"] is not None for item in items
+        ):
+            raise LookupError("not a plain batch of replies: each is finished alone")
+        ids = [item["turn_id"] for item in items]
+        now = _now()
+        with self._writing() as conn:
+            found = {row.id: row for row in conn.execute(_REPLIES_IN_PROGRESS, {"ids": ids})}
+            if len(found) != len(items) or len(set(ids)) != len(ids):
+                raise LookupError("a reply of the batch is not in progress: each is finished alone")
+            ended = conn.execute(_END_REPLY_MANY, [
+                {"tid": item["turn_id"], "status": item["status"], "error": item["error"], "usage": item["usage"], "now": now} for item in items
+            ])
+            if ended.rowcount != len(items):
+                raise LookupError("a reply of the batch was finished meanwhile: each is finished alone")
+            added: list[list[PartRecord]] = []
+            rows = []
+            for item in items:
+                parts = [PartRecord(p.kind, p.text) for p in item["parts"]] + ([PartRecord("text", item["text"])] if item["text"] else [])
+                added.append(parts)
+                pk = found[item["turn_id"]].pk
+                rows += [{"turn_pk": pk, "position": i, "kind": p.kind, "text": p.text, "attachment_sha256": None} for i, p in enumerate(parts)]
+            if rows:
+                conn.execute(_INSERT_PARTS, rows)
+            conn.execute(_TOUCH_AND_RAISE_SEQ, [
+                {"cid": found[item["turn_id"]].conversation_id, "now": now, "seq": item["last_seq"] or 0} for item in items
+            ])
+        for item, parts in zip(items, added, strict=True):
+            self.recent.update(
+                found[item["turn_id"]].conversation_id, item["turn_id"], status=item["status"], error=item["error"], usage=item["usage"],
+                finished_at=now, added_parts=parts,
+            )
+        return [None] * len(items)
 
     def _migrate(self) -> None:
         """Bring a database made by an earlier version up to date (columns added since)."""

@@ -215,3 +215,36 @@ def test_a_store_with_no_memory_reads_every_context_from_the_database(tmp_path):
     store.begin_turn(cid, [PartRecord("text", "hello")], 4)
     assert len(store.recent) == 0 and store.recent.hits == 0
     store.close()
+
+
+def test_turns_begun_in_one_batch_get_the_contexts_they_would_get_one_after_another(tmp_path):
+    """Several begin_turn calls grouped into one insert per table (two of them in one conversation) return the ids and
+    contexts of sequential calls, and the rows they store read back the same from memory and from the database."""
+    import functools
+
+    store = Store(f"sqlite:///{tmp_path}/grouped.db")
+    first, other = store.create_conversation(), store.create_conversation()
+    store.begin_turn(first, [PartRecord("text", "earlier")], 4)
+    calls = [
+        functools.partial(store.begin_turn, first, [PartRecord("text", "one")], 4),
+        functools.partial(store.begin_turn, other, [PartRecord("text", "two")], 4),
+        functools.partial(store.begin_turn, first, [PartRecord("text", "three")], 4),
+    ]
+    outcomes = store.run_batch(calls)
+    assert all(ok for ok, _ in outcomes)
+    one, two, three = (started for _, started in outcomes)
+    assert [t.text for t in one.history] == ["earlier", "", "one"]
+    assert [t.text for t in two.history] == ["two"]
+    assert [t.text for t in three.history] == ["earlier", "", "one", "", "three"][-4:]
+    finished = store.run_batch([
+        functools.partial(store.finish_reply, one.reply_id, text="r1", status="completed", last_seq=3),
+        functools.partial(store.finish_reply, three.reply_id, text="r3", status="cancelled", last_seq=7),
+    ])
+    assert finished == [(True, None), (True, None)]
+    for cid in (first, other):
+        assert store.history(cid, 10) == store._read_history(cid, 10)
+    assert [(t.text, t.status) for t in store._read_history(first, 10)][-4:] == [
+        ("one", "completed"), ("r1", "completed"), ("three", "completed"), ("r3", "cancelled"),
+    ]
+    assert store.conversation_last_seq(first) == 7
+    store.close()

@@ -111,7 +111,9 @@ async def test_an_engine_without_tools_sees_no_tool_events(start_server, connect
     async with connect_client(server) as client:
         await client.start()
         frames = await client.say("add 1 and 2")
-        assert [f["type"] for f in frames] == ["turn.created", "response.created"] + ["response.text.delta"] * 6 + ["response.done"]
+        types = [f["type"] for f in frames]
+        assert types[:2] == ["turn.created", "response.created"] and types[-1] == "response.done"
+        assert set(types[2:-1]) == {"response.text.delta"}  # six engine deltas, those that piled up joined
 
 
 async def test_only_the_conversations_principal_can_confirm_and_tool_confirm_needs_a_session(start_server, connect_client, tmp_path):
