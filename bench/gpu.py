@@ -375,7 +375,7 @@ def quiet_libraries() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
-    parser.add_argument("--smoke", action="store_true", help="tiny shapes and counts: checks that everything runs, in about a minute on a CPU")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes and counts: checks that everything runs, in about 20 s on a CPU")
     parser.add_argument("--parts", default="dialogue,image,asr")
     parser.add_argument("--streams", default=None, help="concurrent dialogue streams (default 1,8,32; smoke 1,4)")
     parser.add_argument("--tokens", type=int, default=None, help="new tokens per stream (default 128; smoke 8)")
