@@ -8,7 +8,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup browser speech run lint test bench clean
+.PHONY: setup browser speech run lint test bench bench-gpu clean
 
 setup: $(STAMP) speech
 
@@ -57,6 +57,10 @@ bench: setup
 	$(BIN)/python bench/image_labels.py
 	$(BIN)/python bench/voice.py
 	$(BIN)/python bench/concurrency.py
+
+# On a CUDA machine (README: GPU benchmarks); `bench/gpu.py --device cpu --smoke` checks it runs anywhere.
+bench-gpu: setup
+	$(BIN)/python bench/gpu.py
 
 clean:
 	rm -rf $(VENV) .cache data
