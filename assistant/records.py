@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 
@@ -71,7 +72,7 @@ class TurnRecord:
     reply_to: str | None
     parts: list[PartRecord]
 
-    @property
+    @cached_property
     def text(self) -> str:
         """What the turn says: its text and transcript parts, joined (image descriptions are not its words)."""
         return "\n".join(p.text for p in self.parts if p.kind in ("text", "transcript") and p.text)

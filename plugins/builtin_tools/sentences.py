@@ -97,11 +97,24 @@ def required_words() -> tuple[tuple[frozenset[str], ...], ...]:
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _templates_by_word() -> tuple[dict[str, list[tuple[frozenset[str], ...]]], bool]:
+    """Each word of a template's first requirement -> the templates it may start; and whether some template requires nothing."""
+    index: dict[str, list[tuple[frozenset[str], ...]]] = {}
+    for required in required_words():
+        for word in required[0] if required else ():
+            index.setdefault(word, []).append(required)
+    return index, any(not required for required in required_words())
+
+
 def may_match(text: str) -> bool:
     """A cheap test before hassil: False when `text` lacks what every routing template requires (so most turns,
-    which ask for no tool, cost a few set lookups, not a parse)."""
+    which ask for no tool, cost a few dictionary lookups, not a parse)."""
+    index, unconstrained = _templates_by_word()
+    if unconstrained:
+        return True
     words = set(_WORD.findall(text.lower().replace("\u2019", "'")))
-    return any(all(group & words for group in required) for required in required_words())
+    return any(all(group & words for group in required) for word in words for required in index.get(word, ()))
 
 
 @dataclass(frozen=True)
