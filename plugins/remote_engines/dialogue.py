@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from assistant import (
+    CallStopped,
     Capabilities,
     ChatMessage,
     DialogueEngine,
@@ -29,8 +30,8 @@ from assistant import (
     ToolCall,
     Usage,
     new_call_id,
+    stop_on,
 )
-from assistant.async_calls import CallStopped, stop_on
 
 from .client import engine_error, open_client, run_blocking
 from .settings import DialogueSettings, Endpoint

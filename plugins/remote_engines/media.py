@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from assistant import (
     AsrEngine,
+    CallStopped,
     Capabilities,
     EngineError,
     GeneratedImage,
@@ -20,8 +21,8 @@ from assistant import (
     ImageRequest,
     Transcript,
     TranscriptSegment,
+    stop_on,
 )
-from assistant.async_calls import CallStopped, stop_on
 from assistant.audio import duration_s, wav_bytes
 
 from .client import engine_error, open_client, run_blocking
@@ -136,12 +137,11 @@ class RemoteImageGenerator(ImageGenerator):
     async def _generate(
         self, client: AsyncOpenAI, request: ImageRequest, on_step: Callable[[int, int, bytes | None], None], cancelled: threading.Event,
     ) -> GeneratedImage:
-        extra = {"extra_body": self.settings.extra_body} if self.settings.extra_body else {}
         try:
             async with stop_on(cancelled):
                 result = await client.images.generate(
                     model=self.endpoint.model, prompt=request.prompt, size=f"{request.width}x{request.height}", n=1,
-                    response_format="b64_json", **extra,
+                    response_format="b64_json", extra_body=self.settings.extra_body or None,
                 )
             encoded = result.data[0].b64_json if result.data else None
             if not encoded:
