@@ -340,6 +340,40 @@ async def test_a_remote_failure_fails_the_reply_clearly_and_the_gateway_stays_up
         await server.shutdown(grace_s=0)
 
 
+async def test_speech_and_painting_fail_clearly_when_the_remote_is_down(tmp_path):
+    """With the server unreachable, an audio turn is an `error` event and an image job ends failed, both naming the cause."""
+    os.environ[TOKEN_ENV] = TOKEN
+    config = make_config(tmp_path, engines={"dialogue": "remote", "asr": "remote", "image_generator": "remote"},
+                         plugins={"remote_engines": remote_table(f"http://127.0.0.1:{closed_port()}/v1")})
+    server = await serve_app(config)
+    try:
+        async with connected(server) as client:
+            await client.send({"type": "turn.create", "content": [audio_part(audio.decode(CAPITAL, "wav"))]})
+            error = await client.recv()
+            while error["type"] != "error":
+                error = await client.recv()
+            assert error["code"] == "unavailable" and "the remote asr engine cannot be reached (connection refused)" in error["message"]
+            await client.send({"type": "image.generate", "prompt": "a red square"})
+            done = (await client.recv_until("image.done"))[-1]
+            assert done["status"] == "failed" and "the remote image_generator engine cannot be reached" in done["error"]["message"]
+    finally:
+        await server.shutdown(grace_s=0)
+
+
+@pytest.mark.offline_model
+async def test_the_blocking_forms_work_beside_the_server_loop(gateway):
+    """generate and transcribe called from a thread (scripts, the conformance kit) use a loop and client of their own."""
+    from assistant import ChatMessage, DialogueRequest
+
+    deltas: list[str] = []
+    engines = gateway.app.engines
+    request = DialogueRequest([ChatMessage("user", "hello from a thread")])
+    result = await asyncio.to_thread(engines["dialogue"].generate, request, deltas.append, threading.Event())
+    assert result.text == "You said: hello from a thread" == "".join(deltas) and result.finish_reason == "stop"
+    transcript = await asyncio.to_thread(engines["asr"].transcribe, audio.decode(CAPITAL, "wav"), "en")
+    assert normalized(transcript.text) == "what is the capital of france"
+
+
 # --- configuration ------------------------------------------------------------------------------------------
 
 
@@ -358,7 +392,7 @@ async def test_a_missing_setting_stops_startup_naming_the_key(table, words, tmp_
         await serve_app(config)
 
 
-def test_without_the_client_library_the_error_names_the_extra(monkeypatch):
+async def test_without_the_client_library_the_error_names_the_extra(monkeypatch):
     """With the `openai` package missing, choosing a remote engine says which extra installs it, in one line."""
     from assistant.config import ConfigError
     from assistant_plugins.remote_engines.client import open_client
@@ -370,7 +404,7 @@ def test_without_the_client_library_the_error_names_the_extra(monkeypatch):
     assert str(refused.value) == "the remote dialogue engine needs the openai package: pip install 'selfhosted-assistant[remote]'"
 
 
-def test_streamed_tool_call_fragments_are_put_together():
+async def test_streamed_tool_call_fragments_are_put_together():
     """Tool calls streamed in fragments by index become whole ToolCalls; broken arguments come back unparsed."""
     from types import SimpleNamespace as NS
 
