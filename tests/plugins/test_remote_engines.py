@@ -157,6 +157,18 @@ async def test_a_reply_streams_through_the_gateway_as_node_a_makes_it(gateway, n
     assert done["usage"]["completion_tokens"] == 10
 
 
+async def test_generation_options_and_history_reach_node_a(gateway, node_a):
+    """A turn's options arrive as node A's max_tokens, temperature and top_p; the gateway's stored history is sent along."""
+    _, engine = node_a
+    async with connected(gateway) as client:
+        await client.say("first")
+        done = (await client.say("second", options={"max_new_tokens": 7, "temperature": 0.25, "top_p": 0.5}))[-1]
+    assert done["status"] == "completed" and done["text"] == "You said: second"
+    request = engine.requests[-1]
+    assert (request.options.max_new_tokens, request.options.temperature, request.options.top_p) == (7, 0.25, 0.5)
+    assert [(m.role, m.content) for m in request.messages[1:]] == [("user", "first"), ("assistant", "You said: first"), ("user", "second")]
+
+
 async def test_an_image_reaches_node_a_engine_as_pixels(gateway, node_a):
     """An image part is sent to node A as a data URL and reaches its engine with its size and colour."""
     _, engine = node_a
