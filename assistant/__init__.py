@@ -1,5 +1,6 @@
 """Self-hosted multimodal assistant backend. Public API for plugin authors."""
 
+from assistant.async_calls import CallStopped, stop_on
 from assistant.engines import (
     AsrEngine,
     Capabilities,
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsrEngine",
+    "CallStopped",
     "Capabilities",
     "ChatMessage",
     "DecodedPart",
@@ -80,4 +82,5 @@ __all__ = [
     "hookimpl",
     "new_call_id",
     "parse_tool_calls",
+    "stop_on",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 import pluggy
 from pydantic import BaseModel, ValidationError
 
+from assistant.async_calls import async_variant
 from assistant.auth import Authenticator, ConfiguredToken, TokenFile
 from assistant.channels import Channels
 from assistant.config import Config
@@ -218,7 +219,11 @@ class App:
         self.part_types = {}
         for engine in self.engines.values():
             try:
-                engine.close()
+                close_async = async_variant(engine, engine.close)  # an async engine's HTTP client closes on the loop
+                if close_async is not None:
+                    await close_async()
+                else:
+                    engine.close()
             except Exception:
                 log.exception("closing engine %s failed", engine.id)
         self.engines.clear()

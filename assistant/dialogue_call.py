@@ -2,9 +2,10 @@
 
 Every path that asks the dialogue engine for text goes through `DialogueCall`: a conversation's reply
 (`assistant.reply`), each round of the tool-call loop, and the stateless requests of the HTTP dialects
-(`complete`). It runs the blocking `generate` on the engine's worker thread through the scheduler,
-relays the deltas in order, pauses for higher latency classes between tokens, gives up on an engine
-that stops making progress, and turns every way a call can end into one outcome.
+(`complete`). It runs the blocking `generate` on the engine's worker thread through the scheduler
+(or awaits an engine's `generate_async` on the event loop, see `assistant.async_calls`), relays the
+deltas in order, pauses for higher latency classes between tokens, gives up on an engine that stops
+making progress, and turns every way a call can end into one outcome.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from assistant.async_calls import async_variant
 from assistant.engines import DialogueEngine, DialogueRequest, DialogueResult, EngineError, Usage
 from assistant.errors import AssistantError, error_code
 from assistant.events import EndStatus, ErrorInfo
@@ -67,9 +69,11 @@ class DialogueCall:
         gate = scheduler.gate
         cancelled = self.cancelled
         timeout = self.app.config.limits.engine_timeout_s
+        on_loop = async_variant(self.engine, self.engine.generate) is not None  # never block the event loop
 
-        def on_delta(delta: str) -> None:  # on the engine's thread, after each piece of text
-            gate.pause_for_higher("dialogue", cancelled)
+        def on_delta(delta: str) -> None:  # on the engine's thread (or the loop), after each piece of text
+            if not on_loop:
+                gate.pause_for_higher("dialogue", cancelled)
             relay.push(delta)
 
         self.future = future = scheduler.submit(self.engine, self.engine.generate, self.request, on_delta, cancelled)
@@ -80,8 +84,9 @@ class DialogueCall:
                         raise TypeError(f"the dialogue engine emitted {type(item).__name__} instead of text")
                 yield batch[0] if len(batch) == 1 else "".join(batch)
         except (asyncio.CancelledError, GeneratorExit):
-            # The consumer is gone: stop the engine at its next token and let it return before going on.
+            # The consumer is gone: stop the engine at its next token (an async one now) and let it return before going on.
             cancelled.set()
+            scheduler.stop(future)
             await asyncio.wait([future])
             raise
         except (NoProgress, TypeError) as exc:

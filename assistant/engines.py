@@ -1,7 +1,8 @@
 """Engine roles and the small base class each role's engines implement.
 
 An engine is loaded once per process and shared by all sessions. Its methods are blocking and run
-on a worker thread (see `assistant.scheduler`); they never run on the event loop.
+on a worker thread (see `assistant.scheduler`); they never run on the event loop. An engine whose
+work runs elsewhere may add awaitable `_async` twins, awaited on the loop (see `assistant.async_calls`).
 """
 
 from __future__ import annotations

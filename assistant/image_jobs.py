@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from assistant import events
+from assistant.async_calls import async_variant
 from assistant.engines import EngineError, GeneratedImage, GenerationCancelled, ImageGenerator, ImageRequest
 from assistant.errors import AssistantError
 from assistant.events import EndStatus, ErrorInfo
@@ -92,8 +93,11 @@ async def start_job(
         job.cancel()
     progress: Relay[events.ImageProgress] = Relay()
 
+    on_loop = async_variant(engine, engine.generate) is not None  # never block the event loop
+
     def on_step(step: int, total: int, preview: bytes | None) -> None:
-        app.scheduler.gate.pause_for_higher("image_generator", job.cancelled)
+        if not on_loop:
+            app.scheduler.gate.pause_for_higher("image_generator", job.cancelled)
         progress.push(events.ImageProgress(job_id=job.job_id, step=step, total=total, preview=preview or None))
 
     # submitted here, in the task that was admitted: the call takes the admitted place at once

@@ -55,6 +55,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "assistant_plugins.rapid_ocr",
     "assistant_plugins.diffusers_image",
     "assistant_plugins.piper_voice",
+    "assistant_plugins.remote_engines",
     "assistant_plugins.builtin_tools",
     "assistant_plugins.keyword_router",
 )

@@ -5,6 +5,10 @@ once unless its role is given more workers (an image generator whose jobs each u
 scheduler state), while different engines, and the event loop, run in parallel: a long image job
 never holds up a dialogue reply. Batching across sessions and priorities between roles build on
 this queue.
+
+An engine method with an `_async` twin (see `assistant.async_calls`: remote engines) is awaited as a
+task on the event loop instead, under the same queue bound, at most `max_batch` at once per engine;
+it takes no thread and no part in the latency gate (its work runs on another machine).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from assistant.async_calls import async_variant
 from assistant.engines import Engine
 from assistant.errors import AssistantError
 
@@ -164,6 +169,7 @@ class Scheduler:
         self._in_flight: dict[int, int] = {}
         self._admitted: dict[int, int] = {}  # places taken by admit() whose call is not submitted yet
         self._workers: dict[int, ThreadPoolExecutor] = {}
+        self._slots: dict[int, asyncio.Semaphore] = {}  # per engine with async calls: how many run at once
         self._named: dict[str, ThreadPoolExecutor] = {}
         self._abandoned: list[ThreadPoolExecutor] = []
 
@@ -175,9 +181,17 @@ class Scheduler:
         return self._workers[key]
 
     def submit(self, engine: Engine, fn: Callable[..., T], *args: Any, batch: int = 1) -> asyncio.Future[T]:
-        """Queue `fn(*args)` on the engine's worker; returns an awaitable future. `batch`: requests it serves (metrics)."""
+        """Queue `fn(*args)` on the engine's worker; returns an awaitable future. `batch`: requests it serves (metrics).
+
+        When `fn` is an engine method with an `_async` twin, the twin is awaited instead: the future is
+        then an `asyncio.Task`, and cancelling it stops the call at once (`stop`)."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._worker(engine), self._marked, engine, functools.partial(fn, *args))
+        twin = async_variant(engine, fn)
+        future: asyncio.Future[T]
+        if twin is not None:
+            future = loop.create_task(self._awaited(engine, twin, args))
+        else:
+            future = loop.run_in_executor(self._worker(engine), self._marked, engine, functools.partial(fn, *args))
         key = id(engine)
         for admission in _admissions.get() or ():
             if admission.key == key and not admission.released:
@@ -191,6 +205,22 @@ class Scheduler:
             future.add_done_callback(lambda _future: depth.dec())
             self.metrics.batch_size.labels(engine.role).observe(batch)
         return future
+
+    async def _awaited(self, engine: Engine, twin: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """Await an engine's async call once one of its `max_batch` places is free."""
+        key = id(engine)
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = asyncio.Semaphore(self.workers_per_role.get(engine.role, 1))
+        async with slots:
+            return await twin(*args)
+
+    @staticmethod
+    def stop(future: asyncio.Future[Any]) -> None:
+        """Stop an async engine call now (its task is cancelled: an HTTP stream it holds is closed). A call on a
+        worker thread cannot be stopped this way: set its stop flag instead."""
+        if isinstance(future, asyncio.Task):
+            future.cancel()
 
     def _marked(self, engine: Engine, call: Callable[[], T]) -> T:
         """Run an engine call, known to the latency gate while it runs (until it ends or is abandoned)."""
@@ -284,6 +314,7 @@ class Scheduler:
         """Stop a broken engine call: `cancel()`, and if it has not returned within a second, abandon its worker."""
         cancel()
         if future is not None:
+            self.stop(future)
             await asyncio.wait([future], timeout=1.0)
             if not future.done():
                 self.abandon(engine)
@@ -293,12 +324,18 @@ class Scheduler:
         return sum(1 for worker in self._abandoned for thread in getattr(worker, "_threads", ()) if thread.is_alive())
 
     async def call(self, engine: Engine, timeout_s: float, fn: Callable[..., T], *args: Any, batch: int = 1) -> T:
-        """`submit` and await the result; TimeoutError (and the worker abandoned) past `timeout_s`."""
+        """`submit` and await the result; TimeoutError (and the worker abandoned, or the async call stopped) past `timeout_s`."""
         future = self.submit(engine, fn, *args, batch=batch)
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
-            self.abandon(engine)
+            if isinstance(future, asyncio.Task):
+                future.cancel()
+            else:
+                self.abandon(engine)
+            raise
+        except asyncio.CancelledError:  # the caller is gone: an async call stops with it (a thread cannot)
+            self.stop(future)
             raise
 
     def close(self) -> None:
