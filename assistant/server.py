@@ -14,8 +14,9 @@ import re
 import signal
 import socket
 import time
+from asyncio import BaseTransport, Transport
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import uvicorn
 from starlette.applications import Starlette
@@ -117,6 +118,10 @@ class _SansIOWebSocket(WebSocketsSansIOProtocol):
 
     READ_HIGH_WATER = 16
 
+    def connection_made(self, transport: BaseTransport) -> None:
+        """As uvicorn, with writes gathered per event-loop step (`_CorkedTransport`)."""
+        super().connection_made(cast(Transport, _CorkedTransport(cast(Transport, transport))))  # duck-typed: every other call is passed on
+
     @property
     def read_paused(self) -> bool:
         """What uvicorn checks before pausing: claimed true (so it does not pause) while few messages wait."""
@@ -131,6 +136,49 @@ class _SansIOWebSocket(WebSocketsSansIOProtocol):
         await super().send(message)
         if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
             self.handshake_complete = True
+
+
+class _CorkedTransport:
+    """A socket transport whose writes made in one event-loop step go out in one `send`.
+
+    A conversation's events often come in twos (turn.created then response.created): written
+    separately they cost two system calls. Data is kept until the end of the step (`call_soon`), in
+    order; closing, aborting or asking how much is buffered first sends what is kept (abort drops it).
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Keep `data` for the one send at the end of this event-loop step."""
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(bytes(data))
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        """Send what is kept, then close."""
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        """Close at once; what is kept is dropped."""
+        self._pending.clear()
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes not yet sent, kept here included."""
+        return self._transport.get_write_buffer_size() + sum(len(chunk) for chunk in self._pending)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class _Uvicorn(uvicorn.Server):

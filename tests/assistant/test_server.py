@@ -340,3 +340,36 @@ async def test_a_store_failure_answers_internal_and_keeps_the_connection(server,
         assert error["type"] == "error" and error["code"] == "internal" and error["ref"] == "g"
         monkeypatch.setattr(server.app.store.store, "history_page", original)
         assert (await client.say("still fine"))[-1]["status"] == "completed"
+
+
+async def test_writes_in_one_event_loop_step_go_out_in_one_send():
+    """The websocket's transport gathers what one step writes into one send, in order; close sends what is kept first."""
+    from assistant.server import _CorkedTransport
+
+    class Recording:
+        def __init__(self) -> None:
+            self.writes: list[bytes] = []
+            self.closed = False
+
+        def write(self, data: bytes) -> None:
+            self.writes.append(data)
+
+        def is_closing(self) -> bool:
+            return self.closed
+
+        def close(self) -> None:
+            self.closed = True
+
+        def get_write_buffer_size(self) -> int:
+            return 0
+
+    real = Recording()
+    corked = _CorkedTransport(real)  # type: ignore[arg-type]
+    corked.write(b"one")
+    corked.write(b"two")
+    assert real.writes == [] and corked.get_write_buffer_size() == 6
+    await asyncio.sleep(0)
+    assert real.writes == [b"onetwo"]
+    corked.write(b"three")
+    corked.close()
+    assert real.writes == [b"onetwo", b"three"] and real.closed

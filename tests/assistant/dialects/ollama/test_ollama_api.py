@@ -73,7 +73,7 @@ async def test_a_streamed_chat_with_an_image_reaches_the_engine_as_pixels(start_
     assert all(not p.done for p in parts[:-1]) and parts[-1].done and parts[-1].done_reason == "stop"
     text = "".join(p.message.content or "" for p in parts)
     assert text == "I see 1 image(s): 64x48 and you said what is this?"
-    assert len(parts) == 5 and parts[-1].eval_count == 4 and parts[-1].prompt_eval_count == 2
+    assert 2 <= len(parts) <= 5 and parts[-1].eval_count == 4 and parts[-1].prompt_eval_count == 2  # 4 deltas (those that piled up joined), then done
     request = engine.requests[-1]
     assert request.messages[0].role == "system" and request.options.temperature == 0.2
     assert request.messages[-1].images[0].getpixel((0, 0)) == (255, 0, 0)

@@ -64,7 +64,7 @@ async def test_a_text_response_through_the_sdk(start_server):
         done = await until(connection, "response.done", seen)
     check_lifecycle(seen)
     kinds = [e["type"] for e in seen]
-    assert kinds.count("response.output_text.delta") == 4
+    assert 1 <= kinds.count("response.output_text.delta") <= 4  # four engine deltas; those that piled up go out joined
     assert done["response"]["status"] == "completed" and done["response"]["usage"]["output_tokens"] == 4
     assert done["response"]["output"][0]["content"][0]["text"] == "You said: hello there"
     assert next(e for e in seen if e["type"] == "response.output_text.done")["text"] == "You said: hello there"
