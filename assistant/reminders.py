@@ -123,10 +123,7 @@ class ReminderStore:
     """The reminders table on the store's engine; every method is one transaction (call them on the store thread)."""
 
     def __init__(self, engine: SqlEngine) -> None:
-        self.engine = engine
-        _reminders.create(engine, checkfirst=True)  # a database made before reminders existed gains the table
-        for index in _reminders.indexes:
-            index.create(engine, checkfirst=True)
+        self.engine = engine  # the table is the schema's (assistant/migrations), made when the store opened
 
     def create(
         self, owner: str, conversation_id: str | None, text: str, due_at: datetime, timezone: str, kind: str, max_active: int,

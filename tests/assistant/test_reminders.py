@@ -78,12 +78,14 @@ def test_the_store_bounds_active_reminders(tmp_path):
 
 
 def test_a_database_made_before_reminders_gains_the_table(tmp_path):
-    """Opening a database without the reminders table adds it (and its indexes) and keeps the rest."""
+    """Opening a database made before migrations and before reminders (no reminders table, no revision) adds the table and its indexes and keeps the rest."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = Store(url)
     conversation = old.create_conversation("alice")
     with old.engine.begin() as conn:
         conn.execute(text("DROP TABLE reminders"))
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(text("ALTER TABLE turns DROP COLUMN node"))  # added by revision 0002
     old.close()
     store = ReminderStore(Store(url).engine)
     assert "reminders" in inspect(store.engine).get_table_names()
