@@ -175,6 +175,7 @@ class ReminderStore:
         if not owners:
             return []
         due = select(_c.id).where(_ACTIVE & (_c.due_at <= now.astimezone(UTC)) & _c.owner.in_(owners)).order_by(_c.due_at).limit(limit)
+        due = due.with_for_update(skip_locked=True)  # PostgreSQL: racing claimers take different rows (SQLite has one writer)
         with self.engine.begin() as conn:
             rows = conn.execute(
                 _reminders.update().where(_c.id.in_(due.scalar_subquery()) & _ACTIVE).values(fired_at=now.astimezone(UTC)).returning(*_c)

@@ -166,3 +166,22 @@ async def test_async_store_runs_every_call_on_its_one_thread(store_url):
         assert threads and all(name.startswith("store") for name in threads) and threading.current_thread().name not in threads
     finally:
         store.close()
+
+
+def test_replies_record_the_node_that_runs_them(store_url):
+    """A store opened with a node id writes it on the replies and image jobs it starts, not on user or finished turns; without one, none."""
+    store = Store(store_url, node_id="node-a")
+    other = Store(store_url)
+    try:
+        conversation = store.create_conversation()
+        begun = store.begin_turn(conversation, [PartRecord("text", "hi")], history_limit=5)
+        _, job = store.begin_image_job(conversation, "a cat", None)
+        done = store.add_user_turn(conversation, [PartRecord("text", "again")])
+        plain = other.begin_reply(conversation, done, history_limit=5).reply_id
+        with store.engine.connect() as conn:
+            nodes = dict(conn.execute(text("select id, node from turns")).all())
+        assert nodes[begun.reply_id] == "node-a" and nodes[job] == "node-a"
+        assert nodes[begun.user_turn_id] is None and nodes[done] is None and nodes[plain] is None
+    finally:
+        store.close()
+        other.close()
