@@ -115,6 +115,22 @@ def test_replies_left_in_progress_are_marked_interrupted(store_url):
     second.close()
 
 
+def test_seq_numbers_only_rise_and_a_clean_end_gives_back_its_reservation(store):
+    """Reservations and last seqs never go down; settling gives the reservation back unless another channel raised it since."""
+    conversation = store.create_conversation()
+    store.reserve_seqs(conversation, 100)
+    store.reserve_seqs(conversation, 50)
+    assert store.conversation_last_seq(conversation) == 100, "resumes after what may have been sent"
+    store.settle_seqs(conversation, delivered=40, reserved=100)
+    assert store.conversation_last_seq(conversation) == 40
+    store.reserve_seqs(conversation, 200)
+    store.settle_seqs(conversation, delivered=60, reserved=100)  # a reservation made since is kept
+    assert store.conversation_last_seq(conversation) == 200
+    store.raise_last_seq(conversation, 250)
+    store.raise_last_seq(conversation, 10)
+    assert store.conversation_last_seq(conversation) == 250
+
+
 def test_unknown_conversation_has_no_last_seq(store):
     """conversation_last_seq is None for an id that does not exist (the server answers not_found)."""
     assert store.conversation_last_seq("missing") is None
