@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import threading
 
@@ -201,3 +202,37 @@ def test_replies_record_the_node_that_runs_them(store_url):
     finally:
         store.close()
         other.close()
+
+
+def test_two_processes_storing_the_same_attachment_at_once_both_succeed(store_url):
+    """Two stores on one database (two nodes) adding turns with the same image at once both commit, and the image is stored once."""
+    stores = [Store(store_url), Store(store_url)]
+    conversation = stores[0].create_conversation()
+    image = b"\x89PNG the same bytes"
+    sha = hashlib.sha256(image).hexdigest()
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def add(store: Store) -> None:
+        barrier.wait()
+        try:
+            for _ in range(20):
+                store.add_user_turn(conversation, [PartRecord("image", attachment_sha256=sha)], attachments=[("image/png", image)])
+                store.put_image_features("enc", {sha: b"\0" * 8}, 2)
+                store.put_image_descriptions({(sha, "ocr"): "text"})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert len(stores[1].history(conversation)) == 40 and stores[1].attachment(sha) == ("image/png", image)
+        with stores[0].engine.connect() as conn:
+            assert conn.execute(text("select count(*) from attachments")).scalar() == 1
+    finally:
+        for store in stores:
+            store.close()
