@@ -1,6 +1,8 @@
 """Conversation storage: SQLAlchemy 2 models and the few queries the core needs.
 
-SQLite (WAL, synchronous=FULL) by default; any SQLAlchemy URL works. `Store` is synchronous;
+SQLite (WAL, synchronous=FULL) by default; PostgreSQL (`postgresql+psycopg://...`) for several processes
+on one database; any SQLAlchemy URL may work. The schema is Alembic's (assistant/migrations, see
+assistant.schema): opening a store creates or upgrades it, or refuses a schema it cannot use. `Store` is synchronous;
 `AsyncStore` runs every call on one dedicated thread so the event loop never waits on disk and
 SQLite sees a single writer. Rules: the user turn is committed before any engine sees it; the
 assistant turn is inserted `in_progress` when its reply starts and committed with its final status
@@ -36,11 +38,10 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    inspect,
     select,
-    text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, CursorResult, make_url
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -50,6 +51,7 @@ from assistant.group_commit import GroupCommitter
 from assistant.recent_turns import RecentTurns
 from assistant.records import TOOL_PART_KINDS as TOOL_PART_KINDS  # re-exported: the core imports records from here
 from assistant.records import ImageRef, PartRecord, TurnRecord, TurnStart
+from assistant.schema import prepare
 
 T = TypeVar("T")
 
@@ -96,6 +98,7 @@ class Turn(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the node running an in-progress reply
     conversation: Mapped[Conversation] = relationship(back_populates="turns")
     parts: Mapped[list[Part]] = relationship(order_by="Part.position", cascade="all, delete-orphan")
 
@@ -171,9 +174,8 @@ _TOUCH_AND_RAISE_SEQ = (
         last_seq=case((_conversations.c.last_seq < bindparam("seq"), bindparam("seq")), else_=_conversations.c.last_seq),
     )
 )
-_HISTORY = (
-    select(_turns).where(_turns.c.conversation_id == bindparam("cid")).order_by(_turns.c.pk.desc()).limit(bindparam("limit"))
-)
+_HISTORY_ALL = select(_turns).where(_turns.c.conversation_id == bindparam("cid")).order_by(_turns.c.pk.desc())
+_HISTORY = _HISTORY_ALL.limit(bindparam("limit"))
 _attachments = cast(Table, Attachment.__table__)
 _HISTORY_PARTS = (
     select(_parts.c.turn_pk, _parts.c.kind, _parts.c.text, _parts.c.attachment_sha256, _attachments.c.mime)
@@ -182,7 +184,6 @@ _HISTORY_PARTS = (
     .order_by(_parts.c.turn_pk, _parts.c.position)
 )
 _ATTACHMENT_EXISTS = select(_attachments.c.sha256).where(_attachments.c.sha256 == bindparam("sha"))
-_INSERT_ATTACHMENT = _attachments.insert()
 _ATTACHMENT = select(_attachments.c.mime, _attachments.c.data).where(_attachments.c.sha256 == bindparam("sha"))
 
 
@@ -190,12 +191,10 @@ _features = cast(Table, ImageFeatures.__table__)
 _FEATURES = select(_features.c.sha256, _features.c.vector).where(
     _features.c.sha256.in_(bindparam("shas", expanding=True)) & (_features.c.encoder_id == bindparam("enc"))
 )
-_INSERT_FEATURES = _features.insert()
 _descriptions = cast(Table, ImageDescription.__table__)
 _DESCRIPTIONS = select(_descriptions.c.sha256, _descriptions.c.describer, _descriptions.c.text).where(
     _descriptions.c.sha256.in_(bindparam("shas", expanding=True)) & _descriptions.c.describer.in_(bindparam("keys", expanding=True))
 )
-_INSERT_DESCRIPTIONS = _descriptions.insert()
 _CONVERSATION_IMAGES = (
     select(_turns.c.id.label("turn_id"), _turns.c.role, _parts.c.attachment_sha256.label("sha256"), _attachments.c.mime)
     .select_from(_parts.join(_turns, _parts.c.turn_pk == _turns.c.pk).join(_attachments, _parts.c.attachment_sha256 == _attachments.c.sha256))
@@ -204,9 +203,24 @@ _CONVERSATION_IMAGES = (
 )
 
 
+def _insert_skipping_existing(table: Table, dialect: str) -> Any:
+    """An INSERT of content-addressed rows (attachments by sha256, cached features and descriptions) that skips a row
+    another process stored first (ON CONFLICT DO NOTHING on PostgreSQL and SQLite; a plain INSERT elsewhere)."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    return table.insert()
+
+
+def _utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands back naive UTC ones, PostgreSQL the session's zone)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _record(turn: Any, parts: list[PartRecord]) -> TurnRecord:
-    created = turn.created_at.replace(tzinfo=turn.created_at.tzinfo or UTC)
-    finished = turn.finished_at.replace(tzinfo=turn.finished_at.tzinfo or UTC) if turn.finished_at else None
+    created = _utc(turn.created_at)
+    finished = _utc(turn.finished_at) if turn.finished_at else None
     return TurnRecord(
         id=turn.id,
         role=turn.role,
@@ -243,10 +257,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def open_engine(url: str) -> SqlEngine:
-    """A SQLAlchemy engine; for SQLite: parent folder created, WAL and foreign keys on."""
+    """A SQLAlchemy engine; for SQLite: parent folder created, WAL and foreign keys on; for a server database
+    (PostgreSQL): a small pool (the store thread writes, a few threads read) whose connections are checked
+    before use, so a database restart costs no request."""
     parsed = make_url(url)
     is_sqlite = parsed.get_backend_name() == "sqlite"
     options: dict[str, Any] = {}
+    if not is_sqlite:
+        options.update(pool_size=4, max_overflow=4, pool_timeout=30, pool_pre_ping=True)
     if is_sqlite:
         options["connect_args"] = {"check_same_thread": False}
         if parsed.query.get("uri") == "true":  # a URI filename (file:...?mode=...): SQLite opens exactly what it names
@@ -267,13 +285,23 @@ def open_engine(url: str) -> SqlEngine:
 class Store:
     """Synchronous store. Every method is one transaction, or one part of the batch `run_batch` is running."""
 
-    def __init__(self, url: str, recent_conversations: int = 256) -> None:
-        """Open (and create or bring up to date) the database at `url`; keep the recent turns of up to
-        `recent_conversations` conversations in memory (0: read every context from the database, as a store
-        that other processes also write must)."""
+    def __init__(self, url: str, node_id: str | None = None, upgrade: bool = True, recent_conversations: int = 256) -> None:
+        """Open the database at `url`: an empty one gets the schema; an older schema is upgraded when `upgrade`,
+        else SchemaError; a newer one (an unknown revision) is always SchemaError. `node_id` is written on the
+        replies this process starts (`turns.node`). The recent turns of up to `recent_conversations`
+        conversations are kept in memory (0: every context is read from the database, as a store that other
+        processes also write must)."""
         self.engine = open_engine(url)
-        Base.metadata.create_all(self.engine)
-        self._migrate()
+        self.node_id = node_id
+        dialect = self.engine.dialect.name
+        self._insert_attachment = _insert_skipping_existing(_attachments, dialect)
+        self._insert_features = _insert_skipping_existing(_features, dialect)
+        self._insert_descriptions = _insert_skipping_existing(_descriptions, dialect)
+        try:
+            prepare(self.engine, upgrade=upgrade)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._batch = threading.local()  # .conn: the open transaction of the batch this thread is running
         self.recent = RecentTurns(recent_conversations)
 
@@ -366,8 +394,11 @@ class Store:
         rows = []
         for item, (user_id, reply_id) in zip(items, ids, strict=True):
             base = {"conversation_id": item["conversation_id"], "created_at": now, "error": None, "usage": None}
-            rows.append({**base, "id": user_id, "role": "user", "status": "completed", "reply_to": None, "finished_at": now})
-            rows.append({**base, "id": reply_id, "role": "assistant", "status": "in_progress", "reply_to": user_id, "finished_at": None})
+            rows.append({**base, "id": user_id, "role": "user", "status": "completed", "reply_to": None, "finished_at": now, "node": None})
+            rows.append({
+                **base, "id": reply_id, "role": "assistant", "status": "in_progress", "reply_to": user_id, "finished_at": None,
+                "node": self.node_id,
+            })
         with self._writing() as conn:
             conn.execute(_INSERT_TURN, rows)
             user_ids = [user_id for user_id, _ in ids]
@@ -427,17 +458,6 @@ class Store:
                 finished_at=now, added_parts=parts,
             )
         return [None] * len(items)
-
-    def _migrate(self) -> None:
-        """Bring a database made by an earlier version up to date (columns added since)."""
-        columns = {column["name"] for column in inspect(self.engine).get_columns("conversations")}
-        if "seq_reserved" not in columns:
-            with self.engine.begin() as conn:
-                conn.execute(text("ALTER TABLE conversations ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0"))
-        if "owner" not in columns:
-            with self.engine.begin() as conn:
-                conn.execute(text("ALTER TABLE conversations ADD COLUMN owner VARCHAR(100) NOT NULL DEFAULT 'local'"))
-                conn.execute(text("CREATE INDEX IF NOT EXISTS ix_conversations_owner ON conversations (owner)"))
 
     def close(self) -> None:
         """Release database connections."""
@@ -578,6 +598,7 @@ class Store:
         pk = conn.execute(_INSERT_TURN, {
             "id": turn_id, "conversation_id": conversation_id, "role": role, "status": status, "reply_to": reply_to,
             "created_at": now, "finished_at": None if status == "in_progress" else now, "error": None, "usage": None,
+            "node": self.node_id if status == "in_progress" else None,
         }).inserted_primary_key[0]
         if parts:
             conn.execute(_INSERT_PARTS, [
@@ -639,7 +660,7 @@ class Store:
     def _put_attachment(self, conn: Any, mime: str, data: bytes) -> str:
         sha256 = hashlib.sha256(data).hexdigest()
         if conn.execute(_ATTACHMENT_EXISTS, {"sha": sha256}).first() is None:
-            conn.execute(_INSERT_ATTACHMENT, {"sha256": sha256, "mime": mime, "size": len(data), "data": data, "created_at": _now()})
+            conn.execute(self._insert_attachment, {"sha256": sha256, "mime": mime, "size": len(data), "data": data, "created_at": _now()})
         return sha256
 
     def attachment(self, sha256: str) -> tuple[str, bytes] | None:
@@ -671,7 +692,7 @@ class Store:
             have = {row.sha256 for row in conn.execute(_FEATURES, {"shas": list(vectors), "enc": encoder_id})}
             rows = [{"sha256": sha, "encoder_id": encoder_id, "dim": dim, "vector": vector} for sha, vector in vectors.items() if sha not in have]
             if rows:
-                conn.execute(_INSERT_FEATURES, rows)
+                conn.execute(self._insert_features, rows)
 
     def image_descriptions(self, sha256s: list[str], describers: list[str]) -> dict[tuple[str, str], str | None]:
         """Stored descriptions by (sha256, describer) for these images and describers; missing ones left out."""
@@ -690,7 +711,7 @@ class Store:
             have = {(row.sha256, row.describer) for row in conn.execute(_DESCRIPTIONS, {"shas": list(set(shas)), "keys": list(set(keys))})}
             rows = [{"sha256": sha, "describer": key, "text": text} for (sha, key), text in descriptions.items() if (sha, key) not in have]
             if rows:
-                conn.execute(_INSERT_DESCRIPTIONS, rows)
+                conn.execute(self._insert_descriptions, rows)
 
     def conversation_images(self, conversation_id: str) -> list[ImageRef]:
         """Every image part of the conversation (sent or generated), oldest first."""
@@ -774,7 +795,8 @@ class Store:
 
     def _read_history(self, conversation_id: str, limit: int | None) -> list[TurnRecord]:
         with self._reading() as conn:
-            turns = list(reversed(conn.execute(_HISTORY, {"cid": conversation_id, "limit": -1 if limit is None else limit}).all()))
+            query, params = (_HISTORY_ALL, {"cid": conversation_id}) if limit is None else (_HISTORY, {"cid": conversation_id, "limit": limit})
+            turns = list(reversed(conn.execute(query, params).all()))
             parts: dict[int, list[PartRecord]] = {t.pk: [] for t in turns}
             if turns:
                 for row in conn.execute(_HISTORY_PARTS, {"pks": list(parts)}):

@@ -1,47 +1,55 @@
-"""The SQLAlchemy store: durability rules, statuses and history."""
+"""The SQLAlchemy store: durability rules, statuses and history, on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
-import sqlite3
 import threading
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from assistant.store import AsyncStore, PartRecord, Store
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'sub' / 'db.sqlite'}")
+def store(store_url):
+    s = Store(store_url)
     yield s
     s.close()
 
 
-def test_sqlite_runs_in_wal_mode_with_foreign_keys(store, tmp_path):
-    """The database file is created (with its folder) in WAL mode."""
+def test_the_database_is_durable(store):
+    """SQLite: the file is created (with its folder) in WAL mode, synchronous FULL, foreign keys on; PostgreSQL: fsync and synchronous commit on."""
     with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        if store.engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        else:
+            assert store.engine.dialect.name == "postgresql"
+            assert conn.exec_driver_sql("SHOW fsync").scalar() == "on"
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
 
 
-def test_user_turn_is_committed_before_anything_else_happens(store, tmp_path):
+def test_user_turn_is_committed_before_anything_else_happens(store, store_url):
     """The user turn and its in_progress reply are visible to an independent connection once begin_turn returns."""
     conversation = store.create_conversation()
     store.begin_turn(conversation, [PartRecord("text", "hello")], history_limit=5)
-    other = sqlite3.connect(tmp_path / "sub" / "db.sqlite")
-    rows = other.execute("select role, status from turns order by pk").fetchall()
-    parts = other.execute("select text from parts").fetchall()
-    other.close()
+    other = create_engine(store_url)
+    with other.connect() as conn:
+        rows = conn.execute(text("select role, status from turns order by pk")).all()
+        parts = conn.execute(text("select text from parts")).all()
+    other.dispose()
     assert rows == [("user", "completed"), ("assistant", "in_progress")] and parts == [("hello",)]
 
 
 def test_begin_turn_context_always_ends_with_the_new_user_turn(store):
     """The context holds the last history_limit turns, never the placeholder, and at least the new user turn."""
     conversation = store.create_conversation()
-    for text in ("one", "two"):
-        begun = store.begin_turn(conversation, [PartRecord("text", text)], history_limit=10)
-        store.finish_reply(begun.reply_id, text=f"re {text}", status="completed")
+    for said in ("one", "two"):
+        begun = store.begin_turn(conversation, [PartRecord("text", said)], history_limit=10)
+        store.finish_reply(begun.reply_id, text=f"re {said}", status="completed")
     assert [t.text for t in store.begin_turn(conversation, [PartRecord("text", "3")], history_limit=3).history] == ["two", "re two", "3"]
     assert [t.text for t in store.begin_turn(conversation, [PartRecord("text", "4")], history_limit=0).history] == ["4"]
 
@@ -93,9 +101,9 @@ def test_invalid_final_status_is_refused(store):
         store.finish_reply(reply, text="", status="whatever")
 
 
-def test_replies_left_in_progress_are_marked_interrupted(tmp_path):
+def test_replies_left_in_progress_are_marked_interrupted(store_url):
     """After a crash, reopening marks in_progress replies interrupted and keeps committed turns."""
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    url = store_url
     first = Store(url)
     conversation = first.create_conversation()
     first.begin_turn(conversation, [PartRecord("text", "x")], history_limit=1)
@@ -106,6 +114,22 @@ def test_replies_left_in_progress_are_marked_interrupted(tmp_path):
     assert [(t.role, t.status) for t in turns] == [("user", "completed"), ("assistant", "interrupted")]
     assert second.mark_interrupted() == 0
     second.close()
+
+
+def test_seq_numbers_only_rise_and_a_clean_end_gives_back_its_reservation(store):
+    """Reservations and last seqs never go down; settling gives the reservation back unless another channel raised it since."""
+    conversation = store.create_conversation()
+    store.reserve_seqs(conversation, 100)
+    store.reserve_seqs(conversation, 50)
+    assert store.conversation_last_seq(conversation) == 100, "resumes after what may have been sent"
+    store.settle_seqs(conversation, delivered=40, reserved=100)
+    assert store.conversation_last_seq(conversation) == 40
+    store.reserve_seqs(conversation, 200)
+    store.settle_seqs(conversation, delivered=60, reserved=100)  # a reservation made since is kept
+    assert store.conversation_last_seq(conversation) == 200
+    store.raise_last_seq(conversation, 250)
+    store.raise_last_seq(conversation, 10)
+    assert store.conversation_last_seq(conversation) == 250
 
 
 def test_unknown_conversation_has_no_last_seq(store):
@@ -140,9 +164,9 @@ def test_async_store_has_a_typed_coroutine_for_every_store_method():
     assert not hasattr(AsyncStore, "__getattr__")
 
 
-async def test_async_store_runs_every_call_on_its_one_thread(tmp_path):
+async def test_async_store_runs_every_call_on_its_one_thread(store_url):
     """Calls run on the store's single thread and look the Store method up when called (a test may replace one)."""
-    store = AsyncStore(Store(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    store = AsyncStore(Store(store_url))
     threads = set()
     history = store.store.history
 
@@ -162,10 +186,10 @@ async def test_async_store_runs_every_call_on_its_one_thread(tmp_path):
         store.close()
 
 
-def test_recent_turns_in_memory_always_match_the_database(tmp_path):
+def test_recent_turns_in_memory_always_match_the_database(store_url):
     """After every kind of write, the context history served from memory equals what the database holds; a rolled-back
     batch leaves nothing behind in memory; a conversation held in memory needs no read for its next context."""
-    store = Store(f"sqlite:///{tmp_path}/recent.db")
+    store = Store(store_url)
     cid = store.create_conversation()
 
     def check() -> None:
@@ -208,21 +232,21 @@ def test_recent_turns_in_memory_always_match_the_database(tmp_path):
     store.close()
 
 
-def test_a_store_with_no_memory_reads_every_context_from_the_database(tmp_path):
+def test_a_store_with_no_memory_reads_every_context_from_the_database(store_url):
     """recent_conversations=0 (a store other processes write too) keeps nothing in memory."""
-    store = Store(f"sqlite:///{tmp_path}/none.db", recent_conversations=0)
+    store = Store(store_url, recent_conversations=0)
     cid = store.create_conversation()
     store.begin_turn(cid, [PartRecord("text", "hello")], 4)
     assert len(store.recent) == 0 and store.recent.hits == 0
     store.close()
 
 
-def test_turns_begun_in_one_batch_get_the_contexts_they_would_get_one_after_another(tmp_path):
+def test_turns_begun_in_one_batch_get_the_contexts_they_would_get_one_after_another(store_url):
     """Several begin_turn calls grouped into one insert per table (two of them in one conversation) return the ids and
     contexts of sequential calls, and the rows they store read back the same from memory and from the database."""
     import functools
 
-    store = Store(f"sqlite:///{tmp_path}/grouped.db")
+    store = Store(store_url)
     first, other = store.create_conversation(), store.create_conversation()
     store.begin_turn(first, [PartRecord("text", "earlier")], 4)
     calls = [
@@ -248,3 +272,85 @@ def test_turns_begun_in_one_batch_get_the_contexts_they_would_get_one_after_anot
     ]
     assert store.conversation_last_seq(first) == 7
     store.close()
+
+
+def test_replies_record_the_node_that_runs_them(store_url):
+    """A store opened with a node id writes it on the replies and image jobs it starts, not on user or finished turns; without one, none."""
+    store = Store(store_url, node_id="node-a")
+    other = Store(store_url)
+    try:
+        conversation = store.create_conversation()
+        begun = store.begin_turn(conversation, [PartRecord("text", "hi")], history_limit=5)
+        _, job = store.begin_image_job(conversation, "a cat", None)
+        done = store.add_user_turn(conversation, [PartRecord("text", "again")])
+        plain = other.begin_reply(conversation, done, history_limit=5).reply_id
+        with store.engine.connect() as conn:
+            nodes = dict(conn.execute(text("select id, node from turns")).all())
+        assert nodes[begun.reply_id] == "node-a" and nodes[job] == "node-a"
+        assert nodes[begun.user_turn_id] is None and nodes[done] is None and nodes[plain] is None
+    finally:
+        store.close()
+        other.close()
+
+
+def test_two_processes_storing_the_same_attachment_at_once_both_succeed(store_url):
+    """Two stores on one database (two nodes) adding turns with the same image at once both commit, and the image is stored once."""
+    stores = [Store(store_url), Store(store_url)]
+    conversation = stores[0].create_conversation()
+    image = b"\x89PNG the same bytes"
+    sha = hashlib.sha256(image).hexdigest()
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def add(store: Store) -> None:
+        barrier.wait()
+        try:
+            for _ in range(20):
+                store.add_user_turn(conversation, [PartRecord("image", attachment_sha256=sha)], attachments=[("image/png", image)])
+                store.put_image_features("enc", {sha: b"\0" * 8}, 2)
+                store.put_image_descriptions({(sha, "ocr"): "text"})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert len(stores[1].history(conversation)) == 40 and stores[1].attachment(sha) == ("image/png", image)
+        with stores[0].engine.connect() as conn:
+            assert conn.execute(text("select count(*) from attachments")).scalar() == 1
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_pages_parts_images_and_ownership(store):
+    """history_page pages back by turn and by size, parts are appended and `heard` replaced, images and their owners are found."""
+    store.check_writable()
+    conversation = store.create_conversation("alice")
+    turns = []
+    for said in ("one", "two", "three"):
+        begun = store.begin_turn(conversation, [PartRecord("text", said)], history_limit=1)
+        store.finish_reply(begun.reply_id, text=said.upper() * 10, status="completed")
+        turns += [begun.user_turn_id, begun.reply_id]
+    page, more = store.history_page(conversation, None, limit=3, max_chars=10_000)
+    assert [t.id for t in page] == turns[-3:] and more
+    page, more = store.history_page(conversation, turns[-3], limit=10, max_chars=10_000)
+    assert [t.id for t in page] == turns[:3] and not more
+    page, more = store.history_page(conversation, None, limit=10, max_chars=55)  # "THREE" * 10 and "three", not "TWO" * 10
+    assert [t.id for t in page] == turns[-2:] and more, "cut where the text passes max_chars"
+    assert store.history_page(conversation, "not-a-turn", limit=3, max_chars=100) is None
+    store.add_parts(turns[0], [PartRecord("transcript", "uno")])
+    store.set_heard(turns[1], "ON")
+    store.set_heard(turns[1], "ONE")
+    history = store.history(conversation)
+    assert history[0].text == "one\nuno" and [(p.kind, p.text) for p in history[1].parts] == [("text", "ONE" * 10), ("heard", "ONE")]
+    user_id, job = store.begin_image_job(conversation, "a cat", None)
+    store.finish_reply(job, text="", status="completed", image=("image/png", b"\x89PNG cat"))
+    other, [sha] = store.add_generated_images("bob", "a dog", [("image/png", b"\x89PNG dog")])
+    assert [(i.turn_id, i.role, i.mime) for i in store.conversation_images(conversation)] == [(job, "assistant", "image/png")]
+    assert store.owns_attachment("bob", sha) and not store.owns_attachment("alice", sha)
+    assert [t.parts[0].kind for t in store.history(other)] == ["image_request", "image"] and store.history(conversation)[-2].id == user_id
