@@ -157,7 +157,7 @@ _END_REPLY = (
     .values(status=bindparam("status"), error=bindparam("error"), usage=bindparam("usage"), finished_at=bindparam("now"))
     .returning(_turns.c.pk, _turns.c.conversation_id)
 )
-_TURN_PKS = select(_turns.c.id, _turns.c.pk).where(_turns.c.id.in_(bindparam("ids", expanding=True)))
+_INSERT_TURNS_RETURNING_PKS = _turns.insert().returning(_turns.c.id, _turns.c.pk)
 _REPLIES_IN_PROGRESS = select(_turns.c.id, _turns.c.pk, _turns.c.conversation_id).where(
     _turns.c.id.in_(bindparam("ids", expanding=True)) & (_turns.c.status == "in_progress")
 )
@@ -400,9 +400,8 @@ class Store:
                 "node": self.node_id,
             })
         with self._writing() as conn:
-            conn.execute(_INSERT_TURN, rows)
+            pks: dict[str, int] = dict(conn.execute(_INSERT_TURNS_RETURNING_PKS, rows).tuples().all())  # one multi-row INSERT ... RETURNING
             user_ids = [user_id for user_id, _ in ids]
-            pks = dict(conn.execute(_TURN_PKS, {"ids": user_ids}).tuples().all())
             parts = [
                 {"turn_pk": pks[user_id], "position": i, "kind": p.kind, "text": p.text, "attachment_sha256": p.attachment_sha256}
                 for item, user_id in zip(items, user_ids, strict=True) for i, p in enumerate(item["parts"])
