@@ -63,7 +63,7 @@ async def announce_end(
 
     `ok` is False when the store write failed (logged); the event is published whatever happened.
     """
-    seq = conversation.emit.reserve()
+    seq = await conversation.emit.reserve()
     stored: T | None = None
     ok = True
     try:
