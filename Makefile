@@ -8,7 +8,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup browser speech run lint test bench clean
+.PHONY: setup browser speech postgres run lint test bench clean
 
 setup: $(STAMP) speech
 
@@ -23,6 +23,12 @@ speech:
 	@command -v espeak-ng >/dev/null 2>&1 || $(SUDO) apt-get install -y --no-install-recommends espeak-ng \
 		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends espeak-ng; } \
 		|| { echo "could not install Debian's espeak-ng, which speech out (the piper and espeak engines) needs"; exit 1; }
+
+# The store's tests run against a real PostgreSQL server started from Debian's postgresql package.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || $(SUDO) apt-get install -y --no-install-recommends postgresql \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends postgresql; } \
+		|| { echo "could not install Debian's postgresql, which the store's tests need"; exit 1; }
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +50,7 @@ lint: setup
 	$(BIN)/ruff check assistant plugins
 	$(BIN)/mypy
 
-test: setup browser lint
+test: setup browser postgres lint
 	$(BIN)/python -m pytest -q
 
 bench: setup

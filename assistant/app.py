@@ -79,7 +79,7 @@ class App:
     async def start(cls, config: Config, extra_plugins: Iterable[Any] = ()) -> App:
         """Load plugins, open the store, load the configured engines, run `startup` hooks."""
         app = cls.prepare(config, extra_plugins)
-        store = await asyncio.to_thread(Store, config.database_url)
+        store = await asyncio.to_thread(Store, config.database_url, upgrade=config.store.upgrade)
         app.store = AsyncStore(store)
         interrupted = await app.store.mark_interrupted()
         if interrupted:

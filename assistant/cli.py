@@ -1,4 +1,4 @@
-"""Command line: `assistant serve | chat | tokens | plugins [new] | models` (the chat client lives in `assistant.chat`)."""
+"""Command line: `assistant serve | chat | tokens | plugins [new] | models | db` (the chat client lives in `assistant.chat`)."""
 
 from __future__ import annotations
 
@@ -134,6 +134,29 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    """`db upgrade`: bring the configured database's schema to this release's; `db current`: its revision and whether it is the head."""
+    from assistant.schema import migrate, state
+    from assistant.store import open_engine
+
+    config = _load_config(args.config)
+    engine = open_engine(config.database_url)
+    try:
+        if args.action == "upgrade":
+            before = migrate(engine)
+            after = state(engine)
+            if before.up_to_date:
+                print(f"{after.current}: already the head, nothing to do")
+            else:
+                print(f"upgraded {'an empty database' if before.empty else before.current or 'a database made before migrations'} to {after.current} (head)")
+            return 0
+        now = state(engine)
+        print(now.describe())
+        return 0 if now.up_to_date else 1 if now.known else 2
+    finally:
+        engine.dispose()
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -208,6 +231,16 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="show where each role's model resolves", formatter_class=formatter)
     models.add_argument("--config", help=config_help)
     models.set_defaults(func=cmd_models)
+
+    db = sub.add_parser("db", help="the database schema: upgrade it, or show its revision", formatter_class=formatter)
+    db.add_argument("--config", help=config_help)
+    db_actions = db.add_subparsers(dest="action", required=True)
+    for action, action_help in (
+        ("upgrade", "create or upgrade the schema to this release's (safe to run again)"),
+        ("current", "the schema's revision and whether it is the head (exit 1 when older, 2 when newer)"),
+    ):  # `db --config PATH upgrade` and `db upgrade --config PATH` both work
+        db_actions.add_parser(action, help=action_help, formatter_class=formatter).add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    db.set_defaults(func=cmd_db)
     return parser
 
 
@@ -220,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not args.verbose:  # uvicorn logs every websocket accepted, and its access log every request, at INFO
         logging.getLogger("uvicorn").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # its set-up steps; assistant.schema logs an upgrade
     try:
         return args.func(args)
     except Exception as exc:
@@ -241,9 +275,10 @@ def _one_line_errors() -> tuple[type[Exception], ...]:
     from assistant.models import ModelNotFound
     from assistant.plugins import PluginError
     from assistant.ports import PortUnavailable
+    from assistant.schema import SchemaError
     from assistant.server import UnsafeListen
 
-    return (ConfigError, PluginError, ModelNotFound, AuthError, UnsafeListen, PortUnavailable)
+    return (ConfigError, PluginError, ModelNotFound, AuthError, UnsafeListen, PortUnavailable, SchemaError)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -98,9 +98,13 @@ class LimitsConfig(_Table):
 
 
 class StoreConfig(_Table):
-    """`[store]`: the SQLAlchemy database URL; relative SQLite paths are relative to the config file."""
+    """`[store]`: the SQLAlchemy database URL (SQLite, or PostgreSQL as `postgresql+psycopg://...`); relative SQLite
+    paths are relative to the config file. `upgrade`: whether startup upgrades an older schema."""
 
     url: str = "sqlite:///data/assistant.db"
+    upgrade: bool = Field(
+        True, description="upgrade an older database schema at startup; false: refuse to start until `assistant db upgrade` ran"
+    )
 
 
 class ClusterConfig(_Table):

@@ -123,10 +123,7 @@ class ReminderStore:
     """The reminders table on the store's engine; every method is one transaction (call them on the store thread)."""
 
     def __init__(self, engine: SqlEngine) -> None:
-        self.engine = engine
-        _reminders.create(engine, checkfirst=True)  # a database made before reminders existed gains the table
-        for index in _reminders.indexes:
-            index.create(engine, checkfirst=True)
+        self.engine = engine  # the table is the schema's (assistant/migrations), made when the store opened
 
     def create(
         self, owner: str, conversation_id: str | None, text: str, due_at: datetime, timezone: str, kind: str, max_active: int,
@@ -178,6 +175,7 @@ class ReminderStore:
         if not owners:
             return []
         due = select(_c.id).where(_ACTIVE & (_c.due_at <= now.astimezone(UTC)) & _c.owner.in_(owners)).order_by(_c.due_at).limit(limit)
+        due = due.with_for_update(skip_locked=True)  # PostgreSQL: racing claimers take different rows (SQLite has one writer)
         with self.engine.begin() as conn:
             rows = conn.execute(
                 _reminders.update().where(_c.id.in_(due.scalar_subquery()) & _ACTIVE).values(fired_at=now.astimezone(UTC)).returning(*_c)

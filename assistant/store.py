@@ -1,6 +1,8 @@
 """Conversation storage: SQLAlchemy 2 models and the few queries the core needs.
 
-SQLite (WAL, synchronous=FULL) by default; any SQLAlchemy URL works. `Store` is synchronous;
+SQLite (WAL, synchronous=FULL) by default; PostgreSQL (`postgresql+psycopg://...`) for several processes
+on one database; any SQLAlchemy URL may work. The schema is Alembic's (assistant/migrations, see
+assistant.schema): opening a store creates or upgrades it, or refuses a schema it cannot use. `Store` is synchronous;
 `AsyncStore` runs every call on one dedicated thread so the event loop never waits on disk and
 SQLite sees a single writer. Rules: the user turn is committed before any engine sees it; the
 assistant turn is inserted `in_progress` when its reply starts and committed with its final status
@@ -36,15 +38,15 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 from sqlalchemy.pool import StaticPool
+
+from assistant.schema import prepare
 
 T = TypeVar("T")
 
@@ -91,6 +93,7 @@ class Turn(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     usage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the node running an in-progress reply
     conversation: Mapped[Conversation] = relationship(back_populates="turns")
     parts: Mapped[list[Part]] = relationship(order_by="Part.position", cascade="all, delete-orphan")
 
@@ -156,9 +159,8 @@ _TOUCH_AND_RAISE_SEQ = (
         last_seq=case((_conversations.c.last_seq < bindparam("seq"), bindparam("seq")), else_=_conversations.c.last_seq),
     )
 )
-_HISTORY = (
-    select(_turns).where(_turns.c.conversation_id == bindparam("cid")).order_by(_turns.c.pk.desc()).limit(bindparam("limit"))
-)
+_HISTORY_ALL = select(_turns).where(_turns.c.conversation_id == bindparam("cid")).order_by(_turns.c.pk.desc())
+_HISTORY = _HISTORY_ALL.limit(bindparam("limit"))
 _attachments = cast(Table, Attachment.__table__)
 _HISTORY_PARTS = (
     select(_parts.c.turn_pk, _parts.c.kind, _parts.c.text, _parts.c.attachment_sha256, _attachments.c.mime)
@@ -268,9 +270,14 @@ class TurnRecord:
         }
 
 
+def _utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands back naive UTC ones, PostgreSQL the session's zone)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def _record(turn: Any, parts: list[PartRecord]) -> TurnRecord:
-    created = turn.created_at.replace(tzinfo=turn.created_at.tzinfo or UTC)
-    finished = turn.finished_at.replace(tzinfo=turn.finished_at.tzinfo or UTC) if turn.finished_at else None
+    created = _utc(turn.created_at)
+    finished = _utc(turn.finished_at) if turn.finished_at else None
     return TurnRecord(
         id=turn.id,
         role=turn.role,
@@ -294,10 +301,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def open_engine(url: str) -> SqlEngine:
-    """A SQLAlchemy engine; for SQLite: parent folder created, WAL and foreign keys on."""
+    """A SQLAlchemy engine; for SQLite: parent folder created, WAL and foreign keys on; for a server database
+    (PostgreSQL): a small pool (the store thread writes, a few threads read) whose connections are checked
+    before use, so a database restart costs no request."""
     parsed = make_url(url)
     is_sqlite = parsed.get_backend_name() == "sqlite"
     options: dict[str, Any] = {}
+    if not is_sqlite:
+        options.update(pool_size=4, max_overflow=4, pool_timeout=30, pool_pre_ping=True)
     if is_sqlite:
         options["connect_args"] = {"check_same_thread": False}
         if parsed.query.get("uri") == "true":  # a URI filename (file:...?mode=...): SQLite opens exactly what it names
@@ -318,21 +329,17 @@ def open_engine(url: str) -> SqlEngine:
 class Store:
     """Synchronous store. Every method is one transaction."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, node_id: str | None = None, upgrade: bool = True) -> None:
+        """Open the database at `url`: an empty one gets the schema; an older schema is upgraded when `upgrade`,
+        else SchemaError; a newer one (an unknown revision) is always SchemaError. `node_id` is written on the
+        replies this process starts (`turns.node`)."""
         self.engine = open_engine(url)
-        Base.metadata.create_all(self.engine)
-        self._migrate()
-
-    def _migrate(self) -> None:
-        """Bring a database made by an earlier version up to date (columns added since)."""
-        columns = {column["name"] for column in inspect(self.engine).get_columns("conversations")}
-        if "seq_reserved" not in columns:
-            with self.engine.begin() as conn:
-                conn.execute(text("ALTER TABLE conversations ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0"))
-        if "owner" not in columns:
-            with self.engine.begin() as conn:
-                conn.execute(text("ALTER TABLE conversations ADD COLUMN owner VARCHAR(100) NOT NULL DEFAULT 'local'"))
-                conn.execute(text("CREATE INDEX IF NOT EXISTS ix_conversations_owner ON conversations (owner)"))
+        self.node_id = node_id
+        try:
+            prepare(self.engine, upgrade=upgrade)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         """Release database connections."""
@@ -467,6 +474,7 @@ class Store:
         pk = conn.execute(_INSERT_TURN, {
             "id": turn_id, "conversation_id": conversation_id, "role": role, "status": status, "reply_to": reply_to,
             "created_at": now, "finished_at": None if status == "in_progress" else now, "error": None, "usage": None,
+            "node": self.node_id if status == "in_progress" else None,
         }).inserted_primary_key[0]
         if parts:
             conn.execute(_INSERT_PARTS, [
@@ -646,7 +654,8 @@ class Store:
     def history(self, conversation_id: str, limit: int | None = None) -> list[TurnRecord]:
         """The conversation's turns in order, oldest first; the last `limit` when given."""
         with self.engine.connect() as conn:
-            turns = list(reversed(conn.execute(_HISTORY, {"cid": conversation_id, "limit": -1 if limit is None else limit}).all()))
+            query, params = (_HISTORY_ALL, {"cid": conversation_id}) if limit is None else (_HISTORY, {"cid": conversation_id, "limit": limit})
+            turns = list(reversed(conn.execute(query, params).all()))
             parts: dict[int, list[PartRecord]] = {t.pk: [] for t in turns}
             if turns:
                 for row in conn.execute(_HISTORY_PARTS, {"pks": list(parts)}):

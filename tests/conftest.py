@@ -18,6 +18,7 @@ from assistant.config import Config
 from assistant.server import AssistantServer, serve_app
 from assistant.testing.server import Client
 from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
+from tests.services import PostgresServer
 
 # The installed kit's fixtures (assistant_server, assistant_client...) load through their pytest11 entry
 # point; in a checkout whose installed metadata predates them, load them here.
@@ -96,6 +97,33 @@ def connect_client():
             await self.cm.__aexit__(*exc)
 
     return _Connect
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server (Debian's package, temporary folder, loopback port) for the whole session."""
+    try:
+        server = PostgresServer().start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a fresh, empty PostgreSQL database (`postgresql+psycopg://...`), dropped after the test."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A fresh database URL, once for SQLite (a file in a folder not made yet) and once for the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'sub' / 'db.sqlite'}"
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,11 @@ import time
 from tests.conftest import MODEL_CACHE, REPO
 
 
-def write_config(tmp_path, body: str = "", server: str = "") -> str:
-    """A config file on port 0 with its database in tmp_path; `server` adds [server] keys, `body` more tables."""
+def write_config(tmp_path, body: str = "", server: str = "", url: str | None = None) -> str:
+    """A config file on port 0 with its database in tmp_path (or at `url`); `server` adds [server] keys, `body` more tables."""
     path = tmp_path / "config.toml"
     path.write_text(
-        f'[server]\nport = 0\n{server}[store]\nurl = "sqlite:///{tmp_path}/db.sqlite"\n'
+        f'[server]\nport = 0\n{server}[store]\nurl = "{url or f"sqlite:///{tmp_path}/db.sqlite"}"\n'
         f'[models]\ncache_dir = "{MODEL_CACHE}"\n' + body
     )
     return str(path)

@@ -73,6 +73,7 @@ def test_the_example_plugins_dependency_installs_this_project(fresh_venv):
         from assistant.app import App
         from assistant.config import Config
         from assistant.plugins import describe_plugins
+        from assistant.schema import head_revision
         dist = m.distribution("selfhosted-assistant")
         app = App.prepare(Config.from_dict({"plugins": {"deny": ["rapid_ocr", "imagenet_labels", "clip_image"]}}))
         print(json.dumps({
@@ -80,6 +81,7 @@ def test_the_example_plugins_dependency_installs_this_project(fresh_venv):
             "files": sorted(str(f) for f in dist.files),
             "groups": {g: sorted(ep.name for ep in dist.entry_points if ep.group == g) for g in ("selfhosted_assistant", "pytest11", "console_scripts")},
             "plugins": {info.name: info.version for info in describe_plugins(app.pm, app.registrations)},
+            "schema_head": head_revision(),
         }))
     """)
     out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=120, cwd=wheels, env=CLEAN_ENV)
@@ -91,6 +93,8 @@ def test_the_example_plugins_dependency_installs_this_project(fresh_venv):
     packages = {str(p.parent.relative_to(REPO)) for p in (REPO / "assistant").rglob("*.py") if "__pycache__" not in p.parts}
     assert packages <= {str(Path(f).parent) for f in found["files"]}, "pyproject's package list misses a package of assistant/"
     assert {"assistant/web/static/index.html", "assistant/testing/conformance.py", "assistant_plugins/keyword_router.py"} <= set(found["files"])
+    assert {"assistant/migrations/env.py", "assistant/migrations/script.py.mako", "assistant/migrations/versions/0001_initial.py"} <= set(found["files"])
+    assert found["schema_head"] == sorted(p.stem.split("_")[0] for p in (REPO / "assistant" / "migrations" / "versions").glob("0*.py"))[-1]
     assert found["groups"]["pytest11"] == ["selfhosted_assistant"] and found["groups"]["console_scripts"] == ["assistant"]
     assert "keyword_router" in found["groups"]["selfhosted_assistant"]
     assert found["plugins"]["image_metadata"] == "0.1.0"

@@ -1,11 +1,11 @@
-"""A crash: `assistant serve` killed with SIGKILL in the middle of replies, then restarted."""
+"""A crash: `assistant serve` killed with SIGKILL in the middle of replies, then restarted (on SQLite and on PostgreSQL)."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 
+from sqlalchemy import create_engine, text
 from websockets.asyncio.client import connect
 
 from tests.conftest import Client
@@ -38,13 +38,21 @@ async def read_deltas(session: dict, count: int) -> None:
         count -= (await session["client"].recv())["type"] == "response.text.delta"
 
 
-def database(tmp_path) -> sqlite3.Connection:
-    return sqlite3.connect(tmp_path / "db.sqlite")
+def query(url: str, sql: str, **params) -> list[tuple]:
+    """Rows of one query on a connection of its own (SQLite: after checking the file's integrity)."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA integrity_check").one() == ("ok",)
+            return [tuple(row) for row in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
 
 
-async def test_sigkill_mid_reply_loses_no_committed_turn_and_marks_replies_interrupted(tmp_path):
+async def test_sigkill_mid_reply_loses_no_committed_turn_and_marks_replies_interrupted(tmp_path, store_url):
     """Every user turn committed before the kill survives, in-flight replies become interrupted, and the database is intact."""
-    config = write_config(tmp_path, CONFIG)
+    config = write_config(tmp_path, CONFIG, url=store_url)
     proc, url = serve(config)
     try:
         sessions = await asyncio.gather(*(quick_turn(url) for _ in range(CLIENTS)))
@@ -59,15 +67,12 @@ async def test_sigkill_mid_reply_loses_no_committed_turn_and_marks_replies_inter
     for session in sessions:
         session["client"].ws.transport.abort()
 
-    db = database(tmp_path)
-    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    states = dict(db.execute("SELECT id, status FROM turns").fetchall())
+    states = dict(query(store_url, "SELECT id, status FROM turns"))
     for session in sessions:
         for turn_id, _ in (session["completed"], session["in_flight"]):
             assert states[turn_id] == "completed", "a user turn acknowledged with turn.created was committed"
         assert states[session["completed"][1]] == "completed"
         assert states[session["in_flight"][1]] == "in_progress", "killed mid-reply: nothing marked it yet"
-    db.close()
 
     proc, url = serve(config)
     try:
@@ -83,16 +88,16 @@ async def test_sigkill_mid_reply_loses_no_committed_turn_and_marks_replies_inter
             assert (await client.say("quick"))[-1]["status"] == "completed", "the restarted server serves turns"
     finally:
         assert stop(proc) == 0
-    db = database(tmp_path)
-    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    assert db.execute("SELECT count(*) FROM turns WHERE status = 'in_progress'").fetchone() == (0,)
-    print(f"\ncrash: SIGKILL with 1 reply streaming and {CLIENTS - 1} waiting for the engine; {len(states)} turns before, all there after; "
-          f"{CLIENTS} replies interrupted, integrity_check ok")
+    assert query(store_url, "SELECT count(*) FROM turns WHERE status = 'in_progress'") == [(0,)]
+    checked = ", integrity_check ok" if store_url.startswith("sqlite") else ""
+    print(f"\ncrash ({store_url.partition(':')[0]}): SIGKILL with 1 reply streaming and {CLIENTS - 1} waiting for the engine; "
+          f"{len(states)} turns before, all there after; {CLIENTS} replies interrupted{checked}")
 
 
 async def test_sigkill_mid_reply_then_resume_never_reuses_a_seq(tmp_path):
     """Killed mid-reply, restarted, resumed with the last seq the client saw: the replay is complete and gapless or says it is not, and no seq is reused."""
-    config = write_config(tmp_path, CONFIG)
+    store_url = f"sqlite:///{tmp_path}/db.sqlite"  # the reservation's statements are the store's, tested on both databases in test_store
+    config = write_config(tmp_path, CONFIG, url=store_url)
     proc, url = serve(config)
     try:
         client = Client(await connect(url))
@@ -108,9 +113,7 @@ async def test_sigkill_mid_reply_then_resume_never_reuses_a_seq(tmp_path):
     client.ws.transport.abort()
     last_seq = seen[-1]["seq"]
     assert [e["seq"] for e in seen] == list(range(seen[0]["seq"], last_seq + 1))
-    db = database(tmp_path)
-    stored_last, reserved = db.execute("SELECT last_seq, seq_reserved FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
-    db.close()
+    [(stored_last, reserved)] = query(store_url, "SELECT last_seq, seq_reserved FROM conversations WHERE id = :cid", cid=conversation_id)
     assert stored_last < last_seq <= reserved, "the reservation, not the last stored event, covers what the client saw"
 
     proc, url = serve(config)

@@ -19,13 +19,17 @@ from tests.conftest import make_config
 from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
 
 
-def _store(tmp_path) -> ReminderStore:
-    return ReminderStore(Store(f"sqlite:///{tmp_path / 'r.db'}").engine)
+@pytest.fixture
+def reminder_store(store_url):
+    """The reminders table on a fresh database, SQLite and the real PostgreSQL."""
+    store = Store(store_url)
+    yield ReminderStore(store.engine)
+    store.close()
 
 
-def test_the_store_creates_lists_cancels_and_claims_each_reminder_once(tmp_path):
+def test_the_store_creates_lists_cancels_and_claims_each_reminder_once(reminder_store):
     """Active reminders list soonest first; another owner cannot cancel one; a claim marks fired, so a second claim finds nothing."""
-    store = _store(tmp_path)
+    store = reminder_store
     now = datetime.now(UTC)
     later = store.create("alice", None, "later", now + timedelta(hours=2), "Europe/Berlin", "reminder", 10)
     soon = store.create("alice", "c1", "soon", now - timedelta(seconds=1), "UTC", "timer", 10)
@@ -42,9 +46,9 @@ def test_the_store_creates_lists_cancels_and_claims_each_reminder_once(tmp_path)
     assert store.next_due(["bob"]) is not None
 
 
-def test_racing_claimers_fire_a_reminder_once(tmp_path):
+def test_racing_claimers_fire_a_reminder_once(reminder_store):
     """Eight threads claiming the same 50 due reminders at once fire each exactly once between them."""
-    store = _store(tmp_path)
+    store = reminder_store
     now = datetime.now(UTC)
     for index in range(50):
         store.create("alice", None, f"r{index}", now - timedelta(seconds=1), "UTC", "reminder", 1000)
@@ -64,9 +68,9 @@ def test_racing_claimers_fire_a_reminder_once(tmp_path):
     assert len(claimed) == 50 and len(set(claimed)) == 50
 
 
-def test_the_store_bounds_active_reminders(tmp_path):
+def test_the_store_bounds_active_reminders(reminder_store):
     """The (max_active + 1)th waiting reminder is refused; cancelling one makes room."""
-    store = _store(tmp_path)
+    store = reminder_store
     due = datetime.now(UTC) + timedelta(days=1)
     first = store.create("alice", None, "a", due, "UTC", "reminder", 2)
     store.create("alice", None, "b", due, "UTC", "reminder", 2)
@@ -78,12 +82,14 @@ def test_the_store_bounds_active_reminders(tmp_path):
 
 
 def test_a_database_made_before_reminders_gains_the_table(tmp_path):
-    """Opening a database without the reminders table adds it (and its indexes) and keeps the rest."""
+    """Opening a database made before migrations and before reminders (no reminders table, no revision) adds the table and its indexes and keeps the rest."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     old = Store(url)
     conversation = old.create_conversation("alice")
     with old.engine.begin() as conn:
         conn.execute(text("DROP TABLE reminders"))
+        conn.execute(text("DROP TABLE alembic_version"))
+        conn.execute(text("ALTER TABLE turns DROP COLUMN node"))  # added by revision 0002
     old.close()
     store = ReminderStore(Store(url).engine)
     assert "reminders" in inspect(store.engine).get_table_names()

@@ -1,47 +1,54 @@
-"""The SQLAlchemy store: durability rules, statuses and history."""
+"""The SQLAlchemy store: durability rules, statuses and history, on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
 import inspect
-import sqlite3
 import threading
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from assistant.store import AsyncStore, PartRecord, Store
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'sub' / 'db.sqlite'}")
+def store(store_url):
+    s = Store(store_url)
     yield s
     s.close()
 
 
-def test_sqlite_runs_in_wal_mode_with_foreign_keys(store, tmp_path):
-    """The database file is created (with its folder) in WAL mode."""
+def test_the_database_is_durable(store):
+    """SQLite: the file is created (with its folder) in WAL mode, synchronous FULL, foreign keys on; PostgreSQL: fsync and synchronous commit on."""
     with store.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        if store.engine.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        else:
+            assert store.engine.dialect.name == "postgresql"
+            assert conn.exec_driver_sql("SHOW fsync").scalar() == "on"
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
 
 
-def test_user_turn_is_committed_before_anything_else_happens(store, tmp_path):
+def test_user_turn_is_committed_before_anything_else_happens(store, store_url):
     """The user turn and its in_progress reply are visible to an independent connection once begin_turn returns."""
     conversation = store.create_conversation()
     store.begin_turn(conversation, [PartRecord("text", "hello")], history_limit=5)
-    other = sqlite3.connect(tmp_path / "sub" / "db.sqlite")
-    rows = other.execute("select role, status from turns order by pk").fetchall()
-    parts = other.execute("select text from parts").fetchall()
-    other.close()
+    other = create_engine(store_url)
+    with other.connect() as conn:
+        rows = conn.execute(text("select role, status from turns order by pk")).all()
+        parts = conn.execute(text("select text from parts")).all()
+    other.dispose()
     assert rows == [("user", "completed"), ("assistant", "in_progress")] and parts == [("hello",)]
 
 
 def test_begin_turn_context_always_ends_with_the_new_user_turn(store):
     """The context holds the last history_limit turns, never the placeholder, and at least the new user turn."""
     conversation = store.create_conversation()
-    for text in ("one", "two"):
-        begun = store.begin_turn(conversation, [PartRecord("text", text)], history_limit=10)
-        store.finish_reply(begun.reply_id, text=f"re {text}", status="completed")
+    for said in ("one", "two"):
+        begun = store.begin_turn(conversation, [PartRecord("text", said)], history_limit=10)
+        store.finish_reply(begun.reply_id, text=f"re {said}", status="completed")
     assert [t.text for t in store.begin_turn(conversation, [PartRecord("text", "3")], history_limit=3).history] == ["two", "re two", "3"]
     assert [t.text for t in store.begin_turn(conversation, [PartRecord("text", "4")], history_limit=0).history] == ["4"]
 
@@ -93,9 +100,9 @@ def test_invalid_final_status_is_refused(store):
         store.finish_reply(reply, text="", status="whatever")
 
 
-def test_replies_left_in_progress_are_marked_interrupted(tmp_path):
+def test_replies_left_in_progress_are_marked_interrupted(store_url):
     """After a crash, reopening marks in_progress replies interrupted and keeps committed turns."""
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    url = store_url
     first = Store(url)
     conversation = first.create_conversation()
     first.begin_turn(conversation, [PartRecord("text", "x")], history_limit=1)
@@ -106,6 +113,22 @@ def test_replies_left_in_progress_are_marked_interrupted(tmp_path):
     assert [(t.role, t.status) for t in turns] == [("user", "completed"), ("assistant", "interrupted")]
     assert second.mark_interrupted() == 0
     second.close()
+
+
+def test_seq_numbers_only_rise_and_a_clean_end_gives_back_its_reservation(store):
+    """Reservations and last seqs never go down; settling gives the reservation back unless another channel raised it since."""
+    conversation = store.create_conversation()
+    store.reserve_seqs(conversation, 100)
+    store.reserve_seqs(conversation, 50)
+    assert store.conversation_last_seq(conversation) == 100, "resumes after what may have been sent"
+    store.settle_seqs(conversation, delivered=40, reserved=100)
+    assert store.conversation_last_seq(conversation) == 40
+    store.reserve_seqs(conversation, 200)
+    store.settle_seqs(conversation, delivered=60, reserved=100)  # a reservation made since is kept
+    assert store.conversation_last_seq(conversation) == 200
+    store.raise_last_seq(conversation, 250)
+    store.raise_last_seq(conversation, 10)
+    assert store.conversation_last_seq(conversation) == 250
 
 
 def test_unknown_conversation_has_no_last_seq(store):
@@ -139,9 +162,9 @@ def test_async_store_has_a_typed_coroutine_for_every_store_method():
     assert not hasattr(AsyncStore, "__getattr__")
 
 
-async def test_async_store_runs_every_call_on_its_one_thread(tmp_path):
+async def test_async_store_runs_every_call_on_its_one_thread(store_url):
     """Calls run on the store's single thread and look the Store method up when called (a test may replace one)."""
-    store = AsyncStore(Store(f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    store = AsyncStore(Store(store_url))
     threads = set()
     history = store.store.history
 
@@ -159,3 +182,22 @@ async def test_async_store_runs_every_call_on_its_one_thread(tmp_path):
         assert threads and all(name.startswith("store") for name in threads) and threading.current_thread().name not in threads
     finally:
         store.close()
+
+
+def test_replies_record_the_node_that_runs_them(store_url):
+    """A store opened with a node id writes it on the replies and image jobs it starts, not on user or finished turns; without one, none."""
+    store = Store(store_url, node_id="node-a")
+    other = Store(store_url)
+    try:
+        conversation = store.create_conversation()
+        begun = store.begin_turn(conversation, [PartRecord("text", "hi")], history_limit=5)
+        _, job = store.begin_image_job(conversation, "a cat", None)
+        done = store.add_user_turn(conversation, [PartRecord("text", "again")])
+        plain = other.begin_reply(conversation, done, history_limit=5).reply_id
+        with store.engine.connect() as conn:
+            nodes = dict(conn.execute(text("select id, node from turns")).all())
+        assert nodes[begun.reply_id] == "node-a" and nodes[job] == "node-a"
+        assert nodes[begun.user_turn_id] is None and nodes[done] is None and nodes[plain] is None
+    finally:
+        store.close()
+        other.close()
