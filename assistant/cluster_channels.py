@@ -40,6 +40,8 @@ from assistant.events import Event
 log = logging.getLogger("assistant.cluster")
 
 PREFIX = "assistant:"
+BLOCK_MS = 2000
+"""How long one XREAD waits for events (below the reader connection's socket timeout)."""
 STREAM_FLOOR = 256
 """The fewest events a conversation's stream keeps, whatever the replay capacity: room for slow readers."""
 
@@ -331,7 +333,7 @@ class ClusterChannels(Channels):
                     streams[key] = channel.stream_id
                     by_key[key] = channel
             try:
-                result = await self.reader.xread(streams, block=5000, count=500)
+                result = await self.reader.xread(streams, block=BLOCK_MS, count=500)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -340,25 +342,30 @@ class ClusterChannels(Channels):
                 log.exception("reading conversation streams from Redis failed; retrying in 1 s")
                 await asyncio.sleep(1)
                 continue
-            for raw_key, entries in result or []:
+            replies: list[Any] = list(result or [])
+            for raw_key, entries in replies:
                 key = _text(raw_key)
                 if key == self.wake_key:
                     wake_id = _text(entries[-1][0])
                     continue
-                channel = by_key.get(key)
-                if channel is None or self._channels.get(channel.conversation_id) is not channel:
+                held = by_key.get(key)
+                if held is None or self._channels.get(held.conversation_id) is not held:
                     continue  # dropped meanwhile
-                for entry_id, fields in entries:
-                    channel.stream_id = _text(entry_id)
-                    try:
-                        seq, event = int(_field(fields, "s")), decode(_field(fields, "e"))
-                    except (CodecError, ValueError, KeyError):
-                        log.exception("conversation %s: unreadable stream entry %s skipped", channel.conversation_id, channel.stream_id)
-                        continue
-                    try:
-                        await self._receive(channel, seq, event)
-                    except Exception:
-                        log.exception("conversation %s: delivering seq %d failed", channel.conversation_id, seq)
+                await self._read_entries(held, entries)
+
+    async def _read_entries(self, channel: ClusterChannel, entries: list[Any]) -> None:
+        """Stream entries the reader got for one channel."""
+        for entry_id, fields in entries:
+            channel.stream_id = _text(entry_id)
+            try:
+                seq, event = int(_field(fields, "s")), decode(_field(fields, "e"))
+            except (CodecError, ValueError, KeyError):
+                log.exception("conversation %s: unreadable stream entry %s skipped", channel.conversation_id, channel.stream_id)
+                continue
+            try:
+                await self._receive(channel, seq, event)
+            except Exception:
+                log.exception("conversation %s: delivering seq %d failed", channel.conversation_id, seq)
 
 
 def _text(value: str | bytes) -> str:

@@ -1,6 +1,6 @@
 """Conversation events as JSON text and back, for carrying them between nodes (Redis streams).
 
-Only the broadcast events of `assistant.events.CONVERSATION_EVENTS` are encoded. Each field is
+Only the conversation events (`assistant.events.CONVERSATION_EVENTS`) and `ReminderDue` (a notice) are encoded. Each field is
 read by its declared type: bytes travel as base64, an `ErrorInfo` as an object; everything else an
 event holds is already JSON (tool arguments and results are JSON by contract). Decoding builds
 nothing but those dataclasses, so a value read back from Redis can never run code.
@@ -15,7 +15,7 @@ import types
 import typing
 from typing import Any
 
-from assistant.events import CONVERSATION_EVENTS, ErrorInfo, Event
+from assistant.events import CONVERSATION_EVENTS, ErrorInfo, Event, ReminderDue
 
 
 class CodecError(ValueError):
@@ -31,7 +31,7 @@ def _kinds(hint: Any) -> set[Any]:
 
 _FIELDS: dict[str, tuple[type[Event], dict[str, set[Any]]]] = {
     cls.__name__: (cls, {name: _kinds(hint) for name, hint in typing.get_type_hints(cls).items() if name != "broadcast"})
-    for cls in CONVERSATION_EVENTS
+    for cls in (*CONVERSATION_EVENTS, ReminderDue)
 }
 
 
@@ -39,7 +39,7 @@ def encode(event: Event) -> str:
     """One conversation event as JSON text."""
     name = type(event).__name__
     if name not in _FIELDS:
-        raise CodecError(f"{name} is not a conversation event")
+        raise CodecError(f"{name} is not a conversation event or a notice")
     fields: dict[str, Any] = {}
     for field in dataclasses.fields(event):
         value = getattr(event, field.name)

@@ -350,15 +350,34 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(_conversations.update().where(_conversations.c.id.is_(None)).values(updated_at=_conversations.c.updated_at))
 
-    def mark_interrupted(self) -> int:
-        """Mark replies left in progress (by a crash) as interrupted; returns how many."""
+    def mark_interrupted(self, node: str | None = None) -> int:
+        """Mark replies left in progress (by a crash) as interrupted; returns how many. With `node` (one node of a
+        cluster starting), only that node's and those of no node: the other nodes' replies may still be running."""
+        query = update(Turn).where(Turn.status == "in_progress")
+        if node is not None:
+            query = query.where((Turn.node == node) | Turn.node.is_(None))
         with Session(self.engine) as db, db.begin():
-            result = db.execute(
-                update(Turn)
-                .where(Turn.status == "in_progress")
-                .values(status="interrupted", finished_at=_now(), error="the server stopped while this reply was in progress")
-            )
+            result = db.execute(query.values(status="interrupted", finished_at=_now(), error="the server stopped while this reply was in progress"))
             return cast(CursorResult[Any], result).rowcount or 0
+
+    def in_progress_nodes(self) -> list[str]:
+        """The nodes that have replies in progress."""
+        with Session(self.engine) as db:
+            return list(db.scalars(select(Turn.node).where((Turn.status == "in_progress") & Turn.node.is_not(None)).distinct()))
+
+    def interrupt_nodes(self, nodes: Sequence[str]) -> list[tuple[str, str]]:
+        """Mark the replies in progress of `nodes` (gone) as interrupted, in one statement: of several nodes doing this
+        at once, each reply is marked, and returned, by one. Returns (reply id, conversation id) of those marked here."""
+        if not nodes:
+            return []
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                _turns.update()
+                .where((_turns.c.status == "in_progress") & _turns.c.node.in_(list(nodes)))
+                .values(status="interrupted", finished_at=_now(), error="the node serving this reply stopped")
+                .returning(_turns.c.id, _turns.c.conversation_id)
+            ).all()
+        return [(row.id, row.conversation_id) for row in rows]
 
     def create_conversation(self, owner: str = "local", conversation_id: str | None = None) -> str:
         """A new, empty conversation belonging to `owner` (with the id given, else a fresh one); returns its id."""
@@ -692,9 +711,9 @@ class AsyncStore:
             return False
         return True
 
-    async def mark_interrupted(self) -> int:
+    async def mark_interrupted(self, node: str | None = None) -> int:
         """`Store.mark_interrupted` on the store thread."""
-        return await self.call(self.store.mark_interrupted)
+        return await self.call(self.store.mark_interrupted, node)
 
     async def create_conversation(self, owner: str = "local", conversation_id: str | None = None) -> str:
         """`Store.create_conversation` on the store thread."""
