@@ -15,7 +15,8 @@ import redis
 REDIS_SERVER = "redis-server"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port nobody listens on now on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -30,7 +31,7 @@ class RedisServer:
             raise RuntimeError("redis-server is not installed: `make redis` (or `apt-get install redis-server`) installs it")
         self.program = program
         self.dir = Path(tempfile.mkdtemp(prefix="assistant-redis-"))
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

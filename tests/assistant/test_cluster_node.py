@@ -1,0 +1,72 @@
+"""A cluster node in process, on a real Redis: its startup checks and its sweep of stopped nodes' replies."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from assistant.app import App
+from assistant.cluster import ClusterError
+from assistant.config import Config, ConfigError
+from assistant.events import ReplyDone
+from assistant.store import PartRecord, Store
+from tests.conftest import make_config
+from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
+from tests.redis_server import free_port, redis_server, redis_url  # noqa: F401 (fixtures)
+
+
+class Recorder:
+    """A follower that keeps what it was sent."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[int, object]] = []
+
+    async def deliver(self, seq: int, event) -> None:
+        self.got.append((seq, event))
+
+
+def test_cluster_settings_are_checked():
+    """[cluster] needs redis_url, a sane node_id, and a node timeout longer than two heartbeats."""
+    with pytest.raises(ConfigError, match="cluster.redis_url"):
+        Config.from_dict({"cluster": {}})
+    with pytest.raises(ConfigError, match="cluster.node_id"):
+        Config.from_dict({"cluster": {"redis_url": "redis://x", "node_id": "a b"}})
+    with pytest.raises(ConfigError, match="twice heartbeat_s"):
+        Config.from_dict({"cluster": {"redis_url": "redis://x", "heartbeat_s": 5, "node_timeout_s": 10}})
+    assert Config.from_dict({}).cluster is None
+
+
+async def test_a_node_whose_redis_is_down_does_not_start(tmp_path):
+    """An unreachable Redis stops startup with ClusterError naming [cluster] redis_url."""
+    config = make_config(tmp_path, cluster={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with pytest.raises(ClusterError, match="redis_url"):
+        await App.start(config, [FakeEnginesPlugin(ScriptedDialogue())])
+
+
+async def test_only_replies_of_nodes_with_no_heartbeat_are_interrupted_and_announced(tmp_path, redis_url):  # noqa: F811
+    """Replies in progress of a silent node become interrupted and their followers hear it; a live node's and this node's stay."""
+    config = make_config(tmp_path, cluster={"redis_url": redis_url, "node_id": "here"})
+    app = await App.start(config, [FakeEnginesPlugin(ScriptedDialogue())])
+    try:
+        conversation = await app.store.create_conversation()
+        replies = {}
+        for node in ("gone", "alive", "here"):
+            store = await asyncio.to_thread(Store, config.database_url, node_id=node)
+            replies[node] = (await asyncio.to_thread(store.begin_turn, conversation, [PartRecord("text", "hi")], 4)).reply_id
+            store.close()
+        await app.cluster.redis.set("assistant:node:alive", "1", px=60_000)
+        follower = Recorder()
+        await app.channels.open(conversation)
+        app.channels.follow(conversation, follower)
+
+        assert await app.cluster.sweep_dead_nodes() == 1
+        assert await app.cluster.sweep_dead_nodes() == 0  # marked once
+        history = {turn.id: turn.status for turn in await asyncio.to_thread(app.store.store.history, conversation)}
+        assert history[replies["gone"]] == "interrupted"
+        assert history[replies["alive"]] == history[replies["here"]] == "in_progress"
+        [(_, done)] = follower.got
+        assert isinstance(done, ReplyDone) and done.response_id == replies["gone"] and done.error.code == "unavailable"
+    finally:
+        await app.drain(0)
+        await app.stop()
