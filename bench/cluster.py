@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ws_overhead import client_load  # noqa: E402
+from bench.ws_overhead import client_load
 
 
 def run_node(db_url: str, redis_url: str | None, node_id: str, port_queue: mp.Queue) -> None:

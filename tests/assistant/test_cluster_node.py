@@ -28,9 +28,9 @@ class Recorder:
 
 def test_cluster_settings_are_checked():
     """[cluster] needs redis_url, a sane node_id, and a node timeout longer than two heartbeats."""
-    with pytest.raises(ConfigError, match="cluster.redis_url"):
+    with pytest.raises(ConfigError, match=r"cluster\.redis_url"):
         Config.from_dict({"cluster": {}})
-    with pytest.raises(ConfigError, match="cluster.node_id"):
+    with pytest.raises(ConfigError, match=r"cluster\.node_id"):
         Config.from_dict({"cluster": {"redis_url": "redis://x", "node_id": "a b"}})
     with pytest.raises(ConfigError, match="twice heartbeat_s"):
         Config.from_dict({"cluster": {"redis_url": "redis://x", "heartbeat_s": 5, "node_timeout_s": 10}})
