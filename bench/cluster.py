@@ -71,7 +71,8 @@ async def spread_load(urls: list[str], connections: int, turns: int) -> float:
     """ws_overhead's client load, the connections split evenly between `urls`; returns round trips per second."""
     share = connections // len(urls)
     results = await asyncio.gather(*(client_load(url, share, turns, 4, True) for url in urls))
-    return sum(rate for rate, _ in results)
+    slowest = max(share * turns / rate for rate, _ in results)  # the window in which every node's share was served
+    return share * len(urls) * turns / slowest
 
 
 def measure(db_url: str, redis_url: str | None, nodes: int, connections: int, turns: int) -> float:

@@ -58,10 +58,9 @@ def cluster(postgres_server, redis_server, tmp_path_factory):  # noqa: F811
             urls.append(url)
         yield store_url, redis_server.url, urls[0], urls[1], tmp_path
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                assert stop(proc) == 0
+        codes = [stop(proc) for proc in procs if proc.poll() is None]
         postgres_server.drop_database(store_url)
+    assert codes == [0] * len(codes), "every node stops cleanly"
 
 
 async def recv_seq(client: Client) -> dict:
