@@ -5,8 +5,8 @@ With `[cluster]` the app builds a `Node`. It owns the conversation channels shar
 `node_timeout_s`, set from a thread of its own so that a busy event loop is not taken for a dead
 node. As often, it looks for replies in progress (`turns.node`) whose node has no live key: one UPDATE
 marks them interrupted (safe on every node at once: each reply is marked by one), and the node that
-marked a reply publishes its `ReplyDone` (failed, `unavailable`) to the conversation's followers,
-wherever they are connected.
+marked a reply publishes its `ReplyDone` (failed, `unavailable`; an `ImageDone` for an image job the
+conversation's stream saw start) to the conversation's followers, wherever they are connected.
 
 Notices (a reminder falling due) reach a principal's clients on every node: the node that claimed
 the reminder (a claim is one UPDATE, so it fires once) tells its own clients and publishes it on a
@@ -160,17 +160,22 @@ class Node:
             return 0
         marked = await store.call(store.store.interrupt_nodes, dead)
         for reply_id, conversation_id in marked:
-            done = events.ReplyDone(
-                reply_id, "failed", "", error=events.ErrorInfo("unavailable", "the node serving this reply stopped; it is stored as interrupted"),
-            )
             try:
-                await self.channels.publish(conversation_id, done)
+                await self.channels.publish(conversation_id, await self._interrupted_end(conversation_id, reply_id))
             except Exception:
                 log.exception("telling conversation %s that reply %s was interrupted failed", conversation_id, reply_id)
         if marked:
             log.warning("marked %d reply(ies) of stopped node(s) %s as interrupted", len(marked), ", ".join(dead))
         self.interrupted += len(marked)
         return len(marked)
+
+    async def _interrupted_end(self, conversation_id: str, turn_id: str) -> events.Event:
+        """The end event of a reply or image job whose node stopped: `image.done` for a job the stream saw start, else `response.done`."""
+        error = events.ErrorInfo("unavailable", "the node serving this stopped; it is stored as interrupted")
+        started = await self.channels.find(conversation_id, lambda e: isinstance(e, events.ImageStarted) and e.job_id == turn_id)
+        if isinstance(started, events.ImageStarted):
+            return events.ImageDone(turn_id, "failed", started.seed, error=error)
+        return events.ReplyDone(turn_id, "failed", "", error=error)
 
     def _heartbeat_thread(self) -> None:
         """Beat from a thread of its own, so that a busy event loop never reads as a dead node."""

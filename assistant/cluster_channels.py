@@ -234,6 +234,18 @@ class ClusterChannels(Channels):
         await self._receive(channel, seq, event)
         return seq
 
+    async def find(self, conversation_id: str, match: Callable[[Event], bool]) -> Event | None:
+        """The newest event of the conversation's stream that `match`es, or None (not among the recent ones)."""
+        _, stream, _ = self.keys(conversation_id)
+        for _, fields in await self.redis.xrevrange(stream, count=self.maxlen) or []:
+            try:
+                event = decode(_field(fields, "e"))
+            except (CodecError, KeyError, TypeError):
+                continue
+            if match(event):
+                return event
+        return None
+
     def sweep(self, now: float | None = None) -> int:
         """Drop channels nobody here has followed for `ttl_s` and with nothing of this node's in flight."""
         now = time.monotonic() if now is None else now

@@ -9,7 +9,7 @@ import pytest
 from assistant.app import App
 from assistant.cluster import ClusterError
 from assistant.config import Config, ConfigError
-from assistant.events import ReplyDone
+from assistant.events import ImageDone, ImageStarted, ReplyDone
 from assistant.store import PartRecord, Store
 from tests.conftest import make_config
 from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
@@ -45,7 +45,7 @@ async def test_a_node_whose_redis_is_down_does_not_start(tmp_path):
 
 
 async def test_only_replies_of_nodes_with_no_heartbeat_are_interrupted_and_announced(tmp_path, redis_url):  # noqa: F811
-    """Replies in progress of a silent node become interrupted and their followers hear it; a live node's and this node's stay."""
+    """A silent node's reply and image job become interrupted and their followers hear each end; a live node's and this node's stay."""
     config = make_config(tmp_path, cluster={"redis_url": redis_url, "node_id": "here"})
     app = await App.start(config, [FakeEnginesPlugin(ScriptedDialogue())])
     try:
@@ -55,18 +55,24 @@ async def test_only_replies_of_nodes_with_no_heartbeat_are_interrupted_and_annou
             store = await asyncio.to_thread(Store, config.database_url, node_id=node)
             replies[node] = (await asyncio.to_thread(store.begin_turn, conversation, [PartRecord("text", "hi")], 4)).reply_id
             store.close()
+        store = await asyncio.to_thread(Store, config.database_url, node_id="gone")
+        _, job_id = await asyncio.to_thread(store.begin_image_job, conversation, "a cat", None)
+        store.close()
         await app.cluster.redis.set("assistant:node:alive", "1", px=60_000)
         follower = Recorder()
         await app.channels.open(conversation)
         app.channels.follow(conversation, follower)
+        await app.channels.publish(conversation, ImageStarted(job_id, None, "a cat", 64, 64, 4, 7))
 
-        assert await app.cluster.sweep_dead_nodes() == 1
+        assert await app.cluster.sweep_dead_nodes() == 2
         assert await app.cluster.sweep_dead_nodes() == 0  # marked once
         history = {turn.id: turn.status for turn in await asyncio.to_thread(app.store.store.history, conversation)}
-        assert history[replies["gone"]] == "interrupted"
+        assert history[replies["gone"]] == history[job_id] == "interrupted"
         assert history[replies["alive"]] == history[replies["here"]] == "in_progress"
-        [(_, done)] = follower.got
-        assert isinstance(done, ReplyDone) and done.response_id == replies["gone"] and done.error.code == "unavailable"
+        ends = {type(event): event for _, event in follower.got[1:]}
+        assert ends[ReplyDone].response_id == replies["gone"] and ends[ReplyDone].error.code == "unavailable"
+        assert ends[ImageDone].job_id == job_id and ends[ImageDone].status == "failed" and ends[ImageDone].seed == 7
+        assert len(follower.got) == 3
     finally:
         await app.drain(0)
         await app.stop()
