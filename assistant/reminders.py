@@ -190,7 +190,7 @@ class Reminders:
         self.db = store
         self.config = config
         self.notices = notices
-        self.store = ReminderStore(store.store.engine)  # blocking (it may create the table): build off the event loop
+        self.store = ReminderStore(store.store.engine)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

@@ -41,6 +41,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
@@ -169,7 +170,6 @@ _HISTORY_PARTS = (
     .order_by(_parts.c.turn_pk, _parts.c.position)
 )
 _ATTACHMENT_EXISTS = select(_attachments.c.sha256).where(_attachments.c.sha256 == bindparam("sha"))
-_INSERT_ATTACHMENT = _attachments.insert()
 _ATTACHMENT = select(_attachments.c.mime, _attachments.c.data).where(_attachments.c.sha256 == bindparam("sha"))
 
 
@@ -177,18 +177,26 @@ _features = cast(Table, ImageFeatures.__table__)
 _FEATURES = select(_features.c.sha256, _features.c.vector).where(
     _features.c.sha256.in_(bindparam("shas", expanding=True)) & (_features.c.encoder_id == bindparam("enc"))
 )
-_INSERT_FEATURES = _features.insert()
 _descriptions = cast(Table, ImageDescription.__table__)
 _DESCRIPTIONS = select(_descriptions.c.sha256, _descriptions.c.describer, _descriptions.c.text).where(
     _descriptions.c.sha256.in_(bindparam("shas", expanding=True)) & _descriptions.c.describer.in_(bindparam("keys", expanding=True))
 )
-_INSERT_DESCRIPTIONS = _descriptions.insert()
 _CONVERSATION_IMAGES = (
     select(_turns.c.id.label("turn_id"), _turns.c.role, _parts.c.attachment_sha256.label("sha256"), _attachments.c.mime)
     .select_from(_parts.join(_turns, _parts.c.turn_pk == _turns.c.pk).join(_attachments, _parts.c.attachment_sha256 == _attachments.c.sha256))
     .where((_turns.c.conversation_id == bindparam("cid")) & (_parts.c.kind == "image"))
     .order_by(_turns.c.pk, _parts.c.position)
 )
+
+
+def _insert_skipping_existing(table: Table, dialect: str) -> Any:
+    """An INSERT of content-addressed rows (attachments by sha256, cached features and descriptions) that skips a row
+    another process stored first (ON CONFLICT DO NOTHING on PostgreSQL and SQLite; a plain INSERT elsewhere)."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    return table.insert()
 
 
 @dataclass(frozen=True)
@@ -335,6 +343,10 @@ class Store:
         replies this process starts (`turns.node`)."""
         self.engine = open_engine(url)
         self.node_id = node_id
+        dialect = self.engine.dialect.name
+        self._insert_attachment = _insert_skipping_existing(_attachments, dialect)
+        self._insert_features = _insert_skipping_existing(_features, dialect)
+        self._insert_descriptions = _insert_skipping_existing(_descriptions, dialect)
         try:
             prepare(self.engine, upgrade=upgrade)
         except BaseException:
@@ -547,7 +559,7 @@ class Store:
     def _put_attachment(self, conn: Any, mime: str, data: bytes) -> str:
         sha256 = hashlib.sha256(data).hexdigest()
         if conn.execute(_ATTACHMENT_EXISTS, {"sha": sha256}).first() is None:
-            conn.execute(_INSERT_ATTACHMENT, {"sha256": sha256, "mime": mime, "size": len(data), "data": data, "created_at": _now()})
+            conn.execute(self._insert_attachment, {"sha256": sha256, "mime": mime, "size": len(data), "data": data, "created_at": _now()})
         return sha256
 
     def attachment(self, sha256: str) -> tuple[str, bytes] | None:
@@ -579,7 +591,7 @@ class Store:
             have = {row.sha256 for row in conn.execute(_FEATURES, {"shas": list(vectors), "enc": encoder_id})}
             rows = [{"sha256": sha, "encoder_id": encoder_id, "dim": dim, "vector": vector} for sha, vector in vectors.items() if sha not in have]
             if rows:
-                conn.execute(_INSERT_FEATURES, rows)
+                conn.execute(self._insert_features, rows)
 
     def image_descriptions(self, sha256s: list[str], describers: list[str]) -> dict[tuple[str, str], str | None]:
         """Stored descriptions by (sha256, describer) for these images and describers; missing ones left out."""
@@ -598,7 +610,7 @@ class Store:
             have = {(row.sha256, row.describer) for row in conn.execute(_DESCRIPTIONS, {"shas": list(set(shas)), "keys": list(set(keys))})}
             rows = [{"sha256": sha, "describer": key, "text": text} for (sha, key), text in descriptions.items() if (sha, key) not in have]
             if rows:
-                conn.execute(_INSERT_DESCRIPTIONS, rows)
+                conn.execute(self._insert_descriptions, rows)
 
     def conversation_images(self, conversation_id: str) -> list[ImageRef]:
         """Every image part of the conversation (sent or generated), oldest first."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import threading
 
@@ -201,3 +202,66 @@ def test_replies_record_the_node_that_runs_them(store_url):
     finally:
         store.close()
         other.close()
+
+
+def test_two_processes_storing_the_same_attachment_at_once_both_succeed(store_url):
+    """Two stores on one database (two nodes) adding turns with the same image at once both commit, and the image is stored once."""
+    stores = [Store(store_url), Store(store_url)]
+    conversation = stores[0].create_conversation()
+    image = b"\x89PNG the same bytes"
+    sha = hashlib.sha256(image).hexdigest()
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def add(store: Store) -> None:
+        barrier.wait()
+        try:
+            for _ in range(20):
+                store.add_user_turn(conversation, [PartRecord("image", attachment_sha256=sha)], attachments=[("image/png", image)])
+                store.put_image_features("enc", {sha: b"\0" * 8}, 2)
+                store.put_image_descriptions({(sha, "ocr"): "text"})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert errors == []
+        assert len(stores[1].history(conversation)) == 40 and stores[1].attachment(sha) == ("image/png", image)
+        with stores[0].engine.connect() as conn:
+            assert conn.execute(text("select count(*) from attachments")).scalar() == 1
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_pages_parts_images_and_ownership(store):
+    """history_page pages back by turn and by size, parts are appended and `heard` replaced, images and their owners are found."""
+    store.check_writable()
+    conversation = store.create_conversation("alice")
+    turns = []
+    for said in ("one", "two", "three"):
+        begun = store.begin_turn(conversation, [PartRecord("text", said)], history_limit=1)
+        store.finish_reply(begun.reply_id, text=said.upper() * 10, status="completed")
+        turns += [begun.user_turn_id, begun.reply_id]
+    page, more = store.history_page(conversation, None, limit=3, max_chars=10_000)
+    assert [t.id for t in page] == turns[-3:] and more
+    page, more = store.history_page(conversation, turns[-3], limit=10, max_chars=10_000)
+    assert [t.id for t in page] == turns[:3] and not more
+    page, more = store.history_page(conversation, None, limit=10, max_chars=55)  # "THREE" * 10 and "three", not "TWO" * 10
+    assert [t.id for t in page] == turns[-2:] and more, "cut where the text passes max_chars"
+    assert store.history_page(conversation, "not-a-turn", limit=3, max_chars=100) is None
+    store.add_parts(turns[0], [PartRecord("transcript", "uno")])
+    store.set_heard(turns[1], "ON")
+    store.set_heard(turns[1], "ONE")
+    history = store.history(conversation)
+    assert history[0].text == "one\nuno" and [(p.kind, p.text) for p in history[1].parts] == [("text", "ONE" * 10), ("heard", "ONE")]
+    user_id, job = store.begin_image_job(conversation, "a cat", None)
+    store.finish_reply(job, text="", status="completed", image=("image/png", b"\x89PNG cat"))
+    other, [sha] = store.add_generated_images("bob", "a dog", [("image/png", b"\x89PNG dog")])
+    assert [(i.turn_id, i.role, i.mime) for i in store.conversation_images(conversation)] == [(job, "assistant", "image/png")]
+    assert store.owns_attachment("bob", sha) and not store.owns_attachment("alice", sha)
+    assert [t.parts[0].kind for t in store.history(other)] == ["image_request", "image"] and store.history(conversation)[-2].id == user_id
