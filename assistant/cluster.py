@@ -151,14 +151,14 @@ class Node:
         """Mark the replies in progress of nodes with no heartbeat as interrupted and tell their followers; returns how many this node marked."""
         assert self.store is not None
         store = self.store
-        nodes = [node for node in await store.call(store.store.in_progress_nodes) if node != self.node_id]
+        nodes = [node for node in await store.in_progress_nodes() if node != self.node_id]
         if not nodes:
             return 0
         alive = await self.redis.mget([f"{PREFIX}node:{node}" for node in nodes])
         dead = [node for node, flag in zip(nodes, alive, strict=True) if flag is None]
         if not dead:
             return 0
-        marked = await store.call(store.store.interrupt_nodes, dead)
+        marked = await store.interrupt_nodes(dead)
         for reply_id, conversation_id in marked:
             try:
                 await self.channels.publish(conversation_id, await self._interrupted_end(conversation_id, reply_id))

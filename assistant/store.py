@@ -727,6 +727,14 @@ class AsyncStore:
         """`Store.mark_interrupted` on the store thread."""
         return await self.call(self.store.mark_interrupted, node)
 
+    async def in_progress_nodes(self) -> list[str]:
+        """`Store.in_progress_nodes` on the store thread."""
+        return await self.call(self.store.in_progress_nodes)
+
+    async def interrupt_nodes(self, nodes: Sequence[str]) -> list[tuple[str, str]]:
+        """`Store.interrupt_nodes` on the store thread."""
+        return await self.call(self.store.interrupt_nodes, nodes)
+
     async def create_conversation(self, owner: str = "local", conversation_id: str | None = None) -> str:
         """`Store.create_conversation` on the store thread."""
         return await self.call(self.store.create_conversation, owner, conversation_id)

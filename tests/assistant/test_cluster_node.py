@@ -76,3 +76,23 @@ async def test_only_replies_of_nodes_with_no_heartbeat_are_interrupted_and_annou
     finally:
         await app.drain(0)
         await app.stop()
+
+
+def test_replies_are_interrupted_by_node_each_once(store_url):
+    """On SQLite and PostgreSQL: racing sweeps of a node's replies mark each once; a starting node marks its own and node-less ones only."""
+    stores = {node: Store(store_url, node_id=node) for node in ("a", "b", None)}
+    try:
+        conversation = stores["a"].create_conversation()
+        replies = {node: [stores[node].begin_turn(conversation, [PartRecord("text", "hi")], 4).reply_id for _ in range(2)] for node in stores}
+        assert sorted(stores[None].in_progress_nodes()) == ["a", "b"]
+
+        async def race() -> list[list[tuple[str, str]]]:
+            return await asyncio.gather(*(asyncio.to_thread(stores[n].interrupt_nodes, ["a"]) for n in stores))
+
+        marked = [reply for result in asyncio.run(race()) for reply, _ in result]
+        assert sorted(marked) == sorted(replies["a"])  # each once, by one of the sweeps
+        assert stores["b"].mark_interrupted(node="b") == 4  # its own two and the two of no node
+        assert stores["b"].in_progress_nodes() == []
+    finally:
+        for store in stores.values():
+            store.close()
