@@ -8,7 +8,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup browser speech postgres run lint test bench bench-gpu clean
+.PHONY: setup browser speech postgres redis run lint test bench bench-gpu clean
 
 setup: $(STAMP) speech
 
@@ -30,6 +30,12 @@ postgres:
 		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends postgresql; } \
 		|| { echo "could not install Debian's postgresql, which the store's tests need"; exit 1; }
 
+# The cluster tests run two servers sharing a real Redis started from Debian's redis-server package.
+redis:
+	@command -v redis-server >/dev/null 2>&1 || $(SUDO) apt-get install -y --no-install-recommends redis-server \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends redis-server; } \
+		|| { echo "could not install Debian's redis-server, which the cluster tests need"; exit 1; }
+
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -50,10 +56,10 @@ lint: setup
 	$(BIN)/ruff check assistant plugins
 	$(BIN)/mypy
 
-test: setup browser postgres lint
+test: setup browser postgres redis lint
 	$(BIN)/python -m pytest -q
 
-bench: setup
+bench: setup postgres redis
 	$(BIN)/python bench/ws_overhead.py --connections 8 64
 	$(BIN)/python bench/stream_overhead.py
 	$(BIN)/python bench/dialogue_stream.py
@@ -63,6 +69,7 @@ bench: setup
 	$(BIN)/python bench/image_labels.py
 	$(BIN)/python bench/voice.py
 	$(BIN)/python bench/concurrency.py
+	$(BIN)/python bench/cluster.py
 
 # On a CUDA machine (README: GPU benchmarks); `bench/gpu.py --device cpu --smoke` checks it runs anywhere.
 bench-gpu: setup

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from assistant.async_calls import async_variant
 from assistant.auth import Authenticator, ConfiguredToken, TokenFile
 from assistant.channels import Channels
+from assistant.cluster import Node
 from assistant.config import Config
 from assistant.engines import ENGINE_BASES, ROLES, Engine
 from assistant.limits import MediaBudget, SessionCount, TurnRate
@@ -48,9 +49,17 @@ class App:
         self.scheduler = Scheduler({"image_generator": config.images.concurrency}, self.metrics)
         self.scheduler.max_queued = config.scheduler.max_queued
         self.scheduler.gate = LatencyGate(config.scheduler.latency_classes)
-        self.channels = Channels(
-            config.server.replay_events, config.server.replay_ttl_s, self._persist_last_seq, self._reserve_seqs, self._settle_seqs
-        )
+        self.cluster: Node | None = None  # with [cluster]: this node's Redis side (shared channels, heartbeat)
+        self.channels: Channels
+        if config.cluster is not None:
+            self.cluster = Node(
+                config.cluster, config.server.replay_events, config.server.replay_ttl_s, self._stored_seq, self._reserve_seqs, self._persist_last_seq,
+            )
+            self.channels = self.cluster.channels
+        else:
+            self.channels = Channels(
+                config.server.replay_events, config.server.replay_ttl_s, self._persist_last_seq, self._reserve_seqs, self._settle_seqs
+            )
         self.auth = Authenticator([ConfiguredToken(t.principal, t.sha256) for t in config.auth.tokens], TokenFile(config.tokens_path))
         self.turn_rate = TurnRate(config.limits.turns_per_minute)
         self.sessions = SessionCount(config.limits.sessions_per_principal, config.limits.max_sessions)
@@ -59,7 +68,7 @@ class App:
         self.metrics.media_budget.set(config.limits.media_bytes_in_flight)
         self.store: AsyncStore | None = None
         self.reminders: Reminders | None = None  # set at start, once the store is open; its clock runs while the app does
-        self.notices = Notices(on_subscribe=lambda _principal: self.reminders.wake() if self.reminders else None)
+        self.notices = Notices(self._wake_reminders) if self.cluster is None else self.cluster.make_notices(self._wake_reminders)
         self.vad: Any = None  # vad.SileroVad, loaded at start when an ASR engine is configured
         self.modalities: list[RegisteredModality] = []  # loaded at start when the dialogue engine only reads text
         self.tools: dict[str, Tool] = registrations.tools  # the tools plugins registered (register_tools), by name
@@ -80,12 +89,18 @@ class App:
     async def start(cls, config: Config, extra_plugins: Iterable[Any] = ()) -> App:
         """Load plugins, open the store, load the configured engines, run `startup` hooks."""
         app = cls.prepare(config, extra_plugins)
-        store = await asyncio.to_thread(Store, config.database_url, upgrade=config.store.upgrade)
+        node_id = config.cluster.node_id if config.cluster is not None else None
+        store = await asyncio.to_thread(
+            Store, config.database_url, node_id=node_id, upgrade=config.store.upgrade,
+            recent_conversations=0 if config.cluster is not None else 256,  # other nodes write the same conversations
+        )
         app.store = AsyncStore(store)
-        interrupted = await app.store.mark_interrupted()
+        interrupted = await app.store.mark_interrupted(node_id)  # a cluster node: its own and node-less ones only
         if interrupted:
             log.warning("marked %d reply(ies) left in progress by an earlier run as interrupted", interrupted)
         try:
+            if app.cluster is not None:
+                await app.cluster.start(app.store)
             app.reminders = await asyncio.to_thread(Reminders, app.store, config.reminders, app.notices)
             for role, engine_name in app.selected_engines().items():
                 app.engines[role] = await asyncio.to_thread(app.build_engine, role, engine_name)
@@ -164,6 +179,13 @@ class App:
         if self.store is not None:
             await self.store.raise_last_seq(conversation_id, seq)
 
+    def _wake_reminders(self, _principal: str) -> None:
+        if self.reminders is not None:
+            self.reminders.wake()
+
+    async def _stored_seq(self, conversation_id: str) -> int | None:
+        return await self.store.conversation_last_seq(conversation_id) if self.store is not None else None
+
     async def _reserve_seqs(self, conversation_id: str, until: int) -> None:
         if self.store is not None:
             await self.store.reserve_seqs(conversation_id, until)
@@ -199,9 +221,11 @@ class App:
         if run_shutdown_hooks:
             await self._call_lifecycle("shutdown", tolerate_errors=True)
         await asyncio.to_thread(self.scheduler.close)
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.store is not None:
             for channel in self.channels.live():
-                if channel.pending or channel.last_reserved != channel.last_delivered:
+                if self.cluster is not None or channel.pending or channel.last_reserved != channel.last_delivered:
                     await self.store.raise_last_seq(channel.conversation_id, channel.last_delivered)  # keep the reservation
                 else:
                     await self.store.settle_seqs(channel.conversation_id, channel.last_delivered, channel.durable)

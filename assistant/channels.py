@@ -119,8 +119,16 @@ class Channels:
             channel = self._channels[conversation_id] = Channel(conversation_id, stored_last_seq, self.capacity)
         return channel
 
+    async def open(self, conversation_id: str, stored_last_seq: int = 0) -> Channel:
+        """The conversation's channel, ready to `follow` and replay from (across nodes it is loaded first)."""
+        return self.get(conversation_id, stored_last_seq)
+
     def reserve(self, conversation_id: str) -> int:
         """Reserve the conversation's next seq; the caller must publish an event with it."""
+        return self.get(conversation_id).reserve()
+
+    async def reserve_next(self, conversation_id: str) -> int:
+        """`reserve`, as `Emit.reserve` calls it (across nodes the seq comes from Redis)."""
         return self.get(conversation_id).reserve()
 
     def last_seq(self, conversation_id: str) -> int:
@@ -215,9 +223,9 @@ class ChannelEmit:
         self.channels = channels
         self.conversation_id = conversation_id
 
-    def reserve(self) -> int:
+    async def reserve(self) -> int:
         """Reserve the conversation's next seq."""
-        return self.channels.reserve(self.conversation_id)
+        return await self.channels.reserve_next(self.conversation_id)
 
     async def __call__(self, event: Event, seq: int | None = None) -> None:
         """Publish `event` to every follower of the conversation."""

@@ -272,13 +272,14 @@ def _one_line_errors() -> tuple[type[Exception], ...]:
     Imported when one happens, so that `serve` reaches its port check before the server's imports.
     """
     from assistant.auth import AuthError
+    from assistant.cluster import ClusterError
     from assistant.models import ModelNotFound
     from assistant.plugins import PluginError
     from assistant.ports import PortUnavailable
     from assistant.schema import SchemaError
     from assistant.server import UnsafeListen
 
-    return (ConfigError, PluginError, ModelNotFound, AuthError, UnsafeListen, PortUnavailable, SchemaError)
+    return (ConfigError, PluginError, ModelNotFound, AuthError, UnsafeListen, PortUnavailable, SchemaError, ClusterError)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,6 +7,8 @@ declares (`register(..., settings=Model)`, see `assistant.plugins`) when the app
 
 from __future__ import annotations
 
+import os
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,28 @@ class StoreConfig(_Table):
     upgrade: bool = Field(
         True, description="upgrade an older database schema at startup; false: refuse to start until `assistant db upgrade` ran"
     )
+
+
+class ClusterConfig(_Table):
+    """`[cluster]`: several gateway nodes sharing one database and one Redis (see docs/deployment.md).
+
+    Without this table a node keeps its conversation channels in process and needs no Redis.
+    """
+
+    redis_url: str = Field(min_length=1, description="the Redis every node shares, e.g. redis://redis:6379/0")
+    node_id: str = Field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="this node's name in Redis and on the replies it serves (default: hostname-pid, new for every start)",
+    )
+    heartbeat_s: float = Field(2.0, gt=0, description="how often the node says it is alive (and looks for nodes that are not)")
+    node_timeout_s: float = Field(10.0, gt=0, description="a node silent this long is dead: its replies in progress become interrupted")
+    key_ttl_s: float = Field(86400.0, gt=0, description="how long Redis keeps an idle conversation's seq counter (its replay stream: [server] replay_ttl_s)")
+
+    @model_validator(mode="after")
+    def _timeout_after_heartbeats(self) -> ClusterConfig:
+        if self.node_timeout_s <= 2 * self.heartbeat_s:
+            raise ValueError("node_timeout_s must be more than twice heartbeat_s, or a slow heartbeat reads as a dead node")
+        return self
 
 
 class ModelsConfig(_Table):
@@ -228,6 +252,7 @@ class Config(_Table):
     reminders: RemindersConfig = Field(default_factory=RemindersConfig)
     speech: SpeechConfig = Field(default_factory=SpeechConfig)
     wyoming: WyomingConfig = Field(default_factory=WyomingConfig)
+    cluster: ClusterConfig | None = Field(None, description="several nodes through Redis; absent: one node, channels in process")
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
 

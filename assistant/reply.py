@@ -56,14 +56,18 @@ class Reply:
 
 
 async def announce_end(
-    conversation: ConversationScope, what: str, store_end: Callable[[int], Awaitable[T]],
+    conversation: ConversationScope, what: str, store_end: Callable[[int | None], Awaitable[T]],
     end_event: Callable[[T | None, bool], events.Event],
 ) -> None:
     """Store how a reply or job ended (`store_end(seq)`), then publish `end_event(stored, ok)` under that seq.
 
     `ok` is False when the store write failed (logged); the event is published whatever happened.
     """
-    seq = conversation.emit.reserve()
+    seq: int | None = None
+    try:
+        seq = await conversation.emit.reserve()
+    except Exception:  # the channel cannot number it (several nodes, Redis down): the end is stored all the same
+        log.exception("numbering the end of %s failed", what)
     stored: T | None = None
     ok = True
     try:

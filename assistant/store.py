@@ -467,16 +467,37 @@ class Store:
         with self._writing() as conn:
             conn.execute(_conversations.update().where(_conversations.c.id.is_(None)).values(updated_at=_conversations.c.updated_at))
 
-    def mark_interrupted(self) -> int:
-        """Mark replies left in progress (by a crash) as interrupted; returns how many."""
+    def mark_interrupted(self, node: str | None = None) -> int:
+        """Mark replies left in progress (by a crash) as interrupted; returns how many. With `node` (one node of a
+        cluster starting), only that node's and those of no node: the other nodes' replies may still be running."""
+        query = update(Turn).where(Turn.status == "in_progress")
+        if node is not None:
+            query = query.where((Turn.node == node) | Turn.node.is_(None))
         with self._writing() as conn:
-            result = conn.execute(
-                update(Turn)
-                .where(Turn.status == "in_progress")
-                .values(status="interrupted", finished_at=_now(), error="the server stopped while this reply was in progress")
-            )
+            result = conn.execute(query.values(status="interrupted", finished_at=_now(), error="the server stopped while this reply was in progress"))
         self.recent.clear()
         return cast(CursorResult[Any], result).rowcount or 0
+
+    def in_progress_nodes(self) -> list[str]:
+        """The nodes that have replies in progress."""
+        with self._reading() as conn:
+            return list(conn.scalars(select(_turns.c.node).where((_turns.c.status == "in_progress") & _turns.c.node.is_not(None)).distinct()))
+
+    def interrupt_nodes(self, nodes: Sequence[str]) -> list[tuple[str, str]]:
+        """Mark the replies in progress of `nodes` (gone) as interrupted, in one statement: of several nodes doing this
+        at once, each reply is marked, and returned, by one. Returns (reply id, conversation id) of those marked here."""
+        if not nodes:
+            return []
+        with self._writing() as conn:
+            rows = conn.execute(
+                _turns.update()
+                .where((_turns.c.status == "in_progress") & _turns.c.node.in_(list(nodes)))
+                .values(status="interrupted", finished_at=_now(), error="the node serving this reply stopped")
+                .returning(_turns.c.id, _turns.c.conversation_id)
+            ).all()
+        for row in rows:
+            self.recent.drop(row.conversation_id)
+        return [(row.id, row.conversation_id) for row in rows]
 
     def create_conversation(self, owner: str = "local", conversation_id: str | None = None) -> str:
         """A new, empty conversation belonging to `owner` (with the id given, else a fresh one); returns its id."""
@@ -837,9 +858,17 @@ class AsyncStore:
             return False
         return True
 
-    async def mark_interrupted(self) -> int:
+    async def mark_interrupted(self, node: str | None = None) -> int:
         """`Store.mark_interrupted` on the store thread."""
-        return await self._batched(self.store.mark_interrupted)
+        return await self._batched(self.store.mark_interrupted, node)
+
+    async def in_progress_nodes(self) -> list[str]:
+        """`Store.in_progress_nodes` on the store thread."""
+        return await self._batched(self.store.in_progress_nodes)
+
+    async def interrupt_nodes(self, nodes: Sequence[str]) -> list[tuple[str, str]]:
+        """`Store.interrupt_nodes` on the store thread."""
+        return await self._batched(self.store.interrupt_nodes, nodes)
 
     async def create_conversation(self, owner: str = "local", conversation_id: str | None = None) -> str:
         """`Store.create_conversation` on the store thread."""

@@ -20,7 +20,7 @@ class Emit(Protocol):
     `assistant.channels.ChannelEmit` is the real one; tests may collect events in a list instead.
     """
 
-    def reserve(self) -> int:
+    async def reserve(self) -> int:
         """Reserve the conversation's next seq for an event published later (a reply's end, numbered before it is stored)."""
 
     async def __call__(self, event: Event, seq: int | None = None) -> None:

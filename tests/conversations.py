@@ -16,12 +16,15 @@ class Recorder:
         self.told: list[events.Event] = []
         self.seq = 0
 
-    def reserve(self) -> int:
+    def _next(self) -> int:
         self.seq += 1
         return self.seq
 
+    async def reserve(self) -> int:
+        return self._next()
+
     async def __call__(self, event: events.Event, seq: int | None = None) -> None:
-        self.numbered.append((self.reserve() if seq is None else seq, event))
+        self.numbered.append((self._next() if seq is None else seq, event))
 
     @property
     def events(self) -> list[events.Event]:

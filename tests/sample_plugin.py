@@ -40,12 +40,16 @@ class SlowCounter(DialogueEngine):
         self.pause_s = pause_s
 
     def generate(self, request, emit, cancelled):
-        """Emit one number every `pause_s` (50 ms); stop when cancelled. The message "quick" is answered at once."""
-        if request.messages[-1].content == "quick":
+        """Emit one number every `pause_s` (50 ms); stop when cancelled. The message "quick" is answered at once;
+        "count N" counts to N."""
+        content = request.messages[-1].content
+        if content == "quick":
             emit("done")
             return DialogueResult("done", Usage(0, 1), "stop")
+        words = content.split()
+        last = int(words[1]) if len(words) == 2 and words[0] == "count" and words[1].isdigit() else 2000
         pieces = []
-        for i in range(1, 2001):
+        for i in range(1, last + 1):
             if cancelled.is_set():
                 return DialogueResult("".join(pieces), Usage(0, len(pieces)), "cancelled")
             pieces.append(f" {i}")

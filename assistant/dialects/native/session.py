@@ -212,6 +212,7 @@ class Session:
         )
         self._catching_up = []
         try:
+            await self.app.channels.open(conversation_id, stored_last_seq)
             channel = self.app.channels.follow(conversation_id, self, stored_last_seq)
             replay, missed = None, list[tuple[int, events.Event]]()
             if event.last_seq is not None:

@@ -40,9 +40,9 @@ class _Tap:
         self.inner = inner
         self.sink = sink
 
-    def reserve(self) -> int:
+    async def reserve(self) -> int:
         """The conversation's next seq."""
-        return self.inner.reserve()
+        return await self.inner.reserve()
 
     async def __call__(self, event: events.Event, seq: int | None = None) -> None:
         """Publish to every follower, then to this connection."""
@@ -91,6 +91,7 @@ class Conversations:
             seen.put_nowait(event)
 
         holder = _Holder()
+        await app.channels.open(conversation_id, last_seq)
         app.channels.follow(conversation_id, holder, last_seq)
         conversation = Conversation(app, conversation_id, principal, _Tap(ChannelEmit(app.channels, conversation_id), seen.put_nowait), tell)
         try:
