@@ -149,6 +149,9 @@ def measure(target, args, replies: int) -> tuple[float, float, list[float]]:
 
 
 def pct(values: list[float], q: int) -> float:
+    """The q-th percentile; NaN when there is nothing to measure (every reply came in one delta frame)."""
+    if not values:
+        return float("nan")
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
