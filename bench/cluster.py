@@ -25,28 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ws_overhead import client_load
+from bench.ws_overhead import client_load, instant_plugin
 
 
 def run_node(db_url: str, redis_url: str | None, node_id: str, port_queue: mp.Queue) -> None:
     """Our server with an instant one-delta engine on `db_url`, in a cluster on `redis_url` when given."""
-    from assistant import DialogueEngine, DialogueResult, Usage, hookimpl
     from assistant.config import Config
     from assistant.server import serve_app
-
-    class Instant(DialogueEngine):
-        id = "bench:instant"
-
-        def generate(self, request, emit, cancelled):
-            emit("pong")
-            return DialogueResult("pong", Usage(2, 1), "stop")
-
-    class Plugin:
-        __name__ = "bench_instant"
-
-        @hookimpl
-        def register_engines(self, register):
-            register("dialogue", "instant", lambda app: Instant())
 
     data = {
         "server": {"port": 0}, "store": {"url": db_url},
@@ -60,7 +45,7 @@ def run_node(db_url: str, redis_url: str | None, node_id: str, port_queue: mp.Qu
     config = Config.from_dict(data)
 
     async def main():
-        server = await serve_app(config, [Plugin()])
+        server = await serve_app(config, [instant_plugin()])
         port_queue.put(server.port)
         await asyncio.Future()
 

@@ -129,11 +129,9 @@ def run_reference(db_path: str, compression: bool, port_queue: mp.Queue) -> None
     asyncio.run(main())
 
 
-def run_ours(db_url: str, compression: bool, port_queue: mp.Queue) -> None:
-    """Our server with an instant one-delta fake engine, storing in `db_url`."""
+def instant_plugin():
+    """A plugin registering the dialogue engine `instant`: one delta, "pong", at once (for the benches' servers)."""
     from assistant import DialogueEngine, DialogueResult, Usage, hookimpl
-    from assistant.config import Config
-    from assistant.server import serve_app
 
     class Instant(DialogueEngine):
         id = "bench:instant"
@@ -149,6 +147,14 @@ def run_ours(db_url: str, compression: bool, port_queue: mp.Queue) -> None:
         def register_engines(self, register):
             register("dialogue", "instant", lambda app: Instant())
 
+    return Plugin()
+
+
+def run_ours(db_url: str, compression: bool, port_queue: mp.Queue) -> None:
+    """Our server with an instant one-delta fake engine, storing in `db_url`."""
+    from assistant.config import Config
+    from assistant.server import serve_app
+
     config = Config.from_dict({
         "server": {"port": 0, "compression": compression}, "store": {"url": db_url},
         "engines": {"dialogue": "instant"}, "dialogue": {"history_turns": 4},
@@ -159,7 +165,7 @@ def run_ours(db_url: str, compression: bool, port_queue: mp.Queue) -> None:
     })
 
     async def main():
-        server = await serve_app(config, [Plugin()])
+        server = await serve_app(config, [instant_plugin()])
         port_queue.put(server.port)
         await asyncio.Future()
 
