@@ -531,7 +531,9 @@ class Store:
 
     def settle_seqs(self, conversation_id: str, delivered: int, reserved: int) -> None:
         """A channel ended cleanly at `delivered`: record it, and give back the reservation up to `reserved`
-        unless another channel has raised it since (so numbering goes on without a gap)."""
+        unless another channel has raised it since (so numbering goes on without a gap). The conversation is no
+        longer live: its recent turns leave memory (a client that resumes it has them read again)."""
+        self.recent.drop(conversation_id)
         with self._writing() as conn:
             conn.execute(
                 _conversations.update()

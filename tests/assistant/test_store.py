@@ -354,3 +354,15 @@ def test_pages_parts_images_and_ownership(store):
     assert [(i.turn_id, i.role, i.mime) for i in store.conversation_images(conversation)] == [(job, "assistant", "image/png")]
     assert store.owns_attachment("bob", sha) and not store.owns_attachment("alice", sha)
     assert [t.parts[0].kind for t in store.history(other)] == ["image_request", "image"] and store.history(conversation)[-2].id == user_id
+
+
+def test_a_conversation_whose_channel_ended_leaves_memory(store_url):
+    """settle_seqs (its channel dropped, nobody following) drops the conversation's recent turns; they are read again later."""
+    store = Store(store_url)
+    cid = store.create_conversation()
+    store.begin_turn(cid, [PartRecord("text", "hello")], 4)
+    assert len(store.recent) == 1
+    store.settle_seqs(cid, 3, 100)
+    assert len(store.recent) == 0
+    assert [t.text for t in store.history(cid, 4)] == ["hello", ""] and len(store.recent) == 1
+    store.close()
