@@ -151,20 +151,15 @@ _INSERT_TURN = _turns.insert()
 _INSERT_CONVERSATION = _conversations.insert()
 _INSERT_PARTS = _parts.insert()
 _TOUCH_CONVERSATION = _conversations.update().where(_conversations.c.id == bindparam("cid")).values(updated_at=bindparam("now"))
-_END_REPLY = (
-    _turns.update()
-    .where((_turns.c.id == bindparam("tid")) & (_turns.c.status == "in_progress"))
-    .values(status=bindparam("status"), error=bindparam("error"), usage=bindparam("usage"), finished_at=bindparam("now"))
-    .returning(_turns.c.pk, _turns.c.conversation_id)
-)
-_INSERT_TURNS_RETURNING_PKS = _turns.insert().returning(_turns.c.id, _turns.c.pk)
-_REPLIES_IN_PROGRESS = select(_turns.c.id, _turns.c.pk, _turns.c.conversation_id).where(
-    _turns.c.id.in_(bindparam("ids", expanding=True)) & (_turns.c.status == "in_progress")
-)
 _END_REPLY_MANY = (
     _turns.update()
     .where((_turns.c.id == bindparam("tid")) & (_turns.c.status == "in_progress"))
     .values(status=bindparam("status"), error=bindparam("error"), usage=bindparam("usage"), finished_at=bindparam("now"))
+)
+_END_REPLY = _END_REPLY_MANY.returning(_turns.c.pk, _turns.c.conversation_id)
+_INSERT_TURNS_RETURNING_PKS = _turns.insert().returning(_turns.c.id, _turns.c.pk)
+_REPLIES_IN_PROGRESS = select(_turns.c.id, _turns.c.pk, _turns.c.conversation_id).where(
+    _turns.c.id.in_(bindparam("ids", expanding=True)) & (_turns.c.status == "in_progress")
 )
 _TOUCH_AND_RAISE_SEQ = (
     _conversations.update()
@@ -232,6 +227,19 @@ def _record(turn: Any, parts: list[PartRecord]) -> TurnRecord:
         reply_to=turn.reply_to,
         parts=parts,
     )
+
+
+def _part_rows(turn_pk: int, parts: Sequence[PartRecord], start: int = 0) -> list[dict[str, Any]]:
+    """Rows of the parts table for `parts` of one turn, numbered from `start`."""
+    return [
+        {"turn_pk": turn_pk, "position": start + i, "kind": p.kind, "text": p.text, "attachment_sha256": p.attachment_sha256}
+        for i, p in enumerate(parts)
+    ]
+
+
+def _reply_parts(parts: Sequence[PartRecord], text: str) -> list[PartRecord]:
+    """What a reply's end adds to it: its tool parts (text only), then its text if it said anything."""
+    return [PartRecord(p.kind, p.text) for p in parts] + ([PartRecord("text", text)] if text else [])
 
 
 @functools.cache
@@ -393,30 +401,20 @@ class Store:
         ids = [(new_id(), new_id()) for _ in items]
         rows = []
         for item, (user_id, reply_id) in zip(items, ids, strict=True):
-            base = {"conversation_id": item["conversation_id"], "created_at": now, "error": None, "usage": None}
-            rows.append({**base, "id": user_id, "role": "user", "status": "completed", "reply_to": None, "finished_at": now, "node": None})
-            rows.append({
-                **base, "id": reply_id, "role": "assistant", "status": "in_progress", "reply_to": user_id, "finished_at": None,
-                "node": self.node_id,
-            })
+            cid = item["conversation_id"]
+            rows.append(self._turn_row(user_id, cid, "user", "completed", None, now))
+            rows.append(self._turn_row(reply_id, cid, "assistant", "in_progress", user_id, now))
         with self._writing() as conn:
             pks: dict[str, int] = dict(conn.execute(_INSERT_TURNS_RETURNING_PKS, rows).tuples().all())  # one multi-row INSERT ... RETURNING
-            user_ids = [user_id for user_id, _ in ids]
-            parts = [
-                {"turn_pk": pks[user_id], "position": i, "kind": p.kind, "text": p.text, "attachment_sha256": p.attachment_sha256}
-                for item, user_id in zip(items, user_ids, strict=True) for i, p in enumerate(item["parts"])
-            ]
+            parts = [row for item, (user_id, _) in zip(items, ids, strict=True) for row in _part_rows(pks[user_id], item["parts"])]
             if parts:
                 conn.execute(_INSERT_PARTS, parts)
             conn.execute(_TOUCH_CONVERSATION, [{"cid": cid, "now": now} for cid in dict.fromkeys(i["conversation_id"] for i in items)])
         started = []
         for item, (user_id, reply_id) in zip(items, ids, strict=True):
             cid = item["conversation_id"]
-            if any(p.attachment_sha256 and not p.mime for p in item["parts"]):
-                self.recent.drop(cid)
-            else:
-                self.recent.append(cid, TurnRecord(user_id, "user", "completed", now, now, None, None, None, list(item["parts"])))
-            self.recent.append(cid, TurnRecord(reply_id, "assistant", "in_progress", now, None, None, None, user_id, []))
+            self._remember(cid, user_id, "user", "completed", None, item["parts"], now)
+            self._remember(cid, reply_id, "assistant", "in_progress", user_id, [], now)
             started.append(TurnStart(user_id, reply_id, self._context(cid, reply_id, item["history_limit"])))
         return started
 
@@ -442,10 +440,9 @@ class Store:
             added: list[list[PartRecord]] = []
             rows = []
             for item in items:
-                parts = [PartRecord(p.kind, p.text) for p in item["parts"]] + ([PartRecord("text", item["text"])] if item["text"] else [])
+                parts = _reply_parts(item["parts"], item["text"])
                 added.append(parts)
-                pk = found[item["turn_id"]].pk
-                rows += [{"turn_pk": pk, "position": i, "kind": p.kind, "text": p.text, "attachment_sha256": None} for i, p in enumerate(parts)]
+                rows += _part_rows(found[item["turn_id"]].pk, parts)
             if rows:
                 conn.execute(_INSERT_PARTS, rows)
             conn.execute(_TOUCH_AND_RAISE_SEQ, [
@@ -575,10 +572,7 @@ class Store:
             pk, conversation_id = conn.execute(select(_turns.c.pk, _turns.c.conversation_id).where(_turns.c.id == turn_id)).one()
             self.recent.drop(conversation_id)
             start = conn.execute(select(func.count()).where(_parts.c.turn_pk == pk)).scalar_one()
-            conn.execute(_INSERT_PARTS, [
-                {"turn_pk": pk, "position": start + i, "kind": p.kind, "text": p.text, "attachment_sha256": p.attachment_sha256}
-                for i, p in enumerate(parts)
-            ])
+            conn.execute(_INSERT_PARTS, _part_rows(pk, parts, start))
 
     def set_heard(self, turn_id: str, heard: str) -> None:
         """Record what of a spoken reply the user heard before it was cut: one `heard` part, replacing any earlier one."""
@@ -587,7 +581,7 @@ class Store:
             self.recent.drop(conversation_id)
             conn.execute(_parts.delete().where((_parts.c.turn_pk == pk) & (_parts.c.kind == "heard")))
             position = conn.execute(select(func.coalesce(func.max(_parts.c.position), -1)).where(_parts.c.turn_pk == pk)).scalar_one()
-            conn.execute(_INSERT_PARTS, [{"turn_pk": pk, "position": position + 1, "kind": "heard", "text": heard, "attachment_sha256": None}])
+            conn.execute(_INSERT_PARTS, _part_rows(pk, [PartRecord("heard", heard)], position + 1))
 
     def begin_reply(self, conversation_id: str, user_turn_id: str, history_limit: int) -> TurnStart:
         """Commit a reply placeholder (in_progress) to a stored user turn, then read the context."""
@@ -617,25 +611,33 @@ class Store:
     ) -> str:
         now = _now()
         turn_id = turn_id or new_id()
-        pk = conn.execute(_INSERT_TURN, {
-            "id": turn_id, "conversation_id": conversation_id, "role": role, "status": status, "reply_to": reply_to,
-            "created_at": now, "finished_at": None if status == "in_progress" else now, "error": None, "usage": None,
-            "node": self.node_id if status == "in_progress" else None,
-        }).inserted_primary_key[0]
+        pk = conn.execute(_INSERT_TURN, self._turn_row(turn_id, conversation_id, role, status, reply_to, now)).inserted_primary_key[0]
         if parts:
-            conn.execute(_INSERT_PARTS, [
-                {"turn_pk": pk, "position": i, "kind": p.kind, "text": p.text, "attachment_sha256": p.attachment_sha256}
-                for i, p in enumerate(parts)
-            ])
+            conn.execute(_INSERT_PARTS, _part_rows(pk, parts))
         if touch:
             conn.execute(_TOUCH_CONVERSATION, {"cid": conversation_id, "now": now})
+        self._remember(conversation_id, turn_id, role, status, reply_to, parts, now)
+        return turn_id
+
+    def _turn_row(self, turn_id: str, conversation_id: str, role: str, status: str, reply_to: str | None, now: datetime) -> dict[str, Any]:
+        """A new turn's row: an in-progress one carries this node."""
+        in_progress = status == "in_progress"
+        return {
+            "id": turn_id, "conversation_id": conversation_id, "role": role, "status": status, "reply_to": reply_to,
+            "created_at": now, "finished_at": None if in_progress else now, "error": None, "usage": None,
+            "node": self.node_id if in_progress else None,
+        }
+
+    def _remember(
+        self, conversation_id: str, turn_id: str, role: str, status: str, reply_to: str | None, parts: Sequence[PartRecord], now: datetime,
+    ) -> None:
+        """Add a new turn to the conversation's recent turns in memory, as the database would read it back."""
         if any(p.attachment_sha256 and not p.mime for p in parts):
             self.recent.drop(conversation_id)  # an attachment's mime is the attachments table's: read it back next time
         else:
             self.recent.append(conversation_id, TurnRecord(
                 turn_id, role, status, now, None if status == "in_progress" else now, None, None, reply_to, list(parts),
             ))
-        return turn_id
 
     def finish_reply(
         self,
@@ -665,17 +667,14 @@ class Store:
             ).one_or_none()
             if row is None:
                 raise LookupError(f"no reply {turn_id!r} in progress")
-            rows: list[dict[str, Any]] = [{"kind": p.kind, "text": p.text, "attachment_sha256": None} for p in parts]
-            if text:
-                rows.append({"kind": "text", "text": text, "attachment_sha256": None})
+            added = _reply_parts(parts, text)
             sha256 = None
             if image is not None:
                 sha256 = self._put_attachment(conn, *image)
-                rows.append({"kind": "image", "text": None, "attachment_sha256": sha256})
-            if rows:
-                conn.execute(_INSERT_PARTS, [{"turn_pk": row.pk, "position": i, **p} for i, p in enumerate(rows)])
+                added.append(PartRecord("image", attachment_sha256=sha256, mime=image[0]))
+            if added:
+                conn.execute(_INSERT_PARTS, _part_rows(row.pk, added))
             conn.execute(_TOUCH_AND_RAISE_SEQ, {"cid": row.conversation_id, "now": now, "seq": last_seq or 0})
-            added = [PartRecord(p["kind"], p["text"], p["attachment_sha256"], image[0] if p["attachment_sha256"] and image else None) for p in rows]
             self.recent.update(row.conversation_id, turn_id, status=status, error=error, usage=usage, finished_at=now, added_parts=added)
         return sha256
 
