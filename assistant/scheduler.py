@@ -162,6 +162,7 @@ class Scheduler:
     def __init__(self, workers_per_role: dict[str, int] | None = None, metrics: Any = None) -> None:
         self.workers_per_role = dict(workers_per_role or {})
         self.metrics = metrics  # assistant.metrics.Metrics, or None
+        self._metrics_by_role: dict[str, tuple[Any, Any]] = {}
         self.max_queued: int | None = None
         self.gate = LatencyGate({})
         self._running_calls: dict[int, set[object]] = {}  # engine -> its calls running now (for the gate)
@@ -200,11 +201,18 @@ class Scheduler:
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
         future.add_done_callback(lambda _future: self._done(key))
         if self.metrics is not None:
-            depth = self.metrics.queue_depth.labels(engine.role)
+            depth, batch_size = self._role_metrics(engine.role)
             depth.inc()
             future.add_done_callback(lambda _future: depth.dec())
-            self.metrics.batch_size.labels(engine.role).observe(batch)
+            batch_size.observe(batch)
         return future
+
+    def _role_metrics(self, role: str) -> tuple[Any, Any]:
+        """The role's queue depth gauge and batch size histogram (looked up once per role, not per call)."""
+        found = self._metrics_by_role.get(role)
+        if found is None:
+            found = self._metrics_by_role[role] = (self.metrics.queue_depth.labels(role), self.metrics.batch_size.labels(role))
+        return found
 
     async def _awaited(self, engine: Engine, twin: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         """Await an engine's async call once one of its `max_batch` places is free."""

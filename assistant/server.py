@@ -25,12 +25,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from assistant.access import bearer_token, host_allowed, is_loopback, principal_of, repeated_header
 from assistant.app import App
 from assistant.config import Config
-from assistant.dialects import Dialect, build_dialects
+from assistant.dialects import SEND_TEXT_EXTENSION, Dialect, build_dialects
 from assistant.ports import PortUnavailable, check_port
 from assistant.web import CONTENT_SECURITY_POLICY, StaticFile, load_static_files
 
@@ -121,6 +122,23 @@ class _SansIOWebSocket(WebSocketsSansIOProtocol):
     def connection_made(self, transport: BaseTransport) -> None:
         """As uvicorn, with writes gathered per event-loop step (`_CorkedTransport`)."""
         super().connection_made(cast(Transport, _CorkedTransport(cast(Transport, transport))))  # duck-typed: every other call is passed on
+
+    def handle_connect(self, event: Any) -> None:
+        """As uvicorn; an upgrade the app will see offers `send_text` (SEND_TEXT_EXTENSION) in its scope."""
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)
+        if scope is not None:  # set for an upgrade handed to the app (its task starts later and reads this same dict)
+            scope["extensions"][SEND_TEXT_EXTENSION] = {"send_text": self.send_text}
+
+    async def send_text(self, text: str) -> None:
+        """One text frame, as `send({"type": "websocket.send", "text": text})` once accepted: waits while the
+        socket's buffer is full, raises ClientDisconnected once the connection is closing or closed."""
+        if not self.writable.is_set():
+            await self.writable.wait()
+        if self.disconnected or self.close_sent or not self.handshake_complete or self.initial_response is not None:
+            raise ClientDisconnected()
+        self.conn.send_text(text.encode())
+        self.transport.write(b"".join(self.conn.data_to_send()))
 
     @property
     def read_paused(self) -> bool:

@@ -47,6 +47,7 @@ from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.pool import StaticPool
 
+from assistant.compiled_sql import CompiledStatement, flatten, in_binds, multi_row_insert, sized
 from assistant.group_commit import GroupCommitter
 from assistant.recent_turns import RecentTurns
 from assistant.records import TOOL_PART_KINDS as TOOL_PART_KINDS  # re-exported: the core imports records from here
@@ -157,10 +158,17 @@ _END_REPLY_MANY = (
     .values(status=bindparam("status"), error=bindparam("error"), usage=bindparam("usage"), finished_at=bindparam("now"))
 )
 _END_REPLY = _END_REPLY_MANY.returning(_turns.c.pk, _turns.c.conversation_id)
-_INSERT_TURNS_RETURNING_PKS = _turns.insert().returning(_turns.c.id, _turns.c.pk)
-_REPLIES_IN_PROGRESS = select(_turns.c.id, _turns.c.pk, _turns.c.conversation_id).where(
-    _turns.c.id.in_(bindparam("ids", expanding=True)) & (_turns.c.status == "in_progress")
-)
+_TURN_COLUMNS = ("id", "conversation_id", "role", "status", "reply_to", "created_at", "finished_at", "error", "usage", "node")
+_PART_COLUMNS = ("turn_pk", "position", "kind", "text", "attachment_sha256")
+
+
+def _replies_in_progress(count: int) -> Any:
+    """The pk and conversation of those of `count` replies (binds in0...) that are in progress."""
+    return select(_turns.c.id, _turns.c.pk, _turns.c.conversation_id).where(
+        _turns.c.id.in_(in_binds(_turns.c.id, count)) & (_turns.c.status == "in_progress")
+    )
+
+
 _TOUCH_AND_RAISE_SEQ = (
     _conversations.update()
     .where(_conversations.c.id == bindparam("cid"))
@@ -311,7 +319,14 @@ class Store:
             self.engine.dispose()
             raise
         self._batch = threading.local()  # .conn: the open transaction of the batch this thread is running
+        self.batches_retried = 0  # batches rolled back and run again call by call (a call in them failed)
         self.recent = RecentTurns(recent_conversations)
+        # The group commit's statements, compiled once (see assistant.compiled_sql).
+        sql_dialect = self.engine.dialect
+        self._insert_parts_sql = CompiledStatement(_INSERT_PARTS, sql_dialect, _PART_COLUMNS)
+        self._touch_sql = CompiledStatement(_TOUCH_CONVERSATION, sql_dialect)
+        self._end_replies_sql = CompiledStatement(_END_REPLY_MANY, sql_dialect)
+        self._touch_and_raise_seq_sql = CompiledStatement(_TOUCH_AND_RAISE_SEQ, sql_dialect)
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
@@ -343,17 +358,21 @@ class Store:
         Returns (True, result) or (False, exception) per call, in order, once committed. If any call
         raises, or the commit fails, the transaction is rolled back and each call runs again alone,
         so a bad call fails by itself and the others still commit."""
-        if len(calls) > 1:
-            try:
-                with self.engine.begin() as conn:
-                    self._batch.conn = conn
-                    try:
-                        results = self._run_grouped(calls)
-                    finally:
-                        self._batch.conn = None
-                return [(True, result) for result in results]
-            except Exception:
-                self.recent.clear()  # rolled back: what it held may include writes that never happened
+        if not calls:
+            return []
+        try:
+            with self.engine.begin() as conn:
+                self._batch.conn = conn
+                try:
+                    results = self._run_grouped(calls)
+                finally:
+                    self._batch.conn = None
+            return [(True, result) for result in results]
+        except Exception as exc:
+            self.recent.clear()  # rolled back: what it held may include writes that never happened
+            if len(calls) == 1 and self._many_of(calls[0]) is None:
+                return [(False, exc)]  # it failed alone already
+            self.batches_retried += 1
         outcomes: list[tuple[bool, Any]] = []
         for call in calls:
             try:
@@ -363,8 +382,8 @@ class Store:
         return outcomes
 
     def _run_grouped(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
-        """Run a batch's calls in order, each run of consecutive `begin_turn` or `finish_reply` calls as one
-        statement per table (executemany) instead of one set of statements per call."""
+        """Run a batch's calls in order, each run of consecutive `begin_turn` or `finish_reply` calls (a run of
+        one too) as one statement per table instead of one set of statements per call."""
         results: list[Any] = []
         index = 0
         while index < len(calls):
@@ -372,7 +391,7 @@ class Store:
             end = index + 1
             while many is not None and end < len(calls) and self._many_of(calls[end]) == many:
                 end += 1
-            if many is None or end - index == 1:
+            if many is None:
                 results.append(calls[index]())
             else:
                 results += many([cast(functools.partial[Any], call) for call in calls[index:end]])
@@ -404,12 +423,14 @@ class Store:
             cid = item["conversation_id"]
             rows.append(self._turn_row(user_id, cid, "user", "completed", None, now))
             rows.append(self._turn_row(reply_id, cid, "assistant", "in_progress", user_id, now))
+        dialect = self.engine.dialect
         with self._writing() as conn:
-            pks: dict[str, int] = dict(conn.execute(_INSERT_TURNS_RETURNING_PKS, rows).tuples().all())  # one multi-row INSERT ... RETURNING
-            parts = [row for item, (user_id, _) in zip(items, ids, strict=True) for row in _part_rows(pks[user_id], item["parts"])]
-            if parts:
-                conn.execute(_INSERT_PARTS, parts)
-            conn.execute(_TOUCH_CONVERSATION, [{"cid": cid, "now": now} for cid in dict.fromkeys(i["conversation_id"] for i in items)])
+            insert = multi_row_insert(_turns, _TURN_COLUMNS, ("id", "pk"), len(rows), dialect)  # one INSERT ... RETURNING
+            pks: dict[str, int] = dict(insert.execute(conn, flatten(rows)))
+            self._insert_parts_sql.executemany(conn, [
+                row for item, (user_id, _) in zip(items, ids, strict=True) for row in _part_rows(pks[user_id], item["parts"])
+            ])
+            self._touch_sql.executemany(conn, [{"cid": cid, "now": now} for cid in dict.fromkeys(i["conversation_id"] for i in items)])
         started = []
         for item, (user_id, reply_id) in zip(items, ids, strict=True):
             cid = item["conversation_id"]
@@ -429,28 +450,28 @@ class Store:
         ids = [item["turn_id"] for item in items]
         now = _now()
         with self._writing() as conn:
-            found = {row.id: row for row in conn.execute(_REPLIES_IN_PROGRESS, {"ids": ids})}
+            in_progress = sized(_replies_in_progress, len(ids), self.engine.dialect)
+            found = {reply_id: (pk, cid) for reply_id, pk, cid in in_progress.execute(conn, {f"in{i}": reply_id for i, reply_id in enumerate(ids)})}
             if len(found) != len(items) or len(set(ids)) != len(ids):
                 raise LookupError("a reply of the batch is not in progress: each is finished alone")
-            ended = conn.execute(_END_REPLY_MANY, [
+            ended = self._end_replies_sql.executemany(conn, [
                 {"tid": item["turn_id"], "status": item["status"], "error": item["error"], "usage": item["usage"], "now": now} for item in items
             ])
-            if ended.rowcount != len(items):
+            if ended != len(items):
                 raise LookupError("a reply of the batch was finished meanwhile: each is finished alone")
             added: list[list[PartRecord]] = []
             rows = []
             for item in items:
                 parts = _reply_parts(item["parts"], item["text"])
                 added.append(parts)
-                rows += _part_rows(found[item["turn_id"]].pk, parts)
-            if rows:
-                conn.execute(_INSERT_PARTS, rows)
-            conn.execute(_TOUCH_AND_RAISE_SEQ, [
-                {"cid": found[item["turn_id"]].conversation_id, "now": now, "seq": item["last_seq"] or 0} for item in items
+                rows += _part_rows(found[item["turn_id"]][0], parts)
+            self._insert_parts_sql.executemany(conn, rows)
+            self._touch_and_raise_seq_sql.executemany(conn, [
+                {"cid": found[item["turn_id"]][1], "now": now, "seq": item["last_seq"] or 0} for item in items
             ])
         for item, parts in zip(items, added, strict=True):
             self.recent.update(
-                found[item["turn_id"]].conversation_id, item["turn_id"], status=item["status"], error=item["error"], usage=item["usage"],
+                found[item["turn_id"]][1], item["turn_id"], status=item["status"], error=item["error"], usage=item["usage"],
                 finished_at=now, added_parts=parts,
             )
         return [None] * len(items)

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from assistant.app import App
 
 
+SEND_TEXT_EXTENSION = "assistant.websocket.send_text"
+"""ASGI scope extension the server adds to a websocket: `{"send_text": async (str) -> None}` sends a text
+frame straight to the connection, as a `websocket.send` message would but without the framework layers
+between (one event becomes one frame: the hot path). A dialect falls back to `WebSocket.send_text` without it."""
+
+
 class ServerContext(Protocol):
     """What a dialect sees of the server serving it."""
 

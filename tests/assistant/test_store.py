@@ -243,7 +243,8 @@ def test_a_store_with_no_memory_reads_every_context_from_the_database(store_url)
 
 def test_turns_begun_in_one_batch_get_the_contexts_they_would_get_one_after_another(store_url):
     """Several begin_turn calls grouped into one insert per table (two of them in one conversation) return the ids and
-    contexts of sequential calls, and the rows they store read back the same from memory and from the database."""
+    contexts of sequential calls, and the rows they store read back the same from memory and from the database; so do
+    replies ended in a batch (a batch of one too), with their usage and errors, without falling back to one call at a time."""
     import functools
 
     store = Store(store_url)
@@ -261,10 +262,12 @@ def test_turns_begun_in_one_batch_get_the_contexts_they_would_get_one_after_anot
     assert [t.text for t in two.history] == ["two"]
     assert [t.text for t in three.history] == ["earlier", "", "one", "", "three"][-4:]
     finished = store.run_batch([
-        functools.partial(store.finish_reply, one.reply_id, text="r1", status="completed", last_seq=3),
-        functools.partial(store.finish_reply, three.reply_id, text="r3", status="cancelled", last_seq=7),
+        functools.partial(store.finish_reply, one.reply_id, text="r1", status="completed", last_seq=3, usage={"prompt_tokens": 5, "completion_tokens": 1}),
+        functools.partial(store.finish_reply, three.reply_id, text="r3", status="cancelled", last_seq=7, error="stopped"),
     ])
     assert finished == [(True, None), (True, None)]
+    assert store.run_batch([functools.partial(store.finish_reply, two.reply_id, text="r2", status="completed")]) == [(True, None)]
+    assert store.batches_retried == 0  # each batch ran as grouped statements, none fell back to one call at a time
     for cid in (first, other):
         assert store.history(cid, 10) == store._read_history(cid, 10)
     assert [(t.text, t.status) for t in store._read_history(first, 10)][-4:] == [

@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from assistant.access import bearer_token, origin_allowed, principal_of
-from assistant.dialects import Dialect, ServerContext
+from assistant.dialects import SEND_TEXT_EXTENSION, Dialect, ServerContext
 from assistant.dialects.native.session import Session
 
 log = logging.getLogger("assistant.dialects.native")
@@ -56,7 +56,9 @@ class NativeDialect(Dialect):
         async def close(code: int, reason: str) -> None:
             await ws.close(code, reason)
 
-        session = Session(server.app, ws.send_text, token=token, close=close, source=ws.client.host if ws.client else None)
+        direct = ws.scope.get("extensions", {}).get(SEND_TEXT_EXTENSION)  # the server's straight path, else Starlette's
+        send = direct["send_text"] if direct else ws.send_text
+        session = Session(server.app, send, token=token, close=close, source=ws.client.host if ws.client else None)
         idle = server.app.config.limits.idle_timeout_s
         try:
             while True:
