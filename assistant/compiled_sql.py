@@ -8,8 +8,8 @@ casts and paramstyle included) and keeps each parameter's bind processor (the co
 SQLAlchemy applies: datetimes to text on SQLite, JSON to text). Running it is a plain
 `cursor.execute`/`executemany` inside the connection's open transaction.
 
-`multi_row_insert` and `sized` give the statements whose shape depends on a count (a multi-row
-INSERT ... RETURNING, an IN list), one compiled statement per count, cached.
+`insert_returning` and `select_in` run the statements whose shape depends on a count (a multi-row
+INSERT ... RETURNING, an IN list) with a compiled statement per power of two, cached.
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter, ClauseElement, ColumnElement
 
-_REQUIRED = object()
-
 
 class CompiledStatement:
     """A Core statement compiled for one dialect; run with rows of parameters by bind name."""
@@ -37,21 +35,24 @@ class CompiledStatement:
         escaped: Mapping[str, str] = getattr(compiled, "escaped_bind_names", None) or {}
         self._positional = bool(compiled.positional)
         names = list(compiled.positiontup or ()) if self._positional else list(binds)
-        self._params: list[tuple[str, str, Callable[[Any], Any] | None, Any]] = []
+        # Per parameter, in the statement's order: (its name in the values, or None for a value fixed in the
+        # statement; its bind processor; the fixed value, already processed). Keys for a named paramstyle.
+        self._params: list[tuple[str | None, Callable[[Any], Any] | None, Any]] = []
+        self._keys = [escaped.get(name, name) for name in names]
         for name in names:
             bind = binds[name]
-            fixed = _REQUIRED if bind.required or bind.callable is not None else bind.value
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            self._params.append((name, escaped.get(name, name), processor, fixed))
+            if bind.required or bind.callable is not None:
+                self._params.append((name, processor, None))
+            else:
+                self._params.append((None, None, processor(bind.value) if processor is not None else bind.value))
 
     def _row(self, values: Mapping[str, Any]) -> Any:
-        out = []
-        for name, _, processor, fixed in self._params:
-            value = values[name] if fixed is _REQUIRED else values.get(name, fixed)
-            out.append(processor(value) if processor is not None else value)
-        if self._positional:
-            return tuple(out)
-        return {key: value for (_, key, _, _), value in zip(self._params, out, strict=True)}
+        out = [
+            fixed if name is None else processor(values[name]) if processor is not None else values[name]
+            for name, processor, fixed in self._params
+        ]
+        return tuple(out) if self._positional else dict(zip(self._keys, out, strict=True))
 
     def execute(self, conn: Connection, values: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run once with `values` (by bind name) in `conn`'s transaction; returns the rows it returns (RETURNING, SELECT)."""
@@ -75,22 +76,33 @@ class CompiledStatement:
             cursor.close()
 
 
-def _row_bind(index: int, column: ColumnElement[Any]) -> BindParameter[Any]:
-    return bindparam(f"r{index}_{column.key}", type_=column.type)
+def power_of_two_sizes(count: int) -> list[int]:
+    """`count` as a sum of powers of two, largest first (13 -> [8, 4, 1])."""
+    return [1 << bit for bit in range(count.bit_length() - 1, -1, -1) if count >> bit & 1]
 
 
-@functools.lru_cache(maxsize=512)
-def multi_row_insert(table: Table, columns: tuple[str, ...], returning: tuple[str, ...], rows: int, dialect: Dialect) -> CompiledStatement:
-    """INSERT of `rows` rows of `columns` in one statement, RETURNING `returning`; parameters are named
-    `r<row>_<column>` (see `flatten`)."""
-    values = [{name: _row_bind(i, table.c[name]) for name in columns} for i in range(rows)]
-    statement = table.insert().values(values).returning(*(table.c[name] for name in returning))
-    return CompiledStatement(statement, dialect)
+@functools.lru_cache(maxsize=256)
+def _multi_row_insert(table: Table, columns: tuple[str, ...], returning: tuple[str, ...], rows: int, dialect: Dialect) -> CompiledStatement:
+    values = [{name: bindparam(f"r{i}_{name}", type_=table.c[name].type) for name in columns} for i in range(rows)]
+    return CompiledStatement(table.insert().values(values).returning(*(table.c[name] for name in returning)), dialect)
 
 
-def flatten(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Rows of values by column, as the named parameters of `multi_row_insert`."""
-    return {f"r{i}_{name}": value for i, row in enumerate(rows) for name, value in row.items()}
+def insert_returning(
+    conn: Connection, table: Table, columns: tuple[str, ...], returning: tuple[str, ...], rows: Sequence[Mapping[str, Any]],
+) -> list[tuple[Any, ...]]:
+    """Insert `rows` (values of `columns` by name) with multi-row INSERT ... RETURNING `returning`; returns what it returns.
+
+    The rows go in chunks whose sizes are powers of two, so whatever the batch sizes, at most one statement per
+    power of two is ever compiled (compiling a 64-row INSERT takes tens of milliseconds)."""
+    dialect = conn.dialect
+    returned: list[tuple[Any, ...]] = []
+    start = 0
+    for size in power_of_two_sizes(len(rows)):
+        chunk = rows[start:start + size]
+        values = {f"r{i}_{name}": row[name] for i, row in enumerate(chunk) for name in columns}
+        returned += _multi_row_insert(table, columns, returning, size, dialect).execute(conn, values)
+        start += size
+    return returned
 
 
 def in_binds(column: ColumnElement[Any], count: int) -> list[BindParameter[Any]]:
@@ -98,8 +110,18 @@ def in_binds(column: ColumnElement[Any], count: int) -> list[BindParameter[Any]]
     return [bindparam(f"in{i}", type_=column.type) for i in range(count)]
 
 
-@functools.lru_cache(maxsize=512)
-def sized(make: Callable[[int], ClauseElement], count: int, dialect: Dialect) -> CompiledStatement:
-    """`make(count)` compiled for `dialect`, once per count (a statement whose shape depends on a count, such as
-    an IN list of `in_binds`)."""
+@functools.lru_cache(maxsize=256)
+def _sized(make: Callable[[int], ClauseElement], count: int, dialect: Dialect) -> CompiledStatement:
     return CompiledStatement(make(count), dialect)
+
+
+def select_in(conn: Connection, make: Callable[[int], ClauseElement], keys: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run `make(count)`, a statement whose IN list is `in_binds(column, count)`, for `keys`; returns its rows.
+
+    The list is padded with its last key up to a power of two (a key twice in an IN list matches the same
+    rows), so at most one statement per power of two is ever compiled."""
+    if not keys:
+        return []
+    size = 1 << (len(keys) - 1).bit_length()
+    padded = [*keys, *[keys[-1]] * (size - len(keys))]
+    return _sized(make, size, conn.dialect).execute(conn, {f"in{i}": key for i, key in enumerate(padded)})

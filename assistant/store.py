@@ -47,7 +47,7 @@ from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.pool import StaticPool
 
-from assistant.compiled_sql import CompiledStatement, flatten, in_binds, multi_row_insert, sized
+from assistant.compiled_sql import CompiledStatement, in_binds, insert_returning, select_in
 from assistant.group_commit import GroupCommitter
 from assistant.recent_turns import RecentTurns
 from assistant.records import TOOL_PART_KINDS as TOOL_PART_KINDS  # re-exported: the core imports records from here
@@ -423,10 +423,8 @@ class Store:
             cid = item["conversation_id"]
             rows.append(self._turn_row(user_id, cid, "user", "completed", None, now))
             rows.append(self._turn_row(reply_id, cid, "assistant", "in_progress", user_id, now))
-        dialect = self.engine.dialect
         with self._writing() as conn:
-            insert = multi_row_insert(_turns, _TURN_COLUMNS, ("id", "pk"), len(rows), dialect)  # one INSERT ... RETURNING
-            pks: dict[str, int] = dict(insert.execute(conn, flatten(rows)))
+            pks: dict[str, int] = dict(insert_returning(conn, _turns, _TURN_COLUMNS, ("id", "pk"), rows))  # multi-row INSERT ... RETURNING
             self._insert_parts_sql.executemany(conn, [
                 row for item, (user_id, _) in zip(items, ids, strict=True) for row in _part_rows(pks[user_id], item["parts"])
             ])
@@ -450,8 +448,7 @@ class Store:
         ids = [item["turn_id"] for item in items]
         now = _now()
         with self._writing() as conn:
-            in_progress = sized(_replies_in_progress, len(ids), self.engine.dialect)
-            found = {reply_id: (pk, cid) for reply_id, pk, cid in in_progress.execute(conn, {f"in{i}": reply_id for i, reply_id in enumerate(ids)})}
+            found = {reply_id: (pk, cid) for reply_id, pk, cid in select_in(conn, _replies_in_progress, ids)}
             if len(found) != len(items) or len(set(ids)) != len(ids):
                 raise LookupError("a reply of the batch is not in progress: each is finished alone")
             ended = self._end_replies_sql.executemany(conn, [

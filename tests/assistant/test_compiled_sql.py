@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, bindparam, create_engine, select
 
-from assistant.compiled_sql import CompiledStatement, flatten, in_binds, multi_row_insert, sized
+from assistant.compiled_sql import CompiledStatement, in_binds, insert_returning, power_of_two_sizes, select_in
 
 metadata = MetaData()
 things = Table(
@@ -69,20 +69,26 @@ def test_an_update_counts_the_rows_it_changed_and_keeps_its_fixed_values(engine)
     assert [row[2] for row in _read(engine, ["a", "b", "c"])] == [{"new": True}, None, None]
 
 
-def test_a_multi_row_insert_returns_each_rows_key_and_an_in_list_selects_by_count(engine):
-    """`multi_row_insert` writes every row in one statement and returns what RETURNING names; `sized` compiles an IN list per count."""
-    insert = multi_row_insert(things, COLUMNS, ("name", "pk"), len(ROWS), engine.dialect)
-    assert multi_row_insert(things, COLUMNS, ("name", "pk"), len(ROWS), engine.dialect) is insert  # compiled once
+def test_powers_of_two_sum_to_the_count():
+    assert power_of_two_sizes(13) == [8, 4, 1] and power_of_two_sizes(1) == [1] and power_of_two_sizes(0) == []
+    assert all(sum(power_of_two_sizes(n)) == n for n in range(600))
+
+
+def test_a_multi_row_insert_returns_each_rows_key_and_an_in_list_selects_by_its_keys(engine):
+    """`insert_returning` writes every row (in chunks of powers of two) and returns what RETURNING names; `select_in`
+    pads its IN list to a power of two without changing what matches."""
+    rows = [{**ROWS[i % 3], "name": f"n{i}"} for i in range(7)]  # 4 + 2 + 1
     with engine.begin() as conn:
-        pks = dict(insert.execute(conn, flatten(ROWS)))
-    assert sorted(pks) == ["a", "b", "c"] and len(set(pks.values())) == 3
-    assert _read(engine, ["a"])[0][1] == ROWS[0]["at"]
+        pks = dict(insert_returning(conn, things, COLUMNS, ("name", "pk"), rows))
+        assert insert_returning(conn, things, COLUMNS, ("name", "pk"), []) == []
+    assert sorted(pks) == [f"n{i}" for i in range(7)] and len(set(pks.values())) == 7
+    assert _read(engine, ["n0", "n6"]) == [("n0", *list(ROWS[0].values())[1:]), ("n6", *list(ROWS[0].values())[1:])]
 
     def by_names(count):
         return select(things.c.name, things.c.pk).where(things.c.name.in_(in_binds(things.c.name, count)) & (things.c.kind == "x"))
 
     with engine.connect() as conn:
-        found = sized(by_names, 3, engine.dialect).execute(conn, {"in0": "a", "in1": "b", "in2": "zzz"})
-    assert found == [("a", pks["a"])]
-    with engine.connect() as conn, pytest.raises(KeyError):
-        sized(by_names, 2, engine.dialect).execute(conn, {"in0": "a"})  # a missing value is an error, not a NULL
+        found = select_in(conn, by_names, ["n0", "n1", "zzz"])  # padded to 4; n1 is of kind y
+        assert select_in(conn, by_names, []) == []
+        assert sorted(select_in(conn, by_names, [f"n{i}" for i in range(7)])) == sorted((f"n{i}", pks[f"n{i}"]) for i in (0, 2, 3, 5, 6))
+    assert found == [("n0", pks["n0"])]
