@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import re
 import signal
@@ -351,6 +352,7 @@ class AssistantServer:
         ))
         self._serving = asyncio.create_task(self._uvicorn.serve())
         await self._uvicorn.listening
+        freeze_startup_objects()
         self.ready = True
         for dialect in self.dialects:
             await dialect.start(self)
@@ -376,6 +378,7 @@ class AssistantServer:
             await asyncio.wait([self._serving])
             await self._uvicorn.shutdown()
         await self.app.stop()
+        gc.unfreeze()  # what start-up kept out of the collector's reach is collectable again
 
     async def run_until_signal(self, signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
         """Serve until SIGINT or SIGTERM, then shut down gracefully."""
@@ -390,6 +393,23 @@ class AssistantServer:
                 loop.remove_signal_handler(sig)
         log.info("shutting down")
         await self.shutdown()
+
+
+_collected_before_freezing = False
+
+
+def freeze_startup_objects() -> None:
+    """Keep the objects alive once the server is up (modules, models, the app: about half a million) out of
+    the cyclic garbage collector's reach (`gc.freeze`), so its full collections no longer walk them all.
+
+    Measured under load (bench/ws_overhead.py, 64 connections): each full collection took 200-300 ms,
+    about one every 1.5 s, a fifth of the server's time; frozen, they take 10-35 ms. The garbage left by
+    start-up is collected first, the first time in the process; `shutdown` unfreezes."""
+    global _collected_before_freezing
+    if not _collected_before_freezing:
+        gc.collect()
+        _collected_before_freezing = True
+    gc.freeze()
 
 
 async def serve_app(config: Config, extra_plugins: Iterable[Any] = ()) -> AssistantServer:

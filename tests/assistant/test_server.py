@@ -192,6 +192,16 @@ async def test_healthz_and_unknown_paths(server):
     assert err.value.code == 404 and b"/ws" in err.value.read()
 
 
+async def test_a_running_server_keeps_its_start_up_objects_out_of_the_collectors_reach(start_server, engine):
+    """Once listening, what start-up left alive is frozen (full collections do not walk it); shutdown unfreezes it."""
+    import gc
+
+    server = await start_server(plugins=(FakeEnginesPlugin(engine),))
+    assert gc.get_freeze_count() > 10_000  # the modules and the app, at least
+    await server.shutdown(grace_s=0)
+    assert gc.get_freeze_count() == 0
+
+
 async def test_resume_after_restart_keeps_history_and_the_model_sees_it(start_server, connect_client, tmp_path):
     """Stop the server, start it again, resume: history holds earlier turns and the engine receives them."""
     config = make_config(tmp_path)
