@@ -193,13 +193,18 @@ async def test_healthz_and_unknown_paths(server):
 
 
 async def test_a_running_server_keeps_its_start_up_objects_out_of_the_collectors_reach(start_server, engine):
-    """Once listening, what start-up left alive is frozen (full collections do not walk it); shutdown unfreezes it."""
+    """Once listening, what start-up left alive is frozen (full collections do not walk it) and young collections are
+    rarer; shutdown puts the collector back as it was."""
     import gc
 
+    from assistant.server import YOUNG_COLLECTION_THRESHOLD
+
+    before = gc.get_threshold()
     server = await start_server(plugins=(FakeEnginesPlugin(engine),))
     assert gc.get_freeze_count() > 10_000  # the modules and the app, at least
+    assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, *before[1:])
     await server.shutdown(grace_s=0)
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
 
 
 async def test_resume_after_restart_keeps_history_and_the_model_sees_it(start_server, connect_client, tmp_path):
