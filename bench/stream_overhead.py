@@ -177,11 +177,16 @@ def main() -> None:
     print(f"{args.replies} concurrent replies x {args.tokens} deltas, {args.rounds} rounds (medians)")
     print(f"{'server':22} {'tokens/s':>10} {'frames/s':>10} {'gap p50 ms':>11} {'gap p99 ms':>11}")
     rates = {}
+    joined = []
     for name, results in runs.items():
         rates[name] = statistics.median(rate for rate, _, _ in results)
         frame_rate = statistics.median(rate for _, rate, _ in results)
         gaps = [gap for _, _, run_gaps in results for gap in run_gaps]
         print(f"{name:22} {rates[name]:10.0f} {frame_rate:10.0f} {pct(gaps, 50) * 1000:11.3f} {pct(gaps, 99) * 1000:11.3f}")
+        if not gaps:
+            joined.append(name)
+    for name in joined:
+        print(f"{name}: no gap to measure, every reply's deltas arrived joined in one frame")
     print(f"ratio ours / bare (tokens delivered per second): {rates['ours (full stack)'] / rates['bare websockets']:.2f}  (goal >= 0.5)")
     print(f"ratio with permessage-deflate on both sides, ours / bare: {rates['ours, compression on'] / rates['bare, compression on']:.2f}")
 
