@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import re
 import signal
@@ -31,6 +30,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 from assistant.access import bearer_token, host_allowed, is_loopback, principal_of, repeated_header
 from assistant.app import App
+from assistant.collector import tune_collector, untune_collector
 from assistant.config import Config
 from assistant.dialects import SEND_TEXT_EXTENSION, Dialect, build_dialects
 from assistant.ports import PortUnavailable, check_port
@@ -396,47 +396,6 @@ class AssistantServer:
                 loop.remove_signal_handler(sig)
         log.info("shutting down")
         await self.shutdown()
-
-
-YOUNG_COLLECTION_THRESHOLD = 50_000
-"""Allocations between two collections of the youngest generation while the server runs (Python's default: 700)."""
-
-class _CollectorTuning:
-    """The process's garbage collector tuning: applied while at least one server runs."""
-
-    servers = 0  # servers running in this process (tests run several)
-    replaced: tuple[int, int, int] = (700, 10, 10)  # the thresholds before the first server started
-    collected = False  # start-up's garbage collected once
-
-
-def tune_collector() -> None:
-    """Set the cyclic garbage collector up for serving, when the first server of the process starts listening.
-
-    The objects alive once the server is up (modules, models, the app: about half a million) are frozen
-    (`gc.freeze`): full collections no longer walk them. The youngest generation is collected every
-    YOUNG_COLLECTION_THRESHOLD allocations instead of every 700: a turn allocates a few hundred objects,
-    nearly all freed by reference counting, so most young collections found nothing to free. Measured
-    under load (bench/ws_overhead.py, 64 connections): full collections took 200-300 ms each, about one
-    every 1.5 s; frozen, 10-35 ms; with both changes the event loop's CPU time per turn fell by about
-    a third. Start-up's garbage is collected first, the first time in the process."""
-    _CollectorTuning.servers += 1
-    if _CollectorTuning.servers > 1:
-        return
-    if not _CollectorTuning.collected:
-        gc.collect()
-        _CollectorTuning.collected = True
-    gc.freeze()
-    _CollectorTuning.replaced = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *_CollectorTuning.replaced[1:])
-
-
-def untune_collector() -> None:
-    """Undo `tune_collector` when the last server of the process stops: what it froze is collectable again,
-    and the thresholds are those from before."""
-    _CollectorTuning.servers -= 1
-    if _CollectorTuning.servers == 0:
-        gc.unfreeze()
-        gc.set_threshold(*_CollectorTuning.replaced)
 
 
 async def serve_app(config: Config, extra_plugins: Iterable[Any] = ()) -> AssistantServer:

@@ -357,7 +357,8 @@ class Store:
 
         Returns (True, result) or (False, exception) per call, in order, once committed. If any call
         raises, or the commit fails, the transaction is rolled back and each call runs again alone,
-        so a bad call fails by itself and the others still commit."""
+        so a bad call fails by itself and the others still commit (a lone call that is not a grouped
+        `begin_turn` or `finish_reply` has run alone already: its failure is its outcome)."""
         if not calls:
             return []
         try:

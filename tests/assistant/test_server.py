@@ -197,7 +197,7 @@ async def test_a_running_server_keeps_its_start_up_objects_out_of_the_collectors
     rarer; shutdown puts the collector back as it was."""
     import gc
 
-    from assistant.server import YOUNG_COLLECTION_THRESHOLD
+    from assistant.collector import YOUNG_COLLECTION_THRESHOLD
 
     before = gc.get_threshold()
     server = await start_server(plugins=(FakeEnginesPlugin(engine),))
