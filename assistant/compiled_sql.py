@@ -8,8 +8,8 @@ casts and paramstyle included) and keeps each parameter's bind processor (the co
 SQLAlchemy applies: datetimes to text on SQLite, JSON to text). Running it is a plain
 `cursor.execute`/`executemany` inside the connection's open transaction.
 
-`insert_returning` and `select_in` run the statements whose shape depends on a count (a multi-row
-INSERT ... RETURNING, an IN list) with a compiled statement per power of two, cached.
+`insert_rows` and `execute_in` run the statements whose shape depends on a count (a multi-row
+INSERT, an IN list) with a compiled statement per power of two, cached.
 """
 
 from __future__ import annotations
@@ -36,22 +36,26 @@ class CompiledStatement:
         self._positional = bool(compiled.positional)
         names = list(compiled.positiontup or ()) if self._positional else list(binds)
         # Per parameter, in the statement's order: (its name in the values, or None for a value fixed in the
-        # statement; its bind processor; the fixed value, already processed). Keys for a named paramstyle.
-        self._params: list[tuple[str | None, Callable[[Any], Any] | None, Any]] = []
+        # statement; its bind processor; what the processor makes of None (computed once: JSON's "null");
+        # the fixed value, already processed). Keys for a named paramstyle.
+        self._params: list[tuple[str | None, Callable[[Any], Any] | None, Any, Any]] = []
         self._keys = [escaped.get(name, name) for name in names]
         for name in names:
             bind = binds[name]
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if bind.required or bind.callable is not None:
-                self._params.append((name, processor, None))
+                self._params.append((name, processor, processor(None) if processor is not None else None, None))
             else:
-                self._params.append((None, None, processor(bind.value) if processor is not None else bind.value))
+                self._params.append((None, None, None, processor(bind.value) if processor is not None else bind.value))
 
     def _row(self, values: Mapping[str, Any]) -> Any:
-        out = [
-            fixed if name is None else processor(values[name]) if processor is not None else values[name]
-            for name, processor, fixed in self._params
-        ]
+        out = []
+        for name, processor, none, fixed in self._params:
+            if name is None:
+                out.append(fixed)
+                continue
+            value = values[name]
+            out.append(value if processor is None else none if value is None else processor(value))
         return tuple(out) if self._positional else dict(zip(self._keys, out, strict=True))
 
     def execute(self, conn: Connection, values: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -84,16 +88,20 @@ def power_of_two_sizes(count: int) -> list[int]:
 @functools.lru_cache(maxsize=256)
 def _multi_row_insert(table: Table, columns: tuple[str, ...], returning: tuple[str, ...], rows: int, dialect: Dialect) -> CompiledStatement:
     values = [{name: bindparam(f"r{i}_{name}", type_=table.c[name].type) for name in columns} for i in range(rows)]
-    return CompiledStatement(table.insert().values(values).returning(*(table.c[name] for name in returning)), dialect)
+    statement = table.insert().values(values)
+    return CompiledStatement(statement.returning(*(table.c[name] for name in returning)) if returning else statement, dialect)
 
 
-def insert_returning(
-    conn: Connection, table: Table, columns: tuple[str, ...], returning: tuple[str, ...], rows: Sequence[Mapping[str, Any]],
+def insert_rows(
+    conn: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]], returning: tuple[str, ...] = (),
 ) -> list[tuple[Any, ...]]:
-    """Insert `rows` (values of `columns` by name) with multi-row INSERT ... RETURNING `returning`; returns what it returns.
+    """Insert `rows` (values of `columns` by name) with multi-row INSERTs (RETURNING `returning`, if any); returns
+    what they return.
 
-    The rows go in chunks whose sizes are powers of two, so whatever the batch sizes, at most one statement per
-    power of two is ever compiled (compiling a 64-row INSERT takes tens of milliseconds)."""
+    One statement writes many rows: SQLite is stepped once for it, not once per row as with `executemany`
+    (each step releases and takes back the GIL, a wait of its own while the event loop runs). The rows go in
+    chunks whose sizes are powers of two, so whatever the batch sizes, at most one statement per power of
+    two is ever compiled (compiling a 64-row INSERT takes tens of milliseconds)."""
     dialect = conn.dialect
     returned: list[tuple[Any, ...]] = []
     start = 0
@@ -115,8 +123,11 @@ def _sized(make: Callable[[int], ClauseElement], count: int, dialect: Dialect) -
     return CompiledStatement(make(count), dialect)
 
 
-def select_in(conn: Connection, make: Callable[[int], ClauseElement], keys: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Run `make(count)`, a statement whose IN list is `in_binds(column, count)`, for `keys`; returns its rows.
+def execute_in(
+    conn: Connection, make: Callable[[int], ClauseElement], keys: Sequence[Any], values: Mapping[str, Any] | None = None,
+) -> list[tuple[Any, ...]]:
+    """Run `make(count)`, a statement whose IN list is `in_binds(column, count)`, for `keys` (and its other
+    parameters `values`); returns its rows (a SELECT's, or RETURNING's).
 
     The list is padded with its last key up to a power of two (a key twice in an IN list matches the same
     rows), so at most one statement per power of two is ever compiled."""
@@ -124,4 +135,4 @@ def select_in(conn: Connection, make: Callable[[int], ClauseElement], keys: Sequ
         return []
     size = 1 << (len(keys) - 1).bit_length()
     padded = [*keys, *[keys[-1]] * (size - len(keys))]
-    return _sized(make, size, conn.dialect).execute(conn, {f"in{i}": key for i, key in enumerate(padded)})
+    return _sized(make, size, conn.dialect).execute(conn, {**(values or {}), **{f"in{i}": key for i, key in enumerate(padded)}})

@@ -47,7 +47,7 @@ from sqlalchemy.engine import Engine as SqlEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.pool import StaticPool
 
-from assistant.compiled_sql import CompiledStatement, in_binds, insert_returning, select_in
+from assistant.compiled_sql import CompiledStatement, execute_in, in_binds, insert_rows
 from assistant.group_commit import GroupCommitter
 from assistant.recent_turns import RecentTurns
 from assistant.records import TOOL_PART_KINDS as TOOL_PART_KINDS  # re-exported: the core imports records from here
@@ -160,6 +160,11 @@ _END_REPLY_MANY = (
 _END_REPLY = _END_REPLY_MANY.returning(_turns.c.pk, _turns.c.conversation_id)
 _TURN_COLUMNS = ("id", "conversation_id", "role", "status", "reply_to", "created_at", "finished_at", "error", "usage", "node")
 _PART_COLUMNS = ("turn_pk", "position", "kind", "text", "attachment_sha256")
+
+
+def _touch_conversations(count: int) -> Any:
+    """Mark `count` conversations (binds in0...) updated `now`."""
+    return _conversations.update().where(_conversations.c.id.in_(in_binds(_conversations.c.id, count))).values(updated_at=bindparam("now"))
 
 
 def _replies_in_progress(count: int) -> Any:
@@ -323,8 +328,6 @@ class Store:
         self.recent = RecentTurns(recent_conversations)
         # The group commit's statements, compiled once (see assistant.compiled_sql).
         sql_dialect = self.engine.dialect
-        self._insert_parts_sql = CompiledStatement(_INSERT_PARTS, sql_dialect, _PART_COLUMNS)
-        self._touch_sql = CompiledStatement(_TOUCH_CONVERSATION, sql_dialect)
         self._end_replies_sql = CompiledStatement(_END_REPLY_MANY, sql_dialect)
         self._touch_and_raise_seq_sql = CompiledStatement(_TOUCH_AND_RAISE_SEQ, sql_dialect)
 
@@ -425,11 +428,11 @@ class Store:
             rows.append(self._turn_row(user_id, cid, "user", "completed", None, now))
             rows.append(self._turn_row(reply_id, cid, "assistant", "in_progress", user_id, now))
         with self._writing() as conn:
-            pks: dict[str, int] = dict(insert_returning(conn, _turns, _TURN_COLUMNS, ("id", "pk"), rows))  # multi-row INSERT ... RETURNING
-            self._insert_parts_sql.executemany(conn, [
+            pks: dict[str, int] = dict(insert_rows(conn, _turns, _TURN_COLUMNS, rows, returning=("id", "pk")))
+            insert_rows(conn, _parts, _PART_COLUMNS, [
                 row for item, (user_id, _) in zip(items, ids, strict=True) for row in _part_rows(pks[user_id], item["parts"])
             ])
-            self._touch_sql.executemany(conn, [{"cid": cid, "now": now} for cid in dict.fromkeys(i["conversation_id"] for i in items)])
+            execute_in(conn, _touch_conversations, list(dict.fromkeys(i["conversation_id"] for i in items)), {"now": now})
         started = []
         for item, (user_id, reply_id) in zip(items, ids, strict=True):
             cid = item["conversation_id"]
@@ -449,7 +452,7 @@ class Store:
         ids = [item["turn_id"] for item in items]
         now = _now()
         with self._writing() as conn:
-            found = {reply_id: (pk, cid) for reply_id, pk, cid in select_in(conn, _replies_in_progress, ids)}
+            found = {reply_id: (pk, cid) for reply_id, pk, cid in execute_in(conn, _replies_in_progress, ids)}
             if len(found) != len(items) or len(set(ids)) != len(ids):
                 raise LookupError("a reply of the batch is not in progress: each is finished alone")
             ended = self._end_replies_sql.executemany(conn, [
@@ -463,7 +466,7 @@ class Store:
                 parts = _reply_parts(item["parts"], item["text"])
                 added.append(parts)
                 rows += _part_rows(found[item["turn_id"]][0], parts)
-            self._insert_parts_sql.executemany(conn, rows)
+            insert_rows(conn, _parts, _PART_COLUMNS, rows)
             self._touch_and_raise_seq_sql.executemany(conn, [
                 {"cid": found[item["turn_id"]][1], "now": now, "seq": item["last_seq"] or 0} for item in items
             ])

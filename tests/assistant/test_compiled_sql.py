@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, bindparam, create_engine, select
+from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, bindparam, create_engine, func, select
 
-from assistant.compiled_sql import CompiledStatement, in_binds, insert_returning, power_of_two_sizes, select_in
+from assistant.compiled_sql import CompiledStatement, execute_in, in_binds, insert_rows, power_of_two_sizes
 
 metadata = MetaData()
 things = Table(
@@ -54,6 +54,9 @@ def test_rows_written_by_executemany_read_back_as_sqlalchemys_own(engine):
     ours, theirs = _read(engine, ["a", "b", "c"]), _read(engine, ["a2", "b2", "c2"])
     assert [row[1:] for row in ours] == [row[1:] for row in theirs]
     assert ours[0] == ("a", ROWS[0]["at"], {"n": 1, "s": "é"}, "x")
+    with engine.connect() as conn:  # None as SQLAlchemy stores it (JSON's "null", not SQL NULL), the same both ways
+        stored = dict(conn.execute(select(things.c.name, things.c.data.is_(None))).all())
+    assert stored["b"] == stored["b2"] and stored["a"] == stored["a2"]
 
 
 def test_an_update_counts_the_rows_it_changed_and_keeps_its_fixed_values(engine):
@@ -75,20 +78,28 @@ def test_powers_of_two_sum_to_the_count():
 
 
 def test_a_multi_row_insert_returns_each_rows_key_and_an_in_list_selects_by_its_keys(engine):
-    """`insert_returning` writes every row (in chunks of powers of two) and returns what RETURNING names; `select_in`
-    pads its IN list to a power of two without changing what matches."""
+    """`insert_rows` writes every row (in chunks of powers of two) and returns what RETURNING names; `execute_in`
+    pads its IN list to a power of two without changing what matches, for a SELECT and an UPDATE alike."""
     rows = [{**ROWS[i % 3], "name": f"n{i}"} for i in range(7)]  # 4 + 2 + 1
     with engine.begin() as conn:
-        pks = dict(insert_returning(conn, things, COLUMNS, ("name", "pk"), rows))
-        assert insert_returning(conn, things, COLUMNS, ("name", "pk"), []) == []
+        pks = dict(insert_rows(conn, things, COLUMNS, rows, returning=("name", "pk")))
+        assert insert_rows(conn, things, COLUMNS, [{**ROWS[0], "name": f"m{i}"} for i in range(3)]) == []  # no RETURNING
+        assert insert_rows(conn, things, COLUMNS, [], returning=("pk",)) == []
     assert sorted(pks) == [f"n{i}" for i in range(7)] and len(set(pks.values())) == 7
-    assert _read(engine, ["n0", "n6"]) == [("n0", *list(ROWS[0].values())[1:]), ("n6", *list(ROWS[0].values())[1:])]
+    assert _read(engine, ["m2", "n0", "n6"]) == [(name, *list(ROWS[0].values())[1:]) for name in ("m2", "n0", "n6")]
 
     def by_names(count):
         return select(things.c.name, things.c.pk).where(things.c.name.in_(in_binds(things.c.name, count)) & (things.c.kind == "x"))
 
-    with engine.connect() as conn:
-        found = select_in(conn, by_names, ["n0", "n1", "zzz"])  # padded to 4; n1 is of kind y
-        assert select_in(conn, by_names, []) == []
-        assert sorted(select_in(conn, by_names, [f"n{i}" for i in range(7)])) == sorted((f"n{i}", pks[f"n{i}"]) for i in (0, 2, 3, 5, 6))
+    def retag(count):
+        return things.update().where(things.c.name.in_(in_binds(things.c.name, count))).values(kind=bindparam("kind"))
+
+    with engine.begin() as conn:
+        found = execute_in(conn, by_names, ["n0", "n1", "zzz"])  # padded to 4; n1 is of kind y
+        assert execute_in(conn, by_names, []) == []
+        assert sorted(execute_in(conn, by_names, [f"n{i}" for i in range(7)])) == sorted((f"n{i}", pks[f"n{i}"]) for i in (0, 2, 3, 5, 6))
+        execute_in(conn, retag, ["n1", "n2", "m0"], {"kind": "z"})
     assert found == [("n0", pks["n0"])]
+    with engine.connect() as conn:
+        kinds = dict(conn.execute(select(things.c.kind, func.count()).group_by(things.c.kind)).all())
+    assert kinds == {"x": 6, "y": 1, "z": 3}  # x: n0 n2 n3 n5 n6 m0 m1 m2, y: n1 n4; then n1 n2 m0 became z
