@@ -27,9 +27,9 @@ from sqlalchemy.sql.elements import BindParameter, ClauseElement, ColumnElement
 class CompiledStatement:
     """A Core statement compiled for one dialect; run with rows of parameters by bind name."""
 
-    def __init__(self, statement: ClauseElement, dialect: Dialect, column_keys: Sequence[str] | None = None) -> None:
-        """Compile `statement` for `dialect` (an INSERT or UPDATE with the columns `column_keys` when given)."""
-        compiled = cast(SQLCompiler, statement.compile(dialect=dialect, column_keys=list(column_keys) if column_keys is not None else None))
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        """Compile `statement` for `dialect`; its parameters are its named binds."""
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
         self.sql = compiled.string
         binds: Mapping[str, BindParameter[Any]] = compiled.binds
         escaped: Mapping[str, str] = getattr(compiled, "escaped_bind_names", None) or {}

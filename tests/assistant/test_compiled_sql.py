@@ -46,7 +46,7 @@ def _read(engine, names):
 
 def test_rows_written_by_executemany_read_back_as_sqlalchemys_own(engine):
     """Datetimes, JSON (None included) and strings come back the same whichever way the rows went in."""
-    statement = CompiledStatement(things.insert(), engine.dialect, COLUMNS)
+    statement = CompiledStatement(things.insert().values({name: bindparam(name, type_=things.c[name].type) for name in COLUMNS}), engine.dialect)
     with engine.begin() as conn:
         assert statement.executemany(conn, ROWS) == len(ROWS)
         conn.execute(things.insert(), [{**row, "name": row["name"] + "2"} for row in ROWS])
