@@ -369,19 +369,22 @@ class AssistantServer:
             return
         self.stopped = True
         self.ready = False
-        if self._uvicorn is not None and self._uvicorn.started:
-            for listener in self._uvicorn.servers:
-                listener.close()  # stop accepting connections; open ones stay
-        await self.app.drain(self.app.config.server.shutdown_grace_s if grace_s is None else grace_s)
-        for dialect in self.dialects:
-            await dialect.stop()
-        if self._uvicorn is not None and self._serving is not None and self._uvicorn.started:
-            self._serving.cancel()  # uvicorn's main loop, which only refreshes the Date header
-            await asyncio.wait([self._serving])
-            await self._uvicorn.shutdown()
-        await self.app.stop()
-        if self._collector_tuned:
-            untune_collector()
+        try:
+            if self._uvicorn is not None and self._uvicorn.started:
+                for listener in self._uvicorn.servers:
+                    listener.close()  # stop accepting connections; open ones stay
+            await self.app.drain(self.app.config.server.shutdown_grace_s if grace_s is None else grace_s)
+            for dialect in self.dialects:
+                await dialect.stop()
+            if self._uvicorn is not None and self._serving is not None and self._uvicorn.started:
+                self._serving.cancel()  # uvicorn's main loop, which only refreshes the Date header
+                await asyncio.wait([self._serving])
+                await self._uvicorn.shutdown()
+            await self.app.stop()
+        finally:  # even when a step failed or the shutdown was cancelled: the process's collector is not this server's
+            if self._collector_tuned:
+                self._collector_tuned = False
+                untune_collector()
 
     async def run_until_signal(self, signals: Iterable[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
         """Serve until SIGINT or SIGTERM, then shut down gracefully."""

@@ -207,6 +207,29 @@ async def test_a_running_server_keeps_its_start_up_objects_out_of_the_collectors
     assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
 
 
+async def test_a_shutdown_cancelled_midway_still_puts_the_collector_back(start_server, connect_client, tmp_path):
+    """Cancelled while it waits for a running reply, shutdown still undoes the server's collector tuning
+    (the process outlives the server: tests, or an application embedding it)."""
+    import gc
+
+    before = gc.get_threshold()
+    engine = ScriptedDialogue(script=words(1000), delay_s=0.02)
+    server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(engine),))
+    async with connect_client(server) as client:
+        await client.start()
+        await client.send({"type": "turn.create", "content": [{"type": "text", "text": "x"}]})
+        await client.recv_until("response.created")
+        shutting = asyncio.create_task(server.shutdown(grace_s=30))
+        await asyncio.sleep(0.1)  # draining: the reply has 20 s to go
+        assert gc.get_freeze_count() > 10_000
+        shutting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await shutting
+        assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
+    await server.app.drain(0)  # what the cancelled shutdown left to do
+    await server.app.stop()
+
+
 async def test_resume_after_restart_keeps_history_and_the_model_sees_it(start_server, connect_client, tmp_path):
     """Stop the server, start it again, resume: history holds earlier turns and the engine receives them."""
     config = make_config(tmp_path)
