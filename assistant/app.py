@@ -95,6 +95,7 @@ class App:
             recent_conversations=0 if config.cluster is not None else 256,  # other nodes write the same conversations
         )
         app.store = AsyncStore(store)
+        app.metrics.watch_store_writer(app.store.writer)
         interrupted = await app.store.mark_interrupted(node_id)  # a cluster node: its own and node-less ones only
         if interrupted:
             log.warning("marked %d reply(ies) left in progress by an earlier run as interrupted", interrupted)

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -61,6 +62,8 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._closed = False
         self.flushes = 0  # transactions written, for tests and metrics
+        self.calls_written = 0  # calls run by the writer, batched or alone
+        self.busy_seconds = 0.0  # wall time spent running calls: near all of it means the writer is the bottleneck
         self._thread.start()
 
     async def submit(self, fn: Callable[[], T], batch: bool = True) -> T:
@@ -101,6 +104,7 @@ class GroupCommitter:
 
     def _flush(self, calls: list[_Call]) -> None:
         """Run the calls in order: each run of batchable calls in one transaction, the others alone."""
+        began = time.perf_counter()
         outcomes: list[Outcome] = []
         run: list[_Call] = []
         for call in calls:
@@ -111,6 +115,8 @@ class GroupCommitter:
             run = []
             outcomes.append(self._alone(call))
         outcomes += self._batch(run)
+        self.calls_written += len(calls)
+        self.busy_seconds += time.perf_counter() - began
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Outcome]]] = {}
         for call, outcome in zip(calls, outcomes, strict=True):
             by_loop.setdefault(call.loop, []).append((call.future, outcome))

@@ -5,10 +5,42 @@ One registry per App, so two apps in one process (tests) never share counters.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
+
+
+class StoreWriter(Protocol):
+    """What the store's writer thread counts (`assistant.group_commit.GroupCommitter`)."""
+
+    flushes: int
+    calls_written: int
+    busy_seconds: float
+
+
+class StoreWriterCollector(Collector):
+    """The store writer's counters, read at scrape time (the write path only reads a clock per flush)."""
+
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        """The writer's transactions, calls and busy time so far."""
+        writer = self.writer
+        yield CounterMetricFamily(
+            "assistant_store_transactions", "Group-commit transactions the store's writer ran (calls that run alone not counted)", writer.flushes,
+        )
+        yield CounterMetricFamily("assistant_store_calls", "Store writes run by the writer (turn starts, reply ends, ...)", writer.calls_written)
+        yield CounterMetricFamily(
+            "assistant_store_busy_seconds",
+            "Wall time the store's writer spent writing; a rate near 1 means the writer is the bottleneck", writer.busy_seconds,
+        )
 
 
 class Metrics:
@@ -53,6 +85,10 @@ class Metrics:
         self.media_bytes = Gauge("assistant_media_bytes_in_flight", "Decoded media bytes held by requests now ([limits] media_bytes_in_flight)", registry=r)
         self.media_budget = Gauge("assistant_media_bytes_budget", "The media bytes in flight allowed ([limits] media_bytes_in_flight)", registry=r)
         self.errors = Counter("assistant_errors", "Errors sent to clients (error events and failed replies or jobs), by code", ["code"], registry=r)
+
+    def watch_store_writer(self, writer: StoreWriter) -> None:
+        """Export the store writer's counters (`assistant_store_*`); call once, when the store is open."""
+        self.registry.register(StoreWriterCollector(writer))
 
     def render(self) -> bytes:
         """The text exposition of every metric."""

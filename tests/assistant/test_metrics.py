@@ -28,7 +28,7 @@ def scrape(port: int, token: str | None = None) -> dict[tuple[str, tuple], float
 
 
 async def test_metrics_parse_and_move_when_a_turn_runs(server, connect_client):
-    """Replies, tokens, time to first token, sessions, queue depth, batch sizes and errors by code are counted."""
+    """Replies, tokens, time to first token, sessions, queue depth, batch sizes, errors by code and the store writer's work are counted."""
     before = await asyncio.to_thread(scrape, server.port)
     assert before[("assistant_active_sessions", ())] == 0
     async with connect_client(server) as client:
@@ -45,6 +45,10 @@ async def test_metrics_parse_and_move_when_a_turn_runs(server, connect_client):
     assert during[("assistant_engine_batch_size_count", (("role", "dialogue"),))] == 1
     assert during[("assistant_engine_queue_depth", (("role", "dialogue"),))] == 0
     assert during[("assistant_errors_total", (("code", "bad_request"),))] == 1
+    # the turn's start and its reply's end: two store calls at least, each in a group-commit transaction
+    assert during[("assistant_store_calls_total", ())] >= before[("assistant_store_calls_total", ())] + 2
+    assert during[("assistant_store_transactions_total", ())] > before[("assistant_store_transactions_total", ())]
+    assert during[("assistant_store_busy_seconds_total", ())] > before[("assistant_store_busy_seconds_total", ())]
     await asyncio.sleep(0.1)
     assert (await asyncio.to_thread(scrape, server.port))[("assistant_active_sessions", ())] == 0
 
