@@ -22,6 +22,14 @@ def words(n: int):
     return lambda request: [f" w{i}" for i in range(n)]
 
 
+async def start_a_reply(client, text: str = "x") -> str:
+    """Start a session and a turn; returns (the conversation's id) once the turn's reply has started."""
+    conversation_id = (await client.start())["conversation_id"]
+    await client.send({"type": "turn.create", "content": [{"type": "text", "text": text}]})
+    await client.recv_until("response.created")
+    return conversation_id
+
+
 async def test_text_turn_streams_deltas_that_join_to_the_stored_text(server, connect_client):
     """A text turn gives turn.created, response.created, deltas, response.done; deltas join to the stored text."""
     async with connect_client(server) as client:
@@ -216,9 +224,7 @@ async def test_a_shutdown_cancelled_midway_still_puts_the_collector_back(start_s
     engine = ScriptedDialogue(script=words(1000), delay_s=0.02)
     server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(engine),))
     async with connect_client(server) as client:
-        await client.start()
-        await client.send({"type": "turn.create", "content": [{"type": "text", "text": "x"}]})
-        await client.recv_until("response.created")
+        await start_a_reply(client)
         shutting = asyncio.create_task(server.shutdown(grace_s=30))
         await asyncio.sleep(0.1)  # draining: the reply has 20 s to go
         assert gc.get_freeze_count() > 10_000
@@ -261,9 +267,7 @@ async def test_shutdown_lets_replies_finish_within_grace(start_server, connect_c
     engine = ScriptedDialogue(script=words(10), delay_s=0.02)
     server = await start_server(make_config(tmp_path), plugins=(FakeEnginesPlugin(engine),))
     async with connect_client(server) as client:
-        await client.start()
-        await client.send({"type": "turn.create", "content": [{"type": "text", "text": "x"}]})
-        await client.recv_until("response.created")
+        await start_a_reply(client)
         shutting = asyncio.create_task(server.shutdown(grace_s=10))
         done = (await client.recv_until("response.done"))[-1]
         await shutting
@@ -330,9 +334,7 @@ async def test_shutdown_refuses_queued_turns_and_cancels_the_running_one(start_s
     config = make_config(tmp_path)
     server = await start_server(config, plugins=(FakeEnginesPlugin(engine),))
     async with connect_client(server) as client:
-        conversation_id = (await client.start())["conversation_id"]
-        await client.send({"type": "turn.create", "content": [{"type": "text", "text": "first"}]})
-        await client.recv_until("response.created")
+        conversation_id = await start_a_reply(client, "first")
         await client.send({"type": "turn.create", "event_id": "queued", "content": [{"type": "text", "text": "second"}]})
         await asyncio.sleep(0.05)
         shutting = asyncio.create_task(server.shutdown(grace_s=0.2))
