@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from hassil import Intents, recognize_all
@@ -27,9 +27,15 @@ WILDCARDS = ("task", "label", "which", "query")
 
 
 @functools.lru_cache(maxsize=1)
+def _sentences_data() -> dict[str, Any]:
+    """sentences.yaml as data (read once; the compiled templates and the fast-path words both come from it)."""
+    return cast(dict[str, Any], yaml.safe_load(SENTENCES.read_text(encoding="utf-8")))
+
+
+@functools.lru_cache(maxsize=1)
 def intents() -> Intents:
     """The compiled templates (read once)."""
-    return Intents.from_dict(yaml.safe_load(SENTENCES.read_text(encoding="utf-8")))
+    return Intents.from_dict(_sentences_data())
 
 
 ROUTING_INTENTS_SKIPPED = ("When", "Duration")
@@ -89,7 +95,7 @@ def _leading_literal(alternative: str) -> str:
 def required_words() -> tuple[tuple[frozenset[str], ...], ...]:
     """What each routing template requires (see `_required_words`): a sentence that lacks it for every template
     cannot match any."""
-    data = yaml.safe_load(SENTENCES.read_text(encoding="utf-8"))
+    data = _sentences_data()
     return tuple(
         _required_words(sentence)
         for name, intent in data["intents"].items() if name not in ROUTING_INTENTS_SKIPPED
