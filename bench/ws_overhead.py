@@ -13,7 +13,10 @@ the frames that announce them.
 
 Every server runs without permessage-deflate (our default); ours and the reference run once more with it
 on, on both sides alike. Prints throughput ratios (ours / reference, goal >= 0.7; ours / bare) and
-added p50/p99 latency.
+added p50/p99 latency, then where our server's time went during the timed load: its CPU per round
+trip (all threads, and the event loop's thread alone) and how busy its store writer was, from
+/metrics. A server whose event loop and writer together spend about a core per round trip's worth
+of work is bound by the GIL they share, not by the disk.
 
     python bench/ws_overhead.py [--connections 8 64] [--turns 300]
 """
@@ -172,7 +175,51 @@ def run_ours(db_url: str, compression: bool, port_queue: mp.Queue) -> None:
     asyncio.run(main())
 
 
-async def client_load(url: str, connections: int, turns: int, frames_per_turn: int, start_session: bool) -> tuple[float, list[float]]:
+class ServerProbe:
+    """Where our server's time went during the timed load: its CPU per turn (all threads, and the event
+    loop's thread alone) and its store writer's counters from /metrics (busy fraction, calls per transaction)."""
+
+    def __init__(self, pid: int, port: int) -> None:
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        self.before: tuple[float, float, dict[str, float], float] | None = None
+        self.summary = ""
+
+    def _read(self) -> tuple[float, float, dict[str, float], float]:
+        import urllib.request
+
+        times = self.process.cpu_times()
+        loop = next((t.user_time + t.system_time for t in self.process.threads() if t.id == self.process.pid), 0.0)
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            counters = {
+                line.split()[0]: float(line.split()[1]) for line in response.read().decode().splitlines()
+                if line.startswith("assistant_store_")
+            }
+        return times.user + times.system, loop, counters, time.perf_counter()
+
+    def start(self) -> None:
+        """Take the readings the timed load starts from."""
+        self.before = self._read()
+
+    def stop(self, turns: int) -> None:
+        """Take the readings at its end and summarize them for `turns` round trips."""
+        assert self.before is not None
+        cpu0, loop0, counters0, t0 = self.before
+        cpu1, loop1, counters1, t1 = self._read()
+        delta = {name: counters1.get(name, 0.0) - counters0.get(name, 0.0) for name in counters1}
+        transactions = delta.get("assistant_store_transactions_total", 0.0)
+        self.summary = (
+            f"server CPU {(cpu1 - cpu0) / turns * 1000:.2f} ms per round trip (its event loop's thread {(loop1 - loop0) / turns * 1000:.2f}); "
+            f"store writer busy {delta.get('assistant_store_busy_seconds_total', 0.0) / (t1 - t0):.0%} of the time, "
+            f"{delta.get('assistant_store_calls_total', 0.0) / max(transactions, 1):.1f} calls per transaction"
+        )
+
+
+async def client_load(
+    url: str, connections: int, turns: int, frames_per_turn: int, start_session: bool, probe: ServerProbe | None = None,
+) -> tuple[float, list[float]]:
     """Run the load; returns (round trips per second, latencies in seconds)."""
     from websockets.asyncio.client import connect
 
@@ -193,9 +240,13 @@ async def client_load(url: str, connections: int, turns: int, frames_per_turn: i
             await ws.recv()
     # Warm-up round on every socket, not timed.
     await asyncio.gather(*(one_warm(ws, frames_per_turn) for ws in sockets))
+    if probe is not None:
+        probe.start()
     began = time.perf_counter()
     await asyncio.gather(*(one(ws) for ws in sockets))
     elapsed = time.perf_counter() - began
+    if probe is not None:
+        probe.stop(connections * turns)
     for ws in sockets:
         await ws.close()
     return connections * turns / elapsed, latencies
@@ -208,14 +259,22 @@ async def one_warm(ws, frames_per_turn: int) -> None:
             await ws.recv()
 
 
-def measure(target, args, connections, turns, frames_per_turn, start_session):
+PROBES: dict[str, str] = {}
+"""Our servers' probe summaries from the last table, by server name."""
+
+
+def measure(target, args, connections, turns, frames_per_turn, start_session, name: str | None = None):
     queue: mp.Queue = mp.Queue()
     proc = mp.Process(target=target, args=(*args, queue), daemon=True)
     proc.start()
     try:
         port = queue.get(timeout=120)
         url = f"ws://127.0.0.1:{port}/ws"
-        return asyncio.run(client_load(url, connections, turns, frames_per_turn, start_session))
+        probe = ServerProbe(proc.pid, port) if target is run_ours else None
+        result = asyncio.run(client_load(url, connections, turns, frames_per_turn, start_session, probe))
+        if probe is not None and name is not None:
+            PROBES[name] = probe.summary
+        return result
     finally:
         proc.terminate()
         proc.join()
@@ -242,8 +301,8 @@ def table(connections: int, turns: int) -> None:
             "bare same frames (4)": measure(run_bare, ("same-frames", False), connections, turns, 4, False),
             "reference (+ sqlite3)": measure(run_reference, (f"{db_dir}/reference.db", False), connections, turns, 4, True),
             "reference, compression on": measure(run_reference, (f"{db_dir}/reference-deflate.db", True), connections, turns, 4, True),
-            "ours (full stack)": measure(run_ours, (f"sqlite:///{db_dir}/bench.db", False), connections, turns, 4, True),
-            "ours, in-memory SQLite": measure(run_ours, ("sqlite:///:memory:", False), connections, turns, 4, True),
+            "ours (full stack)": measure(run_ours, (f"sqlite:///{db_dir}/bench.db", False), connections, turns, 4, True, "ours (full stack)"),
+            "ours, in-memory SQLite": measure(run_ours, ("sqlite:///:memory:", False), connections, turns, 4, True, "ours, in-memory SQLite"),
             "ours, compression on": measure(run_ours, (f"sqlite:///{db_dir}/deflate.db", True), connections, turns, 4, True),
         }
     print(f"{connections} connections x {turns} round trips each")
@@ -264,6 +323,9 @@ def table(connections: int, turns: int) -> None:
     print(f"throughput ratio ours in-memory SQLite / bare same frames: {memory_rate / bare_rate:.2f}  (cost without durable disk writes)")
     print(f"added latency p50: {(pct(ours_lat, 50) - pct(bare_lat, 50)) * 1000:.2f} ms, "
           f"p99: {(pct(ours_lat, 99) - pct(bare_lat, 99)) * 1000:.2f} ms")
+    for name, summary in PROBES.items():
+        print(f"{name}: {summary}")
+    PROBES.clear()
 
 
 if __name__ == "__main__":
