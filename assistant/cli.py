@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.server.port = args.port
     check_port(config.server.host, config.server.port)  # before the slow imports and model loading
 
-    from assistant.server import serve_app
+    from assistant.server import run_on_server_loop, serve_app
 
     async def main() -> bool:
         server = await serve_app(config)
@@ -47,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         await server.run_until_signal()
         return server.app.scheduler.stuck_threads() > 0
 
-    if asyncio.run(main()):
+    if run_on_server_loop(main(), config):
         # An engine call that never returned still holds a worker thread; Python would wait for it forever.
         logging.getLogger("assistant").warning("exiting with engine calls still hung")
         logging.shutdown()

@@ -11,7 +11,7 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -48,6 +48,9 @@ class ServerConfig(_Table):
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description="with auth off, Host names served besides IP addresses and localhost (DNS rebinding; \"*\": any)",
+    )
+    event_loop: Literal["uvloop", "asyncio"] = Field(
+        "uvloop", description="the event loop `assistant serve` runs on: uvloop (libuv, less CPU per event) or Python's own asyncio loop",
     )
 
 

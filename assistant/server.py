@@ -15,8 +15,8 @@ import signal
 import socket
 import time
 from asyncio import BaseTransport, Transport
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import uvicorn
 from starlette.applications import Starlette
@@ -31,7 +31,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from assistant.access import bearer_token, host_allowed, is_loopback, principal_of, repeated_header
 from assistant.app import App
 from assistant.collector import tune_collector, untune_collector
-from assistant.config import Config
+from assistant.config import Config, ConfigError
 from assistant.dialects import SEND_TEXT_EXTENSION, Dialect, build_dialects
 from assistant.ports import PortUnavailable, check_port
 from assistant.web import CONTENT_SECURITY_POLICY, StaticFile, load_static_files
@@ -39,9 +39,10 @@ from assistant.web import CONTENT_SECURITY_POLICY, StaticFile, load_static_files
 if TYPE_CHECKING:
     from uvicorn._types import ASGISendEvent
 
-__all__ = ["AssistantServer", "PortUnavailable", "UnsafeListen", "serve_app"]
+__all__ = ["AssistantServer", "PortUnavailable", "UnsafeListen", "event_loop_factory", "run_on_server_loop", "serve_app"]
 
 log = logging.getLogger("assistant.server")
+T = TypeVar("T")
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 NOT_FOUND = "not found: the websocket endpoint is /ws, the web client is at /\n"
@@ -399,6 +400,24 @@ class AssistantServer:
                 loop.remove_signal_handler(sig)
         log.info("shutting down")
         await self.shutdown()
+
+
+def event_loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """What makes the event loop `[server] event_loop` names: uvloop's (libuv; its loop, callbacks and
+    transports in C) or Python's own asyncio loop."""
+    if name == "asyncio":
+        return asyncio.new_event_loop
+    try:
+        import uvloop
+    except ImportError:
+        raise ConfigError('[server] event_loop = "uvloop" but uvloop is not installed; install it or set event_loop = "asyncio"') from None
+    return uvloop.new_event_loop
+
+
+def run_on_server_loop(main: Coroutine[Any, Any, T], config: Config) -> T:
+    """Run `main` to its end on the event loop `[server] event_loop` names, as `assistant serve` does."""
+    with asyncio.Runner(loop_factory=event_loop_factory(config.server.event_loop)) as runner:
+        return runner.run(main)
 
 
 async def serve_app(config: Config, extra_plugins: Iterable[Any] = ()) -> AssistantServer:

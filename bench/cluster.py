@@ -31,7 +31,7 @@ from bench.ws_overhead import client_load, instant_plugin
 def run_node(db_url: str, redis_url: str | None, node_id: str, port_queue: mp.Queue) -> None:
     """Our server with an instant one-delta engine on `db_url`, in a cluster on `redis_url` when given."""
     from assistant.config import Config
-    from assistant.server import serve_app
+    from assistant.server import run_on_server_loop, serve_app
 
     data = {
         "server": {"port": 0}, "store": {"url": db_url},
@@ -49,7 +49,7 @@ def run_node(db_url: str, redis_url: str | None, node_id: str, port_queue: mp.Qu
         port_queue.put(server.port)
         await asyncio.Future()
 
-    asyncio.run(main())
+    run_on_server_loop(main(), config)  # on the loop `assistant serve` uses
 
 
 async def spread_load(urls: list[str], connections: int, turns: int) -> float:

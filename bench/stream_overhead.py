@@ -69,7 +69,7 @@ def run_ours(tokens: int, db_url: str, compression: bool, port_queue: mp.Queue) 
     """Our server with an engine that emits `tokens` deltas at once."""
     from assistant import DialogueEngine, DialogueResult, Usage, hookimpl
     from assistant.config import Config
-    from assistant.server import serve_app
+    from assistant.server import run_on_server_loop, serve_app
 
     class Instant(DialogueEngine):
         id = "bench:stream"
@@ -98,7 +98,7 @@ def run_ours(tokens: int, db_url: str, compression: bool, port_queue: mp.Queue) 
         port_queue.put(server.port)
         await asyncio.Future()
 
-    asyncio.run(main())
+    run_on_server_loop(main(), config)  # on the loop `assistant serve` uses
 
 
 async def client_load(url: str, replies: int) -> tuple[float, float, list[float]]:

@@ -156,7 +156,7 @@ def instant_plugin():
 def run_ours(db_url: str, compression: bool, port_queue: mp.Queue) -> None:
     """Our server with an instant one-delta fake engine, storing in `db_url`."""
     from assistant.config import Config
-    from assistant.server import serve_app
+    from assistant.server import run_on_server_loop, serve_app
 
     config = Config.from_dict({
         "server": {"port": 0, "compression": compression}, "store": {"url": db_url},
@@ -172,7 +172,7 @@ def run_ours(db_url: str, compression: bool, port_queue: mp.Queue) -> None:
         port_queue.put(server.port)
         await asyncio.Future()
 
-    asyncio.run(main())
+    run_on_server_loop(main(), config)  # on the loop `assistant serve` uses
 
 
 class ServerProbe:

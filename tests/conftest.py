@@ -164,3 +164,11 @@ def tiny_llava(tmp_path_factory) -> Path:
     from tests.tiny_models import build_tiny_llava
 
     return build_tiny_llava(tmp_path_factory.mktemp("llava") / "tiny-llava")
+
+
+@pytest.fixture(scope="session")
+def event_loop_policy():
+    """Async tests run on uvloop, the event loop `assistant serve` runs on by default (`[server] event_loop`)."""
+    import uvloop
+
+    return uvloop.EventLoopPolicy()

@@ -54,6 +54,7 @@ def test_engine_roles_are_the_same_everywhere():
         ("[server]\nport = 70000\n", "server.port"),
         ("[server]\nprot = 1\n", "server.prot"),
         ("[server]\nport = 'eighty'\n", "server.port"),
+        ("[server]\nevent_loop = 'trio'\n", "server.event_loop"),
         ("[dialogue]\nhistory_turns = -1\n", "dialogue.history_turns"),
         ("[dialogue]\ntimezone = 'Mars/Olympus'\n", "dialogue.timezone"),
         ("[plugins]\ntransformers_dialogue = 3\n", "plugins.transformers_dialogue"),

@@ -13,7 +13,9 @@ import urllib.request
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from assistant.config import ConfigError
 from assistant.dialects.native.protocol import parse_server_event
+from assistant.server import run_on_server_loop
 from tests.conftest import make_config
 from tests.fakes import FakeEnginesPlugin, ScriptedDialogue
 
@@ -234,6 +236,31 @@ async def test_a_shutdown_cancelled_midway_still_puts_the_collector_back(start_s
         assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
     await server.app.drain(0)  # what the cancelled shutdown left to do
     await server.app.stop()
+
+
+def test_the_server_runs_on_the_event_loop_its_config_names(tmp_path, monkeypatch):
+    """uvloop by default, Python's asyncio loop with `[server] event_loop = "asyncio"`; uvloop named but not
+    installed is a config error saying what to do."""
+    import uvloop
+
+    async def running_loop() -> type:
+        return type(asyncio.get_running_loop())
+
+    assert issubclass(run_on_server_loop(running_loop(), make_config(tmp_path)), uvloop.Loop)
+    on_asyncio = run_on_server_loop(running_loop(), make_config(tmp_path, server={"event_loop": "asyncio"}))
+    assert issubclass(on_asyncio, asyncio.BaseEventLoop) and not issubclass(on_asyncio, uvloop.Loop)
+    monkeypatch.setitem(__import__("sys").modules, "uvloop", None)  # import uvloop now raises ImportError
+    unstarted = running_loop()
+    with pytest.raises(ConfigError, match='event_loop = "asyncio"'):
+        run_on_server_loop(unstarted, make_config(tmp_path))
+    unstarted.close()
+
+
+async def test_the_tests_serve_on_uvloop_as_assistant_serve_does(server):
+    """The suite's async tests (and the servers they start) run on uvloop, the default `[server] event_loop`."""
+    import uvloop
+
+    assert isinstance(asyncio.get_running_loop(), uvloop.Loop) and server.app.config.server.event_loop == "uvloop"
 
 
 async def test_resume_after_restart_keeps_history_and_the_model_sees_it(start_server, connect_client, tmp_path):
