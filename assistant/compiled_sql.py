@@ -18,7 +18,7 @@ import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam
+from sqlalchemy import Column, Table, bindparam, select
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter, ClauseElement, ColumnElement
@@ -85,30 +85,46 @@ def power_of_two_sizes(count: int) -> list[int]:
     return [1 << bit for bit in range(count.bit_length() - 1, -1, -1) if count >> bit & 1]
 
 
+Lookup = tuple[str, "Column[Any]", "Column[Any]"]
+"""(column, source, key): the inserted column takes `source` of the row whose `key` equals the value given for it
+(`parts.turn_pk` from `turns.pk` by `turns.id`), looked up inside the INSERT."""
+
+
 @functools.lru_cache(maxsize=256)
-def _multi_row_insert(table: Table, columns: tuple[str, ...], returning: tuple[str, ...], rows: int, dialect: Dialect) -> CompiledStatement:
-    values = [{name: bindparam(f"r{i}_{name}", type_=table.c[name].type) for name in columns} for i in range(rows)]
-    statement = table.insert().values(values)
+def _multi_row_insert(
+    table: Table, columns: tuple[str, ...], returning: tuple[str, ...], lookups: tuple[Lookup, ...], rows: int, dialect: Dialect,
+) -> CompiledStatement:
+    looked_up = {name: (source, key) for name, source, key in lookups}
+
+    def value(i: int, name: str) -> Any:
+        if name not in looked_up:
+            return bindparam(f"r{i}_{name}", type_=table.c[name].type)
+        source, key = looked_up[name]
+        return select(source).where(key == bindparam(f"r{i}_{name}", type_=key.type)).scalar_subquery()
+
+    statement = table.insert().values([{name: value(i, name) for name in columns} for i in range(rows)])
     return CompiledStatement(statement.returning(*(table.c[name] for name in returning)) if returning else statement, dialect)
 
 
 def insert_rows(
     conn: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]], returning: tuple[str, ...] = (),
+    lookups: tuple[Lookup, ...] = (),
 ) -> list[tuple[Any, ...]]:
     """Insert `rows` (values of `columns` by name) with multi-row INSERTs (RETURNING `returning`, if any); returns
-    what they return.
+    what they return. A column named in `lookups` is given the key of the row it refers to (see `Lookup`).
 
     One statement writes many rows: SQLite is stepped once for it, not once per row as with `executemany`
-    (each step releases and takes back the GIL, a wait of its own while the event loop runs). The rows go in
-    chunks whose sizes are powers of two, so whatever the batch sizes, at most one statement per power of
-    two is ever compiled (compiling a 64-row INSERT takes tens of milliseconds)."""
+    (each step releases and takes back the GIL, a wait of its own while the event loop runs); a row that
+    RETURNING gives back costs a step, which a lookup inside the INSERT saves. The rows go in chunks whose
+    sizes are powers of two, so whatever the batch sizes, at most one statement per power of two is ever
+    compiled (compiling a 64-row INSERT takes tens of milliseconds)."""
     dialect = conn.dialect
     returned: list[tuple[Any, ...]] = []
     start = 0
     for size in power_of_two_sizes(len(rows)):
         chunk = rows[start:start + size]
         values = {f"r{i}_{name}": row[name] for i, row in enumerate(chunk) for name in columns}
-        returned += _multi_row_insert(table, columns, returning, size, dialect).execute(conn, values)
+        returned += _multi_row_insert(table, columns, returning, lookups, size, dialect).execute(conn, values)
         start += size
     return returned
 

@@ -160,6 +160,8 @@ _END_REPLY_MANY = (
 _END_REPLY = _END_REPLY_MANY.returning(_turns.c.pk, _turns.c.conversation_id)
 _TURN_COLUMNS = ("id", "conversation_id", "role", "status", "reply_to", "created_at", "finished_at", "error", "usage", "node")
 _PART_COLUMNS = ("turn_pk", "position", "kind", "text", "attachment_sha256")
+_PART_TURN_BY_ID = (("turn_pk", _turns.c.pk, _turns.c.id),)
+"""For `insert_rows`: a part row's turn_pk given as its turn's id (no RETURNING needed for the turns' pks)."""
 
 
 def _touch_conversations(count: int) -> Any:
@@ -242,8 +244,9 @@ def _record(turn: Any, parts: list[PartRecord]) -> TurnRecord:
     )
 
 
-def _part_rows(turn_pk: int, parts: Sequence[PartRecord], start: int = 0) -> list[dict[str, Any]]:
-    """Rows of the parts table for `parts` of one turn, numbered from `start`."""
+def _part_rows(turn_pk: int | str, parts: Sequence[PartRecord], start: int = 0) -> list[dict[str, Any]]:
+    """Rows of the parts table for `parts` of one turn, numbered from `start` (`turn_pk`: the turn's id, for
+    `insert_rows` with `_PART_TURN_BY_ID`)."""
     return [
         {"turn_pk": turn_pk, "position": start + i, "kind": p.kind, "text": p.text, "attachment_sha256": p.attachment_sha256}
         for i, p in enumerate(parts)
@@ -428,10 +431,10 @@ class Store:
             rows.append(self._turn_row(user_id, cid, "user", "completed", None, now))
             rows.append(self._turn_row(reply_id, cid, "assistant", "in_progress", user_id, now))
         with self._writing() as conn:
-            pks: dict[str, int] = dict(insert_rows(conn, _turns, _TURN_COLUMNS, rows, returning=("id", "pk")))
-            insert_rows(conn, _parts, _PART_COLUMNS, [
-                row for item, (user_id, _) in zip(items, ids, strict=True) for row in _part_rows(pks[user_id], item["parts"])
-            ])
+            insert_rows(conn, _turns, _TURN_COLUMNS, rows)
+            insert_rows(conn, _parts, _PART_COLUMNS, [  # each part's turn_pk looked up by its turn's id in the INSERT
+                row for item, (user_id, _) in zip(items, ids, strict=True) for row in _part_rows(user_id, item["parts"])
+            ], lookups=_PART_TURN_BY_ID)
             execute_in(conn, _touch_conversations, list(dict.fromkeys(i["conversation_id"] for i in items)), {"now": now})
         started = []
         for item, (user_id, reply_id) in zip(items, ids, strict=True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, bindparam, create_engine, func, select
+from sqlalchemy import JSON, Column, DateTime, ForeignKey, Integer, MetaData, String, Table, bindparam, create_engine, func, select
 
 from assistant.compiled_sql import CompiledStatement, execute_in, in_binds, insert_rows, power_of_two_sizes
 
@@ -17,6 +17,12 @@ things = Table(
     Column("at", DateTime(timezone=True)),
     Column("data", JSON, nullable=True),
     Column("kind", String(16)),
+)
+notes = Table(
+    "notes", metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("thing_pk", ForeignKey("things.pk")),
+    Column("text", String(32)),
 )
 COLUMNS = ("name", "at", "data", "kind")
 ROWS = [
@@ -103,3 +109,17 @@ def test_a_multi_row_insert_returns_each_rows_key_and_an_in_list_selects_by_its_
     with engine.connect() as conn:
         kinds = dict(conn.execute(select(things.c.kind, func.count()).group_by(things.c.kind)).all())
     assert kinds == {"x": 6, "y": 1, "z": 3}  # x: n0 n2 n3 n5 n6 m0 m1 m2, y: n1 n4; then n1 n2 m0 became z
+
+
+def test_a_column_looked_up_by_key_refers_to_the_row_of_that_key(engine):
+    """With `lookups`, a row gives the key of the row it refers to (a name), and the INSERT stores that row's pk,
+    rows written in the same transaction included; a key that matches nothing leaves the column NULL."""
+    by_name = (("thing_pk", things.c.pk, things.c.name),)
+    with engine.begin() as conn:
+        pks = dict(insert_rows(conn, things, COLUMNS, [{**ROWS[0], "name": f"k{i}"} for i in range(3)], returning=("name", "pk")))
+        insert_rows(conn, notes, ("thing_pk", "text"), [
+            {"thing_pk": f"k{i % 3}", "text": f"note {i}"} for i in range(7)  # 4 + 2 + 1
+        ] + [{"thing_pk": "nobody", "text": "orphan"}], lookups=by_name)
+    with engine.connect() as conn:
+        stored = dict(conn.execute(select(notes.c.text, notes.c.thing_pk)).all())
+    assert stored == {**{f"note {i}": pks[f"k{i % 3}"] for i in range(7)}, "orphan": None}
