@@ -15,8 +15,8 @@ Every server runs without permessage-deflate (our default); ours and the referen
 on, on both sides alike. Prints throughput ratios (ours / reference, goal >= 0.7; ours / bare) and
 added p50/p99 latency, then where our server's time went during the timed load: its CPU per round
 trip (all threads, and the event loop's thread alone) and how busy its store writer was, from
-/metrics. A server whose event loop and writer together spend about a core per round trip's worth
-of work is bound by the GIL they share, not by the disk.
+/metrics. When CPU per round trip times round trips per second comes to about one core, the server is
+bound by the one GIL its event loop and writer share, not by the disk.
 
     python bench/ws_overhead.py [--connections 8 64] [--turns 300]
 """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sys
 import threading
 import time
 import urllib.error
@@ -249,7 +250,7 @@ def test_the_server_runs_on_the_event_loop_its_config_names(tmp_path, monkeypatc
     assert issubclass(run_on_server_loop(running_loop(), make_config(tmp_path)), uvloop.Loop)
     on_asyncio = run_on_server_loop(running_loop(), make_config(tmp_path, server={"event_loop": "asyncio"}))
     assert issubclass(on_asyncio, asyncio.BaseEventLoop) and not issubclass(on_asyncio, uvloop.Loop)
-    monkeypatch.setitem(__import__("sys").modules, "uvloop", None)  # import uvloop now raises ImportError
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
     unstarted = running_loop()
     with pytest.raises(ConfigError, match='event_loop = "asyncio"'):
         run_on_server_loop(unstarted, make_config(tmp_path))
