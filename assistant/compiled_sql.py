@@ -91,9 +91,7 @@ Lookup = tuple[str, "Column[Any]", "Column[Any]"]
 
 
 @functools.lru_cache(maxsize=256)
-def _multi_row_insert(
-    table: Table, columns: tuple[str, ...], returning: tuple[str, ...], lookups: tuple[Lookup, ...], rows: int, dialect: Dialect,
-) -> CompiledStatement:
+def _multi_row_insert(table: Table, columns: tuple[str, ...], lookups: tuple[Lookup, ...], rows: int, dialect: Dialect) -> CompiledStatement:
     looked_up = {name: (source, key) for name, source, key in lookups}
 
     def value(i: int, name: str) -> Any:
@@ -102,16 +100,14 @@ def _multi_row_insert(
         source, key = looked_up[name]
         return select(source).where(key == bindparam(f"r{i}_{name}", type_=key.type)).scalar_subquery()
 
-    statement = table.insert().values([{name: value(i, name) for name in columns} for i in range(rows)])
-    return CompiledStatement(statement.returning(*(table.c[name] for name in returning)) if returning else statement, dialect)
+    return CompiledStatement(table.insert().values([{name: value(i, name) for name in columns} for i in range(rows)]), dialect)
 
 
 def insert_rows(
-    conn: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]], returning: tuple[str, ...] = (),
-    lookups: tuple[Lookup, ...] = (),
-) -> list[tuple[Any, ...]]:
-    """Insert `rows` (values of `columns` by name) with multi-row INSERTs (RETURNING `returning`, if any); returns
-    what they return. A column named in `lookups` is given the key of the row it refers to (see `Lookup`).
+    conn: Connection, table: Table, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]], lookups: tuple[Lookup, ...] = (),
+) -> None:
+    """Insert `rows` (values of `columns` by name) with multi-row INSERTs. A column named in `lookups` is given
+    the key of the row it refers to (see `Lookup`).
 
     One statement writes many rows: SQLite is stepped once for it, not once per row as with `executemany`
     (each step releases and takes back the GIL, a wait of its own while the event loop runs); a row that
@@ -119,14 +115,12 @@ def insert_rows(
     sizes are powers of two, so whatever the batch sizes, at most one statement per power of two is ever
     compiled (compiling a 64-row INSERT takes tens of milliseconds)."""
     dialect = conn.dialect
-    returned: list[tuple[Any, ...]] = []
     start = 0
     for size in power_of_two_sizes(len(rows)):
         chunk = rows[start:start + size]
         values = {f"r{i}_{name}": row[name] for i, row in enumerate(chunk) for name in columns}
-        returned += _multi_row_insert(table, columns, returning, lookups, size, dialect).execute(conn, values)
+        _multi_row_insert(table, columns, lookups, size, dialect).execute(conn, values)
         start += size
-    return returned
 
 
 def in_binds(column: ColumnElement[Any], count: int) -> list[BindParameter[Any]]:
