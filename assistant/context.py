@@ -52,26 +52,42 @@ def dialogue_context(
     """
     kept: list[ChatMessage] = []
     chars = 0
+    labels, native = part_labels or {}, native_parts or {}
+    plain = not (labels.keys() & _WORDS)  # a plain-text user turn is its text alone (see `user_message`)
     for turn in reversed(history):
-        messages: list[ChatMessage] = []
+        messages: list[ChatMessage]
         if turn.role == "user":
-            message = _user_message(turn, images, part_labels or {}, native_parts or {})
-            if message.content or message.images or message.parts:
-                messages.append(message)
+            if plain and all(p.kind in _WORDS for p in turn.parts):  # most turns: no images, no plugin parts
+                message = ChatMessage("user", turn.text.strip())
+            else:
+                message = _user_message(turn, images, labels, native)
+            if not (message.content or message.images or message.parts):
+                continue
+            messages = [message]
         elif turn.role == "assistant" and turn.status in ("completed", "cancelled"):
-            if tools:
-                messages += tool_messages(turn.parts)
-            heard = [p.text or "" for p in turn.parts if p.kind == "heard"]  # a spoken reply cut short: what the user heard
-            said = heard[-1] if heard else turn.text
+            messages = tool_messages(turn.parts) if tools else []
+            said = _said(turn)
             if said:
                 messages.append(ChatMessage("assistant", said))
-        if not messages:
+            if not messages:
+                continue
+        else:
             continue
         chars += sum(len(m.content) for m in messages)
         if max_chars is not None and kept and chars > max_chars:
             break
         kept += reversed(messages)
     return ([ChatMessage("system", system_prompt)] if system_prompt else []) + kept[::-1]
+
+
+_WORDS = frozenset({"text", "transcript"})
+"""Part kinds that are a turn's own words (`TurnRecord.text`)."""
+
+
+def _said(turn: TurnRecord) -> str:
+    """What an assistant turn said to the user: its text, or what the user heard of a spoken reply cut short."""
+    heard = [p.text or "" for p in turn.parts if p.kind == "heard"]
+    return heard[-1] if heard else turn.text
 
 
 def tool_messages(parts: list[PartRecord]) -> list[ChatMessage]:

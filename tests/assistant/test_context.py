@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from assistant.context import dialogue_context
+from assistant.context import dialogue_context, user_message
 from assistant.store import PartRecord, TurnRecord
 
 
@@ -49,3 +49,21 @@ def test_the_character_bound_keeps_a_turns_tool_messages_together():
     assert [m.role for m in messages] == ["user"]
     messages = dialogue_context("", HISTORY, tools=True, max_chars=200)
     assert [m.role for m in messages] == ["user", "assistant", "tool", "tool", "assistant", "user"]
+
+
+def test_plain_text_turns_come_back_as_the_full_rendering_would_make_them():
+    """Text and transcript turns take a shortcut; what they become is what `user_message` makes of them,
+    with or without images, and a plugin part type named like a word part still goes the long way."""
+    history = [
+        turn("user", [PartRecord("text", "  hello  ")]),
+        turn("assistant", [PartRecord("text", "hi")]),
+        turn("user", [PartRecord("text", "look"), PartRecord("transcript", "and listen ")]),
+        turn("assistant", [PartRecord("text", "a long answer"), PartRecord("heard", "a long")]),
+        turn("user", [PartRecord("transcript", "   ")]),
+    ]
+    for images, labels in ((None, None), ({}, None), (None, {"text": "Note"})):
+        messages = dialogue_context("", history, images=images, part_labels=labels)
+        expected = [user_message(t.parts, t.text, images, labels) for t in history if t.role == "user"]
+        assert [m for m in messages if m.role == "user"] == [m for m in expected if m.content]
+        assert [m.content for m in messages if m.role == "assistant"] == ["hi", "a long"]
+    assert [m.content for m in dialogue_context("", history) if m.role == "user"] == ["hello", "look\nand listen"]
