@@ -97,45 +97,70 @@ class Relay(Generic[T]):
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._items: deque[T] = deque()  # append (worker) and popleft (loop) are atomic
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # the consumer waiting for items, if it is
+        self._waiting_since = 0.0
         self._woken = False  # a wake-up is on its way to the loop: later pushes need not send another
         self._ended = False
+        self._timer: asyncio.TimerHandle | None = None
 
     def push(self, item: T) -> None:
         """Queue an item for the event loop; safe to call from any thread."""
         self._items.append(item)
         if not self._woken:
             self._woken = True
-            self._loop.call_soon_threadsafe(self._ready.set)
+            self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _end(self, _future: asyncio.Future[Any]) -> None:
         self._ended = True
-        self._ready.set()
+        self._wake()
+
+    def _watch(self, idle_timeout_s: float) -> None:
+        """The idle timer (one per call, not one per wait): fails a wait that has lasted `idle_timeout_s`, else looks again
+        when the current wait would reach it."""
+        loop, waiter = self._loop, self._waiter
+        if waiter is None or waiter.done():  # the consumer is busy (or done): nothing to time yet
+            if not self._ended:
+                self._timer = loop.call_at(loop.time() + idle_timeout_s, self._watch, idle_timeout_s)
+        elif loop.time() - self._waiting_since >= idle_timeout_s:
+            waiter.set_exception(NoProgress(f"no progress for {idle_timeout_s} s"))
+        else:
+            self._timer = loop.call_at(self._waiting_since + idle_timeout_s, self._watch, idle_timeout_s)
 
     async def batches(self, future: asyncio.Future[Any], idle_timeout_s: float | None = None) -> AsyncIterator[list[T]]:
         """Lists of the items pushed since the last one (never empty), in order, until `future` (the engine call) is done.
 
-        Raises NoProgress when nothing arrives for `idle_timeout_s` (a hung engine).
+        Raises NoProgress when nothing arrives for `idle_timeout_s` of waiting (a hung engine).
         """
         # The future completes through call_soon_threadsafe after the worker's last push, so once it is
         # done every item is already queued.
         future.add_done_callback(self._end)
         items = self._items
-        while True:
-            self._woken = False  # before taking: a push after this point sends a wake-up of its own
-            if items:
-                self._ready.clear()
-                taken = [items.popleft() for _ in range(len(items))]
-                yield taken
-                continue
-            if self._ended:
-                return
-            try:
-                async with asyncio.timeout(idle_timeout_s):  # no task per wait, unlike wait_for
-                    await self._ready.wait()
-            except TimeoutError:
-                raise NoProgress(f"no progress for {idle_timeout_s} s") from None
-            self._ready.clear()
+        loop = self._loop
+        if idle_timeout_s is not None:
+            self._timer = loop.call_at(loop.time() + idle_timeout_s, self._watch, idle_timeout_s)
+        try:
+            while True:
+                self._woken = False  # before taking: a push after this point sends a wake-up of its own
+                if items:
+                    taken = [items.popleft() for _ in range(len(items))]
+                    yield taken
+                    continue
+                if self._ended:
+                    return
+                self._waiting_since = loop.time()
+                self._waiter = loop.create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
 
     async def until(self, future: asyncio.Future[Any], idle_timeout_s: float | None = None) -> AsyncIterator[T]:
         """The pushed items one at a time, in order, until `future` (the engine call) is done (see `batches`)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 
 import psutil
 import pytest
@@ -145,3 +146,42 @@ async def test_a_relay_hands_over_what_piled_up_in_one_batch_and_keeps_the_order
     single: Relay[int] = Relay()
     future = loop.run_in_executor(None, lambda: [single.push(i) for i in range(50)])
     assert [item async for item in single.until(future, 30)] == list(range(50))
+
+
+async def test_a_relay_gives_up_on_an_engine_that_stops_pushing_but_not_on_a_slow_consumer():
+    """NoProgress counts the consumer's time waiting for items, not its time between looks."""
+    from assistant.scheduler import NoProgress, Relay
+
+    loop = asyncio.get_running_loop()
+    hung: Relay[int] = Relay()
+    release = threading.Event()
+
+    def stuck() -> str:
+        hung.push(1)
+        release.wait(10)
+        return "done"
+
+    future = loop.run_in_executor(None, stuck)
+    got: list[int] = []
+    began = loop.time()
+    with pytest.raises(NoProgress):
+        async for batch in hung.batches(future, idle_timeout_s=0.2):
+            got += batch
+    assert got == [1] and loop.time() - began >= 0.2
+    release.set()
+    assert await future == "done"
+
+    slow: Relay[int] = Relay()
+
+    def pausing() -> str:
+        slow.push(1)
+        time.sleep(0.4)  # longer than the timeout, but the consumer waits for only the last 0.1 s of it
+        slow.push(2)
+        return "done"
+
+    future = loop.run_in_executor(None, pausing)
+    got = []
+    async for batch in slow.batches(future, idle_timeout_s=0.25):
+        got += batch
+        await asyncio.sleep(0.3)  # a consumer busier than the timeout between looks
+    assert got == [1, 2] and await future == "done"
