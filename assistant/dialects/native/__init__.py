@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from assistant.access import bearer_token, origin_allowed, principal_of
 from assistant.dialects import SEND_TEXT_EXTENSION, Dialect, ServerContext
+from assistant.dialects.idle import IdleWatch
 from assistant.dialects.native.session import Session
 
 log = logging.getLogger("assistant.dialects.native")
@@ -59,21 +60,20 @@ class NativeDialect(Dialect):
         direct = ws.scope.get("extensions", {}).get(SEND_TEXT_EXTENSION)  # the server's straight path, else Starlette's
         send = direct["send_text"] if direct else ws.send_text
         session = Session(server.app, send, token=token, close=close, source=ws.client.host if ws.client else None)
-        idle = server.app.config.limits.idle_timeout_s
+        deadline = asyncio.timeout(None)  # expired by the IdleWatch when the connection goes idle
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(idle):  # no task per frame, unlike wait_for
-                        message = await ws.receive()
-                except TimeoutError:
-                    if session.busy():
-                        continue  # a long reply or picture is no reason to hang up
-                    await ws.close(1000, "idle timeout")
-                    break
-                if message["type"] == "websocket.disconnect":
-                    break
-                text = message.get("text")
-                await session.handle_frame(text if text is not None else message["bytes"])
+            async with deadline:
+                with IdleWatch(deadline, server.app.config.limits.idle_timeout_s, session.busy) as watch:
+                    while True:
+                        message = await watch.receive(ws)
+                        if message["type"] == "websocket.disconnect":
+                            break
+                        text = message.get("text")
+                        await session.handle_frame(text if text is not None else message["bytes"])
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            await ws.close(1000, "idle timeout")
         finally:
             session.disconnected()
 

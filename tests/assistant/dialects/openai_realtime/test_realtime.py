@@ -351,3 +351,15 @@ async def test_a_response_with_no_room_for_its_items_fails_cleanly(start_server,
         done = (await client.recv_until("response.done"))[-1]["response"]
         assert done["status"] == "failed" and done["status_details"]["error"]["code"] == "too_large" and done["output"] == []
     check_lifecycle(client.events)
+
+
+async def test_an_idle_connection_is_hung_up_on_as_on_the_native_wire(start_server, tmp_path):
+    """Silent past idle_timeout_s: closed with 1000 'idle timeout', as /ws does; a frame in time keeps it open."""
+    server = await start_server(make_config(tmp_path, limits={"idle_timeout_s": 0.6}), plugins=(FakeEnginesPlugin(ScriptedDialogue()),))
+    async with open_realtime(server.port) as client:
+        await asyncio.sleep(0.3)
+        await client.send({"type": "session.update", "session": {"type": "realtime", "instructions": "Be terse."}})
+        assert (await client.recv())["type"] == "session.updated"
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.recv(timeout=10)
+        assert closed.value.rcvd is not None and (closed.value.rcvd.code, closed.value.rcvd.reason) == (1000, "idle timeout")
