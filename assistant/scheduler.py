@@ -187,12 +187,13 @@ class Scheduler:
     def __init__(self, workers_per_role: dict[str, int] | None = None, metrics: Any = None) -> None:
         self.workers_per_role = dict(workers_per_role or {})
         self.metrics = metrics  # assistant.metrics.Metrics, or None
-        self._metrics_by_role: dict[str, tuple[Any, Any]] = {}
+        self._metrics_by_role: dict[str, Any] = {}  # role -> its batch size histogram
         self.max_queued: int | None = None
         self.gate = LatencyGate({})
         self._running_calls: dict[int, set[object]] = {}  # engine -> its calls running now (for the gate)
         self._calls_lock = threading.Lock()
         self._in_flight: dict[int, int] = {}
+        self._in_flight_by_role: dict[str, int] = {}  # what the queue depth gauge shows
         self._admitted: dict[int, int] = {}  # places taken by admit() whose call is not submitted yet
         self._workers: dict[int, ThreadPoolExecutor] = {}
         self._slots: dict[int, asyncio.Semaphore] = {}  # per engine with async calls: how many run at once
@@ -223,20 +224,21 @@ class Scheduler:
             if admission.key == key and not admission.released:
                 self._release_admission(admission)  # the call takes its place, with no moment between
                 break
+        role = engine.role
         self._in_flight[key] = self._in_flight.get(key, 0) + 1
-        future.add_done_callback(lambda _future: self._done(key))
+        self._in_flight_by_role[role] = self._in_flight_by_role.get(role, 0) + 1
+        future.add_done_callback(lambda _future: self._done(key, role))
         if self.metrics is not None:
-            depth, batch_size = self._role_metrics(engine.role)
-            depth.inc()
-            future.add_done_callback(lambda _future: depth.dec())
-            batch_size.observe(batch)
+            self._batch_sizes(role).observe(batch)
         return future
 
-    def _role_metrics(self, role: str) -> tuple[Any, Any]:
-        """The role's queue depth gauge and batch size histogram (looked up once per role, not per call)."""
+    def _batch_sizes(self, role: str) -> Any:
+        """The role's batch size histogram, looked up once per role; the first look also hands the role's queue depth
+        gauge its count, read when /metrics is scraped (nothing to update per call)."""
         found = self._metrics_by_role.get(role)
         if found is None:
-            found = self._metrics_by_role[role] = (self.metrics.queue_depth.labels(role), self.metrics.batch_size.labels(role))
+            self.metrics.queue_depth.labels(role).set_function(lambda: self._in_flight_by_role.get(role, 0))
+            found = self._metrics_by_role[role] = self.metrics.batch_size.labels(role)
         return found
 
     async def _awaited(self, engine: Engine, twin: Callable[..., Any], args: tuple[Any, ...]) -> Any:
@@ -274,10 +276,11 @@ class Scheduler:
             calls.discard(token)
         self.gate.finished(engine.role)
 
-    def _done(self, key: int) -> None:
+    def _done(self, key: int, role: str) -> None:
         self._in_flight[key] -= 1
         if not self._in_flight[key]:
             del self._in_flight[key]
+        self._in_flight_by_role[role] -= 1
 
     def in_flight(self, engine: Engine) -> int:
         """Calls of this engine waiting or running, and places admitted for calls about to be submitted."""

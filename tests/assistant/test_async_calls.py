@@ -9,6 +9,7 @@ import pytest
 
 from assistant import AsrEngine, Capabilities, Transcript
 from assistant.async_calls import CallStopped, async_variant, stop_on
+from assistant.metrics import Metrics
 from assistant.scheduler import QueueFull, Scheduler
 
 
@@ -55,17 +56,22 @@ def test_only_an_engine_method_with_a_coroutine_twin_is_awaited():
 async def test_async_calls_run_on_the_loop_within_max_batch_and_the_queue_bound():
     """Calls run on the event loop's thread, at most max_batch at once; the queue bound refuses the call past max_queued."""
     engine = AsyncAsr(max_batch=2)
-    scheduler = Scheduler({"asr": 2})
+    metrics = Metrics()
+    scheduler = Scheduler({"asr": 2}, metrics)
     scheduler.max_queued = 3
     futures = [scheduler.submit(engine, engine.transcribe, [0.0] * n) for n in (1, 2, 3)]
     with pytest.raises(QueueFull):
         scheduler.admit(engine)
     await asyncio.sleep(0.05)
     assert engine.running == 2 and scheduler.in_flight(engine) == 3
+    depth = {"role": "asr"}
+    assert metrics.registry.get_sample_value("assistant_engine_queue_depth", depth) == 3  # queued or running
     engine.release.set()
     assert [t.text for t in await asyncio.gather(*futures)] == ["1", "2", "3"]
     assert engine.most == 2 and set(engine.threads) == {threading.current_thread()}
     assert scheduler.in_flight(engine) == 0 and scheduler.stuck_threads() == 0
+    assert metrics.registry.get_sample_value("assistant_engine_queue_depth", depth) == 0
+    assert metrics.registry.get_sample_value("assistant_engine_batch_size_count", depth) == 3
 
 
 async def test_a_timed_out_or_abandoned_async_call_is_cancelled_not_left_running():
