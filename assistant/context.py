@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from assistant.engines import ChatMessage, MessagePart, ToolCall
 from assistant.image_features import stored_image
@@ -55,29 +55,60 @@ def dialogue_context(
     labels, native = part_labels or {}, native_parts or {}
     plain = not (labels.keys() & _WORDS)  # a plain-text user turn is its text alone (see `user_message`)
     for turn in reversed(history):
-        messages: list[ChatMessage]
-        if turn.role == "user":
-            if plain and all(p.kind in _WORDS for p in turn.parts):  # most turns: no images, no plugin parts
-                message = ChatMessage("user", turn.text.strip())
-            else:
-                message = _user_message(turn, images, labels, native)
-            if not (message.content or message.images or message.parts):
-                continue
-            messages = [message]
-        elif turn.role == "assistant" and turn.status in ("completed", "cancelled"):
-            messages = tool_messages(turn.parts) if tools else []
-            said = _said(turn)
-            if said:
-                messages.append(ChatMessage("assistant", said))
-            if not messages:
-                continue
-        else:
+        messages, size = _turn_messages(turn, images, labels, native, plain, tools)
+        if not messages:
             continue
-        chars += sum(len(m.content) for m in messages)
+        chars += size
         if max_chars is not None and kept and chars > max_chars:
             break
         kept += reversed(messages)
     return ([ChatMessage("system", system_prompt)] if system_prompt else []) + kept[::-1]
+
+
+Rendered = tuple[tuple[ChatMessage, ...], int]
+"""A turn's messages in the context, oldest first, and their characters."""
+
+_UNSEEN = object()
+
+
+def _turn_messages(
+    turn: TurnRecord, images: dict[str, Any] | None, labels: Mapping[str, str], native: Mapping[str, MessagePart], plain: bool, tools: bool,
+) -> Rendered:
+    """What a stored turn adds to the context. A plain-text user turn and a reply are rendered once per record
+    (`TurnRecord.memo`): the same records come back from memory turn after turn, so a long history is not
+    rendered again at every turn. A user turn with images or plugin parts depends on this turn's arguments."""
+    if turn.role == "user":
+        if plain:
+            found = turn.memo.get("plain_user", _UNSEEN)
+            if found is _UNSEEN:
+                found = turn.memo["plain_user"] = _plain_user(turn)
+            if found is not None:
+                return cast(Rendered, found)
+        message = _user_message(turn, images, labels, native)
+        return _rendered([message] if message.content or message.images or message.parts else [])
+    if turn.role == "assistant" and turn.status in ("completed", "cancelled"):
+        key = ("reply", tools)
+        found = turn.memo.get(key)
+        if found is None:
+            messages = tool_messages(turn.parts) if tools else []
+            said = _said(turn)
+            if said:
+                messages.append(ChatMessage("assistant", said))
+            found = turn.memo[key] = _rendered(messages)
+        return cast(Rendered, found)
+    return (), 0
+
+
+def _plain_user(turn: TurnRecord) -> Rendered | None:
+    """A user turn of text and transcripts alone: its words as one message; None when it holds anything else."""
+    if not all(p.kind in _WORDS for p in turn.parts):
+        return None
+    text = turn.text.strip()
+    return _rendered([ChatMessage("user", text)] if text else [])
+
+
+def _rendered(messages: list[ChatMessage]) -> Rendered:
+    return tuple(messages), sum(len(m.content) for m in messages)
 
 
 _WORDS = frozenset({"text", "transcript"})

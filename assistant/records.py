@@ -7,7 +7,7 @@ and pass them without importing the store.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -71,6 +71,9 @@ class TurnRecord:
     usage: dict[str, Any] | None
     reply_to: str | None
     parts: list[PartRecord]
+    memo: dict[Any, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+    """What readers derived from this record, kept with it (the dialogue context's messages): a turn that
+    changes gets a new record (`dataclasses.replace` starts it empty), so an entry never goes stale."""
 
     @cached_property
     def text(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from assistant.context import dialogue_context, user_message
@@ -67,3 +68,19 @@ def test_plain_text_turns_come_back_as_the_full_rendering_would_make_them():
         assert [m for m in messages if m.role == "user"] == [m for m in expected if m.content]
         assert [m.content for m in messages if m.role == "assistant"] == ["hi", "a long"]
     assert [m.content for m in dialogue_context("", history) if m.role == "user"] == ["hello", "look\nand listen"]
+
+
+def test_a_turn_is_rendered_once_per_record_and_a_changed_turn_anew():
+    """The same records (kept in memory turn after turn) give the same message objects; a reply that changes is a new
+    record (what the user heard was stored) and says what it says now; tool messages follow the engine's kind."""
+    user, reply = turn("user", [PartRecord("text", "tell me")]), turn("assistant", [PartRecord("text", "a long story")])
+    first = dialogue_context("", [user, reply])
+    assert [m.content for m in first] == ["tell me", "a long story"]
+    assert all(a is b for a, b in zip(dialogue_context("", [user, reply]), first, strict=True))
+    heard = replace(reply, parts=[*reply.parts, PartRecord("heard", "a long")])
+    assert heard.memo == {} and [m.content for m in dialogue_context("", [user, heard])] == ["tell me", "a long"]
+    assert [m.content for m in dialogue_context("", [user, reply])] == ["tell me", "a long story"]
+    stored = HISTORY[1]
+    assert [m.role for m in dialogue_context("", [stored])] == ["assistant"]
+    assert [m.role for m in dialogue_context("", [stored], tools=True)] == ["assistant", "tool", "tool", "assistant"]
+    assert [m.role for m in dialogue_context("", [stored])] == ["assistant"]
