@@ -11,6 +11,9 @@ The reference server is what a plain implementation of our durable work costs: b
 commit each turn's user message and reply through one sqlite3 writer with group commit before sending
 the frames that announce them.
 
+Our server's context holds 4 turns of history per turn; it runs once more with the default of
+`[dialogue] history_turns` (50), what a server left on its defaults renders for each turn.
+
 Every server runs without permessage-deflate (our default); ours and the reference run once more with it
 on, on both sides alike. Prints throughput ratios (ours / reference, goal >= 0.7; ours / bare) and
 added p50/p99 latency, then where our server's time went during the timed load: its CPU per round
@@ -153,14 +156,18 @@ def instant_plugin():
     return Plugin()
 
 
-def run_ours(db_url: str, compression: bool, port_queue: mp.Queue) -> None:
-    """Our server with an instant one-delta fake engine, storing in `db_url`."""
+BENCH_HISTORY_TURNS = 4
+"""Turns of history in each turn's context on our server (the reference reads none), but in its default-history row."""
+
+
+def run_ours(db_url: str, compression: bool, port_queue: mp.Queue, history_turns: int = BENCH_HISTORY_TURNS) -> None:
+    """Our server with an instant one-delta fake engine, storing in `db_url`, `history_turns` of context per turn."""
     from assistant.config import Config
     from assistant.server import run_on_server_loop, serve_app
 
     config = Config.from_dict({
         "server": {"port": 0, "compression": compression}, "store": {"url": db_url},
-        "engines": {"dialogue": "instant"}, "dialogue": {"history_turns": 4},
+        "engines": {"dialogue": "instant"}, "dialogue": {"history_turns": history_turns},
         "plugins": {"deny": ["rapid_ocr", "imagenet_labels", "clip_image"]},  # text turns only: no image modalities
         # measuring the path, not the allowances: one client address opens every connection
         "limits": {"turns_per_minute": 10**9, "sessions_per_principal": 10**4, "conversations_per_minute": 10**6},
@@ -263,9 +270,9 @@ PROBES: dict[str, str] = {}
 """Our servers' probe summaries from the last table, by server name."""
 
 
-def measure(target, args, connections, turns, frames_per_turn, start_session, name: str | None = None):
+def measure(target, args, connections, turns, frames_per_turn, start_session, name: str | None = None, **kwargs):
     queue: mp.Queue = mp.Queue()
-    proc = mp.Process(target=target, args=(*args, queue), daemon=True)
+    proc = mp.Process(target=target, args=(*args, queue), kwargs=kwargs, daemon=True)
     proc.start()
     try:
         port = queue.get(timeout=120)
@@ -293,6 +300,17 @@ def main() -> None:
         table(connections, args.turns)
 
 
+DEFAULT_HISTORY_ROW = "ours, default history"
+"""Ours with the configured default of turns per context (`[dialogue] history_turns`, 50) instead of
+BENCH_HISTORY_TURNS: what a turn costs a server left on its defaults, its context rendered from memory."""
+
+
+def default_history_turns() -> int:
+    from assistant.config import Config
+
+    return Config.from_dict({}).dialogue.history_turns
+
+
 def table(connections: int, turns: int) -> None:
     """Measure every server at `connections` and print the table and the ratios."""
     with tempfile.TemporaryDirectory() as db_dir:
@@ -304,6 +322,10 @@ def table(connections: int, turns: int) -> None:
             "ours (full stack)": measure(run_ours, (f"sqlite:///{db_dir}/bench.db", False), connections, turns, 4, True, "ours (full stack)"),
             "ours, in-memory SQLite": measure(run_ours, ("sqlite:///:memory:", False), connections, turns, 4, True, "ours, in-memory SQLite"),
             "ours, compression on": measure(run_ours, (f"sqlite:///{db_dir}/deflate.db", True), connections, turns, 4, True),
+            DEFAULT_HISTORY_ROW: measure(
+                run_ours, (f"sqlite:///{db_dir}/history.db", False), connections, turns, 4, True, DEFAULT_HISTORY_ROW,
+                history_turns=default_history_turns(),
+            ),
         }
     print(f"{connections} connections x {turns} round trips each")
     print(f"{'server':24} {'round trips/s':>14} {'p50 ms':>8} {'p99 ms':>8}")
