@@ -5,13 +5,14 @@ timer handle on every frame, only to cancel both a few microseconds later. `Idle
 timer that looks at how long the current `receive` has been waiting; when that reaches the idle
 limit and the session has nothing in flight, it expires the `asyncio.timeout(None)` the read loop
 runs in, so that loop ends with TimeoutError as it did before. A session with a reply or a job
-still running is never hung up on: its wait starts over.
+still running is never hung up on: its wait starts over. `serve_frames` is that read loop, for every
+websocket dialect.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -57,3 +58,24 @@ class IdleWatch:
                 return
             self._waiting_since = since = now  # a long reply or picture is no reason to hang up: wait a full period again
         self._timer = self._loop.call_at((since if since is not None else now) + self._idle_s, self._look)
+
+
+async def serve_frames(ws: WebSocket, idle_s: float, busy: Callable[[], bool], on_frame: Callable[[str | bytes], Awaitable[bool]]) -> None:
+    """Hand each frame of `ws` (its text, or its bytes) to `on_frame` until the client leaves, `on_frame` returns False
+    (it has closed the connection), or the connection goes idle: waits of `idle_s` while not `busy()`, then closed
+    with 1000 "idle timeout"."""
+    deadline = asyncio.timeout(None)
+    try:
+        async with deadline:
+            with IdleWatch(deadline, idle_s, busy) as watch:
+                while True:
+                    message = await watch.receive(ws)
+                    if message["type"] == "websocket.disconnect":
+                        return
+                    text = message.get("text")
+                    if not await on_frame(text if text is not None else message["bytes"]):
+                        return
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        await ws.close(1000, "idle timeout")

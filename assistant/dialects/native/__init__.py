@@ -13,7 +13,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from assistant.access import bearer_token, origin_allowed, principal_of
 from assistant.dialects import SEND_TEXT_EXTENSION, Dialect, ServerContext
-from assistant.dialects.idle import IdleWatch
+from assistant.dialects.idle import serve_frames
 from assistant.dialects.native.session import Session
 
 log = logging.getLogger("assistant.dialects.native")
@@ -60,20 +60,13 @@ class NativeDialect(Dialect):
         direct = ws.scope.get("extensions", {}).get(SEND_TEXT_EXTENSION)  # the server's straight path, else Starlette's
         send = direct["send_text"] if direct else ws.send_text
         session = Session(server.app, send, token=token, close=close, source=ws.client.host if ws.client else None)
-        deadline = asyncio.timeout(None)  # expired by the IdleWatch when the connection goes idle
+
+        async def on_frame(frame: str | bytes) -> bool:
+            await session.handle_frame(frame)
+            return True
+
         try:
-            async with deadline:
-                with IdleWatch(deadline, server.app.config.limits.idle_timeout_s, session.busy) as watch:
-                    while True:
-                        message = await watch.receive(ws)
-                        if message["type"] == "websocket.disconnect":
-                            break
-                        text = message.get("text")
-                        await session.handle_frame(text if text is not None else message["bytes"])
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            await ws.close(1000, "idle timeout")
+            await serve_frames(ws, server.app.config.limits.idle_timeout_s, session.busy, on_frame)
         finally:
             session.disconnected()
 

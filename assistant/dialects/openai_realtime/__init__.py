@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket
 
 from assistant.access import bearer_token, principal_of
 from assistant.dialects import Dialect, ServerContext
-from assistant.dialects.idle import IdleWatch
+from assistant.dialects.idle import serve_frames
 from assistant.dialects.native import close_connections, handshake_refusal
 from assistant.dialects.openai_realtime.protocol import RealtimeProblem
 from assistant.dialects.openai_realtime.session import RealtimeSession
@@ -78,26 +78,18 @@ class RealtimeDialect(Dialect):
         """Hand every frame to the session; hang up on a revoked token or an idle connection."""
         app = server.app
         session = RealtimeSession(app, principal, ws.send_text, ws.query_params.get("model"))
-        idle = app.config.limits.idle_timeout_s
-        deadline = asyncio.timeout(None)  # expired by the IdleWatch when the connection goes idle
+
+        async def on_frame(frame: str | bytes) -> bool:
+            if app.auth.enabled and app.auth.principal(token) != principal:
+                await session.error(RealtimeProblem("unauthorized", "the token was revoked", None, None))
+                await ws.close(1008, "token revoked")
+                return False
+            await session.handle_frame(frame)
+            return True
+
         try:
             await session.start()
-            async with deadline:
-                with IdleWatch(deadline, idle, session.busy) as watch:
-                    while True:
-                        message = await watch.receive(ws)
-                        if message["type"] == "websocket.disconnect":
-                            break
-                        if app.auth.enabled and app.auth.principal(token) != principal:
-                            await session.error(RealtimeProblem("unauthorized", "the token was revoked", None, None))
-                            await ws.close(1008, "token revoked")
-                            break
-                        text = message.get("text")
-                        await session.handle_frame(text if text is not None else message["bytes"])
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            await ws.close(1000, "idle timeout")
+            await serve_frames(ws, app.config.limits.idle_timeout_s, session.busy, on_frame)
         finally:
             session.disconnected()
 
