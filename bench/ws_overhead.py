@@ -21,7 +21,10 @@ trip (all threads, and the event loop's thread alone) and how busy its store wri
 /metrics. When CPU per round trip times round trips per second comes to about one core, the server is
 bound by the one GIL its event loop and writer share, not by the disk.
 
-    python bench/ws_overhead.py [--connections 8 64] [--turns 300]
+Then, per connection count, `--pairs` runs of the reference followed at once by ours give the ratio
+again as the median of those pairs: this machine's speed drifts by tens of percent within minutes.
+
+    python bench/ws_overhead.py [--connections 8 64] [--turns 300] [--pairs 3]
 """
 
 from __future__ import annotations
@@ -295,9 +298,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connections", type=int, nargs="+", default=[8], help="one table per count, e.g. 8 64")
     parser.add_argument("--turns", type=int, default=300, help="round trips per connection")
+    parser.add_argument("--pairs", type=int, default=3, help="reference-then-ours runs after each table, for the ratio's median")
     args = parser.parse_args()
     for connections in args.connections:
         table(connections, args.turns)
+        if args.pairs:
+            paired_ratio(connections, args.turns, args.pairs)
+
+
+def paired_ratio(connections: int, turns: int, pairs: int) -> None:
+    """The headline ratio again from `pairs` back-to-back runs of the reference and ours: this machine's speed
+    drifts by tens of percent within minutes, and a ratio taken from two runs seconds apart drifts less."""
+    ratios = []
+    with tempfile.TemporaryDirectory() as db_dir:
+        for index in range(pairs):
+            reference_rate, _ = measure(run_reference, (f"{db_dir}/reference{index}.db", False), connections, turns, 4, True)
+            ours_rate, _ = measure(run_ours, (f"sqlite:///{db_dir}/ours{index}.db", False), connections, turns, 4, True)
+            ratios.append(ours_rate / reference_rate)
+            print(f"pair {index + 1}: reference {reference_rate:.0f}, ours {ours_rate:.0f} round trips/s: ratio {ratios[-1]:.2f}")
+    print(f"paired throughput ratio ours / reference at {connections} connections, median of {pairs}: "
+          f"{statistics.median(ratios):.2f}  (goal >= 0.7)")
 
 
 DEFAULT_HISTORY_ROW = "ours, default history"
