@@ -160,7 +160,7 @@ def instant_plugin():
 
 
 BENCH_HISTORY_TURNS = 4
-"""Turns of history in each turn's context on our server (the reference reads none), but in its default-history row."""
+"""Turns of history in each turn's context on our server (the reference reads none); the default-history row uses 50."""
 
 
 def run_ours(db_url: str, compression: bool, port_queue: mp.Queue, history_turns: int = BENCH_HISTORY_TURNS) -> None:
